@@ -1,0 +1,19 @@
+//! Patina: a declarative backup daemon for SQLite and Cloudflare D1 databases.
+//!
+//! The modules follow the architecture of `DESIGN.md` §2. Pure modules (`config`, `policy`,
+//! `schedule`, `dump`, `manifest`) import no tokio, network or filesystem code and take the clock
+//! as a parameter; adapters (`store`, `source`, `catalog`) sit behind narrow interfaces; `backup`,
+//! `restore` and `cli` compose them.
+
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod dump;
+pub mod inventory;
+pub mod manifest;
+pub mod policy;
+pub mod restore;
+pub mod schedule;
+pub mod source;
+pub mod store;

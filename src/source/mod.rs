@@ -1,0 +1,3 @@
+//! Database sources: each produces one consistent snapshot of a database as a Patina SQL dump.
+
+pub mod sqlite;

@@ -1,0 +1,10 @@
+//! All integration tests build into one binary (faster to link, one place to look).
+
+mod support;
+
+mod integration {
+    mod cli;
+    mod config;
+    mod dump;
+    mod store;
+}

@@ -1,0 +1,1 @@
+//! Test support: real servers and tools the integration tests talk to.
