@@ -1,1 +1,746 @@
-//! TODO
+//! The catalog: Patina's local metadata database (`{state_dir}/patina.db`, SQLite in WAL mode).
+//!
+//! It records jobs, per-database results, the inventory of committed backups and verification
+//! runs. Object storage stays the source of truth: the catalog is a fast index that can be
+//! rebuilt from the bucket's manifests (`patina catalog rebuild`). Table and column names follow
+//! the seed's status page (`backup_jobs`, `backup_results`, `backup_inventory`), so its three
+//! queries work unchanged; Patina's own columns are added after them. Timestamps are unix
+//! seconds. Schema changes are numbered migrations tracked in `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::manifest::{Manifest, Trigger};
+
+/// File name of the catalog inside the state directory.
+pub const FILE_NAME: &str = "patina.db";
+
+/// The migrations, in order; `user_version` = number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the seed-compatible tables plus Patina's columns.
+    r#"
+    CREATE TABLE backup_jobs (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      job_id TEXT UNIQUE NOT NULL,
+      started_at INTEGER NOT NULL,
+      completed_at INTEGER,
+      status TEXT NOT NULL,             -- running | completed | failed | interrupted
+      trigger_type TEXT NOT NULL,       -- scheduled | manual | catch-up
+      total_databases INTEGER NOT NULL,
+      successful_count INTEGER DEFAULT 0,
+      failed_count INTEGER DEFAULT 0,
+      total_size_bytes INTEGER DEFAULT 0,
+      duration_ms INTEGER,
+      error_message TEXT,
+      initiated_by TEXT,
+      reason TEXT
+    );
+    CREATE INDEX idx_backup_jobs_started ON backup_jobs(started_at DESC);
+    CREATE INDEX idx_backup_jobs_status ON backup_jobs(status);
+
+    CREATE TABLE backup_results (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      job_id TEXT NOT NULL REFERENCES backup_jobs(job_id),
+      database_name TEXT NOT NULL,
+      status TEXT NOT NULL,             -- success | failed
+      r2_key TEXT,
+      size_bytes INTEGER,
+      table_count INTEGER,
+      row_count INTEGER,
+      started_at INTEGER NOT NULL,
+      completed_at INTEGER,
+      duration_ms INTEGER,
+      error_message TEXT
+    );
+    CREATE INDEX idx_backup_results_job ON backup_results(job_id);
+    CREATE INDEX idx_backup_results_db ON backup_results(database_name, started_at DESC);
+
+    CREATE TABLE backup_inventory (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      r2_key TEXT UNIQUE NOT NULL,
+      database_name TEXT NOT NULL,
+      backup_date TEXT NOT NULL,        -- YYYY-MM-DD (UTC)
+      size_bytes INTEGER NOT NULL,
+      table_count INTEGER,
+      created_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      deleted_at INTEGER,
+      tier TEXT NOT NULL DEFAULT 'daily',
+      manifest_key TEXT,
+      sha256 TEXT,
+      row_count INTEGER,
+      schema_hash TEXT,
+      compression TEXT,
+      job_id TEXT
+    );
+    CREATE INDEX idx_inventory_date ON backup_inventory(backup_date DESC);
+    CREATE INDEX idx_inventory_db ON backup_inventory(database_name);
+    CREATE INDEX idx_inventory_expires ON backup_inventory(expires_at) WHERE deleted_at IS NULL;
+
+    CREATE TABLE verifications (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      database_name TEXT NOT NULL,
+      r2_key TEXT NOT NULL,
+      verified_at INTEGER NOT NULL,
+      status TEXT NOT NULL,             -- ok | failed
+      detail TEXT
+    );
+    CREATE INDEX idx_verifications_db ON verifications(database_name, verified_at DESC);
+    "#,
+];
+
+/// A failed catalog operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("open catalog {path}: {source} — check that the state_dir is writable")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "catalog {path} has schema version {found}, newer than this patina knows ({known}) — upgrade patina"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("{action} in catalog {path}: {source}")]
+    Query {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The open catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A job as it starts.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub job_id: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub trigger: Trigger,
+    pub total_databases: usize,
+    pub initiated_by: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+/// The outcome of one database in a job.
+#[derive(Debug, Clone)]
+pub struct ResultRow<'a> {
+    pub job_id: &'a str,
+    pub database: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub outcome: Result<&'a Manifest, &'a str>,
+}
+
+/// A committed backup as `patina list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryRow {
+    pub key: String,
+    pub database: String,
+    pub date: String,
+    pub tier: String,
+    pub size_bytes: u64,
+    pub table_count: u64,
+    pub row_count: u64,
+    pub sha256: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A job as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub job_id: String,
+    pub started_at: i64,
+    pub completed_at: Option<i64>,
+    pub status: String,
+    pub trigger_type: String,
+    pub total_databases: i64,
+    pub successful_count: i64,
+    pub failed_count: i64,
+    pub total_size_bytes: i64,
+    pub duration_ms: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalog in `state_dir` and apply pending migrations.
+    pub fn open(state_dir: &Path) -> Result<Catalog, CatalogError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| CatalogError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Catalog::open_file(&state_dir.join(FILE_NAME))
+    }
+
+    /// Open (creating if needed) a catalog file and apply pending migrations.
+    pub fn open_file(path: &Path) -> Result<Catalog, CatalogError> {
+        let open_err = |source| CatalogError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let mut catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        catalog.migrate()?;
+        Ok(catalog)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection, for read-only queries (status page, tests).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn q(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> CatalogError + '_ {
+        move |source| CatalogError::Query {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            action: "apply migrations",
+            path: path.clone(),
+            source,
+        };
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(CatalogError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Record a job as running.
+    pub fn start_job(&self, job: &NewJob<'_>) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO backup_jobs (job_id, started_at, status, trigger_type, total_databases,
+                   initiated_by, reason)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+                params![
+                    job.job_id,
+                    job.started_at.timestamp(),
+                    job.trigger.as_str(),
+                    job.total_databases as i64,
+                    job.initiated_by,
+                    job.reason
+                ],
+            )
+            .map_err(self.q("record job start"))?;
+        Ok(())
+    }
+
+    /// Record one database's outcome; a success also enters the inventory with its expiry.
+    pub fn record_result(
+        &mut self,
+        row: &ResultRow<'_>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            action: "record backup result",
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let duration_ms = (row.completed_at - row.started_at).num_milliseconds();
+        match row.outcome {
+            Ok(m) => {
+                tx.execute(
+                    "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
+                       table_count, row_count, started_at, completed_at, duration_ms)
+                     VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        row.job_id,
+                        row.database,
+                        m.key,
+                        m.size as i64,
+                        m.table_count as i64,
+                        m.row_count as i64,
+                        row.started_at.timestamp(),
+                        row.completed_at.timestamp(),
+                        duration_ms
+                    ],
+                )
+                .map_err(err)?;
+                insert_inventory(&tx, m, expires_at).map_err(err)?;
+            }
+            Err(message) => {
+                tx.execute(
+                    "INSERT INTO backup_results (job_id, database_name, status, started_at,
+                       completed_at, duration_ms, error_message)
+                     VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?6)",
+                    params![
+                        row.job_id,
+                        row.database,
+                        row.started_at.timestamp(),
+                        row.completed_at.timestamp(),
+                        duration_ms,
+                        message
+                    ],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Close a job: counts and sizes come from its recorded results. A job in which every
+    /// database failed is `failed`; otherwise `completed` (with `failed_count` > 0 when partial).
+    pub fn finish_job(&self, job_id: &str, completed_at: DateTime<Utc>) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backup_jobs SET
+                   completed_at = ?2,
+                   duration_ms = (?2 - started_at) * 1000,
+                   successful_count = (SELECT count(*) FROM backup_results r
+                                       WHERE r.job_id = ?1 AND r.status = 'success'),
+                   failed_count = (SELECT count(*) FROM backup_results r
+                                   WHERE r.job_id = ?1 AND r.status = 'failed'),
+                   total_size_bytes = (SELECT coalesce(sum(size_bytes), 0) FROM backup_results r
+                                       WHERE r.job_id = ?1 AND r.status = 'success'),
+                   error_message = (SELECT group_concat(database_name || ': ' || error_message, '; ')
+                                    FROM backup_results r
+                                    WHERE r.job_id = ?1 AND r.status = 'failed')
+                 WHERE job_id = ?1",
+                params![job_id, completed_at.timestamp()],
+            )
+            .map_err(self.q("record job end"))?;
+        self.conn
+            .execute(
+                "UPDATE backup_jobs SET status =
+                   CASE WHEN successful_count = 0 AND failed_count > 0 THEN 'failed'
+                        ELSE 'completed' END
+                 WHERE job_id = ?1",
+                params![job_id],
+            )
+            .map_err(self.q("record job end"))?;
+        Ok(())
+    }
+
+    /// Mark jobs left `running` (by a crash) as `interrupted`; returns how many.
+    pub fn mark_interrupted(&self, now: DateTime<Utc>) -> Result<usize, CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backup_jobs SET status = 'interrupted', completed_at = ?1,
+                   error_message = coalesce(error_message, 'interrupted: patina stopped before the job finished')
+                 WHERE status = 'running'",
+                params![now.timestamp()],
+            )
+            .map_err(self.q("mark interrupted jobs"))
+    }
+
+    /// Committed, not deleted backups, newest first.
+    pub fn list_backups(&self, database: Option<&str>) -> Result<Vec<InventoryRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r2_key, database_name, backup_date, tier, size_bytes,
+                        coalesce(table_count, 0), coalesce(row_count, 0), coalesce(sha256, ''),
+                        created_at, expires_at
+                 FROM backup_inventory
+                 WHERE deleted_at IS NULL AND (?1 IS NULL OR database_name = ?1)
+                 ORDER BY created_at DESC, database_name",
+            )
+            .map_err(self.q("list backups"))?;
+        let rows = stmt
+            .query_map(params![database], |r| {
+                Ok(InventoryRow {
+                    key: r.get(0)?,
+                    database: r.get(1)?,
+                    date: r.get(2)?,
+                    tier: r.get(3)?,
+                    size_bytes: r.get::<_, i64>(4)? as u64,
+                    table_count: r.get::<_, i64>(5)? as u64,
+                    row_count: r.get::<_, i64>(6)? as u64,
+                    sha256: r.get(7)?,
+                    created_at: r.get(8)?,
+                    expires_at: r.get(9)?,
+                })
+            })
+            .map_err(self.q("list backups"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("list backups"))
+    }
+
+    /// The most recent jobs, newest first.
+    pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT job_id, started_at, completed_at, status, trigger_type, total_databases,
+                        coalesce(successful_count, 0), coalesce(failed_count, 0),
+                        coalesce(total_size_bytes, 0), duration_ms, error_message
+                 FROM backup_jobs ORDER BY started_at DESC, id DESC LIMIT ?1",
+            )
+            .map_err(self.q("list jobs"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(JobRow {
+                    job_id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    completed_at: r.get(2)?,
+                    status: r.get(3)?,
+                    trigger_type: r.get(4)?,
+                    total_databases: r.get(5)?,
+                    successful_count: r.get(6)?,
+                    failed_count: r.get(7)?,
+                    total_size_bytes: r.get(8)?,
+                    duration_ms: r.get(9)?,
+                    error_message: r.get(10)?,
+                })
+            })
+            .map_err(self.q("list jobs"))?;
+        rows.collect::<Result<_, _>>().map_err(self.q("list jobs"))
+    }
+
+    /// Record a verification run.
+    pub fn record_verification(
+        &self,
+        database: &str,
+        key: &str,
+        at: DateTime<Utc>,
+        outcome: Result<(), &str>,
+    ) -> Result<(), CatalogError> {
+        let (status, detail) = match outcome {
+            Ok(()) => ("ok", None),
+            Err(d) => ("failed", Some(d)),
+        };
+        self.conn
+            .execute(
+                "INSERT INTO verifications (database_name, r2_key, verified_at, status, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![database, key, at.timestamp(), status, detail],
+            )
+            .map_err(self.q("record verification"))?;
+        Ok(())
+    }
+
+    /// The last verification of a database: (key, unix time, status, detail).
+    pub fn last_verification(
+        &self,
+        database: &str,
+    ) -> Result<Option<(String, i64, String, Option<String>)>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT r2_key, verified_at, status, detail FROM verifications
+                 WHERE database_name = ?1 ORDER BY verified_at DESC, id DESC LIMIT 1",
+                params![database],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.q("read verification"))
+    }
+
+    /// Fill an empty catalog from manifests alone (`patina catalog rebuild`): the inventory,
+    /// plus one job and one result per job id found, so history and the status page survive.
+    pub fn import_manifests(
+        &mut self,
+        manifests: &[Manifest],
+        expires_at: &dyn Fn(&Manifest) -> DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            action: "import manifests",
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for m in manifests {
+            tx.execute(
+                "INSERT INTO backup_jobs (job_id, started_at, completed_at, status, trigger_type,
+                   total_databases, initiated_by)
+                 VALUES (?1, ?2, ?3, 'completed', ?4, 0, 'catalog rebuild')
+                 ON CONFLICT(job_id) DO UPDATE SET
+                   started_at = min(started_at, excluded.started_at),
+                   completed_at = max(completed_at, excluded.completed_at)",
+                params![
+                    m.job_id,
+                    m.started_at.timestamp(),
+                    m.completed_at.timestamp(),
+                    m.trigger.as_str()
+                ],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
+                   table_count, row_count, started_at, completed_at, duration_ms)
+                 VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    m.job_id,
+                    m.database,
+                    m.key,
+                    m.size as i64,
+                    m.table_count as i64,
+                    m.row_count as i64,
+                    m.started_at.timestamp(),
+                    m.completed_at.timestamp(),
+                    (m.completed_at - m.started_at).num_milliseconds()
+                ],
+            )
+            .map_err(err)?;
+            insert_inventory(&tx, m, expires_at(m)).map_err(err)?;
+        }
+        tx.execute_batch(
+            "UPDATE backup_jobs SET
+               total_databases = (SELECT count(*) FROM backup_results r WHERE r.job_id = backup_jobs.job_id),
+               successful_count = (SELECT count(*) FROM backup_results r WHERE r.job_id = backup_jobs.job_id),
+               failed_count = 0,
+               total_size_bytes = (SELECT coalesce(sum(size_bytes), 0) FROM backup_results r
+                                   WHERE r.job_id = backup_jobs.job_id),
+               duration_ms = (completed_at - started_at) * 1000",
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+}
+
+fn insert_inventory(
+    conn: &Connection,
+    m: &Manifest,
+    expires_at: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    let manifest_key = m.dump_id().map(|id| id.manifest_key());
+    let date = m
+        .dump_id()
+        .map(|id| id.date())
+        .unwrap_or_else(|| m.completed_at.format("%Y-%m-%d").to_string());
+    conn.execute(
+        "INSERT INTO backup_inventory (r2_key, database_name, backup_date, size_bytes, table_count,
+           created_at, expires_at, tier, manifest_key, sha256, row_count, schema_hash,
+           compression, job_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT(r2_key) DO UPDATE SET deleted_at = NULL, size_bytes = excluded.size_bytes,
+           sha256 = excluded.sha256",
+        params![
+            m.key,
+            m.database,
+            date,
+            m.size as i64,
+            m.table_count as i64,
+            m.completed_at.timestamp(),
+            expires_at.timestamp(),
+            m.tier,
+            manifest_key,
+            m.sha256,
+            m.row_count as i64,
+            m.schema_hash,
+            m.compression.as_str(),
+            m.job_id
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{DumpId, FORMAT_VERSION, SourceFacts};
+    use crate::policy::Compression;
+    use std::collections::BTreeMap;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn manifest(db: &str, at: &str, size: u64, job: &str) -> Manifest {
+        let id = DumpId::new(db, t(at));
+        Manifest {
+            format: FORMAT_VERSION,
+            database: db.into(),
+            tier: "daily".into(),
+            key: id.data_key(Compression::Zstd),
+            sha256: "00".repeat(32),
+            size,
+            compression: Compression::Zstd,
+            sql_bytes: size * 4,
+            tables: BTreeMap::from([("t".into(), 2)]),
+            table_count: 1,
+            row_count: 2,
+            schema_hash: String::new(),
+            source: SourceFacts::Sqlite { path: "x".into() },
+            job_id: job.into(),
+            trigger: Trigger::Manual,
+            started_at: t(at),
+            completed_at: t(at) + chrono::Duration::seconds(2),
+            patina_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path()).unwrap());
+        let c = Catalog::open(dir.path()).unwrap();
+        let v: i64 = c
+            .connection()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode: String = c
+            .connection()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_catalog_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.connection()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        drop(c);
+        let err = Catalog::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("upgrade patina"), "{err}");
+    }
+
+    #[test]
+    fn jobs_count_their_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let start = t("2026-11-22T03:00:00Z");
+        c.start_job(&NewJob {
+            job_id: "j1",
+            started_at: start,
+            trigger: Trigger::Manual,
+            total_databases: 2,
+            initiated_by: Some("cli"),
+            reason: None,
+        })
+        .unwrap();
+        let m = manifest("a", "2026-11-22T03:00:00Z", 100, "j1");
+        c.record_result(
+            &ResultRow {
+                job_id: "j1",
+                database: "a",
+                started_at: start,
+                completed_at: start + chrono::Duration::seconds(1),
+                outcome: Ok(&m),
+            },
+            start + chrono::Duration::days(7),
+        )
+        .unwrap();
+        c.record_result(
+            &ResultRow {
+                job_id: "j1",
+                database: "b",
+                started_at: start,
+                completed_at: start,
+                outcome: Err("file not found"),
+            },
+            start,
+        )
+        .unwrap();
+        c.finish_job("j1", start + chrono::Duration::seconds(3))
+            .unwrap();
+        let jobs = c.recent_jobs(10).unwrap();
+        assert_eq!(jobs.len(), 1);
+        let j = &jobs[0];
+        assert_eq!(
+            (
+                j.status.as_str(),
+                j.successful_count,
+                j.failed_count,
+                j.total_size_bytes
+            ),
+            ("completed", 1, 1, 100)
+        );
+        assert_eq!(j.duration_ms, Some(3000));
+        assert_eq!(j.error_message.as_deref(), Some("b: file not found"));
+        let list = c.list_backups(None).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].date, "2026-11-22");
+        assert!(c.list_backups(Some("b")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn running_jobs_become_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let start = t("2026-11-22T03:00:00Z");
+        c.start_job(&NewJob {
+            job_id: "j1",
+            started_at: start,
+            trigger: Trigger::Scheduled,
+            total_databases: 1,
+            initiated_by: None,
+            reason: None,
+        })
+        .unwrap();
+        assert_eq!(c.mark_interrupted(start).unwrap(), 1);
+        assert_eq!(c.recent_jobs(1).unwrap()[0].status, "interrupted");
+        assert_eq!(c.mark_interrupted(start).unwrap(), 0);
+    }
+
+    #[test]
+    fn import_rebuilds_jobs_and_inventory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let ms = vec![
+            manifest("a", "2026-11-21T03:00:00Z", 10, "j1"),
+            manifest("b", "2026-11-21T03:00:05Z", 20, "j1"),
+            manifest("a", "2026-11-22T03:00:00Z", 30, "j2"),
+        ];
+        c.import_manifests(&ms, &|m| m.completed_at).unwrap();
+        let jobs = c.recent_jobs(10).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].job_id, "j2");
+        assert_eq!(
+            (jobs[1].successful_count, jobs[1].total_size_bytes),
+            (2, 30)
+        );
+        assert_eq!(c.list_backups(Some("a")).unwrap().len(), 2);
+    }
+}

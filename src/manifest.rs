@@ -1,1 +1,481 @@
-//! TODO
+//! Object keys and manifests (pure): the storage layout of DESIGN §3.
+//!
+//! ```text
+//! daily/2026-11-22/groveauth/20261122T030012Z.sql.zst
+//! daily/2026-11-22/groveauth/20261122T030012Z.manifest.json   ← written last: commit marker
+//! weekly/2026-W47.tar                                          (.tar.gz when compression = none)
+//! weekly/2026-W47.manifest.json
+//! ```
+//!
+//! Keys here are relative to the configured prefix. Every key Patina writes is built by a
+//! function of this module and read back by [`parse_key`]; a key that does not parse is foreign
+//! and is never touched. The date folder is the UTC date of the timestamp, and a key whose
+//! folder disagrees with its timestamp is foreign too.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Compression;
+
+/// The manifest format this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 1;
+
+const MANIFEST_SUFFIX: &str = ".manifest.json";
+const TS_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
+/// One dump: a database at an instant (second precision, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DumpId {
+    pub database: String,
+    pub taken_at: DateTime<Utc>,
+}
+
+impl DumpId {
+    /// Truncates `taken_at` to whole seconds, as keys carry it.
+    pub fn new(database: impl Into<String>, taken_at: DateTime<Utc>) -> DumpId {
+        let taken_at = taken_at.with_nanosecond(0).unwrap_or(taken_at);
+        DumpId {
+            database: database.into(),
+            taken_at,
+        }
+    }
+
+    /// `YYYY-MM-DD`, the UTC date folder.
+    pub fn date(&self) -> String {
+        self.taken_at.format("%Y-%m-%d").to_string()
+    }
+
+    fn stem(&self) -> String {
+        format!(
+            "daily/{}/{}/{}",
+            self.date(),
+            self.database,
+            self.taken_at.format(TS_FORMAT)
+        )
+    }
+
+    /// Key of the dump's data object.
+    pub fn data_key(&self, compression: Compression) -> String {
+        format!("{}{}", self.stem(), compression.dump_suffix())
+    }
+
+    /// Key of the dump's manifest (the commit marker).
+    pub fn manifest_key(&self) -> String {
+        format!("{}{MANIFEST_SUFFIX}", self.stem())
+    }
+}
+
+/// An ISO week (`2026-W47`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IsoWeek {
+    pub year: i32,
+    pub week: u32,
+}
+
+impl IsoWeek {
+    pub fn of(t: DateTime<Utc>) -> IsoWeek {
+        let w = t.iso_week();
+        IsoWeek {
+            year: w.year(),
+            week: w.week(),
+        }
+    }
+
+    /// Monday 00:00 UTC of the week, or `None` for a week that does not exist.
+    pub fn start(&self) -> Option<DateTime<Utc>> {
+        let monday = NaiveDate::from_isoywd_opt(self.year, self.week, chrono::Weekday::Mon)?;
+        Some(Utc.from_utc_datetime(&monday.and_hms_opt(0, 0, 0)?))
+    }
+
+    /// Key of the week's archive.
+    pub fn archive_key(&self, compression: Compression) -> String {
+        let ext = if compression == Compression::None {
+            ".tar.gz"
+        } else {
+            ".tar"
+        };
+        format!("weekly/{self}{ext}")
+    }
+
+    pub fn manifest_key(&self) -> String {
+        format!("weekly/{self}{MANIFEST_SUFFIX}")
+    }
+}
+
+impl fmt::Display for IsoWeek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-W{:02}", self.year, self.week)
+    }
+}
+
+/// What a key is, when Patina wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedKey {
+    DumpData {
+        id: DumpId,
+        compression: Compression,
+    },
+    DumpManifest {
+        id: DumpId,
+    },
+    ArchiveData {
+        week: IsoWeek,
+        /// True for `.tar.gz`.
+        gzipped: bool,
+    },
+    ArchiveManifest {
+        week: IsoWeek,
+    },
+}
+
+/// Parse a key relative to the prefix; `None` means foreign (not written by Patina).
+pub fn parse_key(key: &str) -> Option<ParsedKey> {
+    if let Some(rest) = key.strip_prefix("daily/") {
+        return parse_daily(rest);
+    }
+    if let Some(rest) = key.strip_prefix("weekly/") {
+        return parse_weekly(rest);
+    }
+    None
+}
+
+fn parse_daily(rest: &str) -> Option<ParsedKey> {
+    let mut parts = rest.split('/');
+    let (date, database, file) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !valid_database_name(database) {
+        return None;
+    }
+    let (ts, kind) = if let Some(ts) = file.strip_suffix(MANIFEST_SUFFIX) {
+        (ts, None)
+    } else {
+        let (ts, compression) = [Compression::Zstd, Compression::Gzip, Compression::None]
+            .into_iter()
+            .find_map(|c| file.strip_suffix(c.dump_suffix()).map(|ts| (ts, c)))?;
+        (ts, Some(compression))
+    };
+    let taken_at = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
+    let id = DumpId {
+        database: database.to_string(),
+        taken_at,
+    };
+    // Round-trip check: rejects non-canonical forms and a folder that disagrees with the time.
+    if id.date() != date || id.taken_at.format(TS_FORMAT).to_string() != ts {
+        return None;
+    }
+    Some(match kind {
+        None => ParsedKey::DumpManifest { id },
+        Some(compression) => ParsedKey::DumpData { id, compression },
+    })
+}
+
+fn parse_weekly(file: &str) -> Option<ParsedKey> {
+    let (stem, kind) = if let Some(s) = file.strip_suffix(MANIFEST_SUFFIX) {
+        (s, None)
+    } else if let Some(s) = file.strip_suffix(".tar.gz") {
+        (s, Some(true))
+    } else {
+        (file.strip_suffix(".tar")?, Some(false))
+    };
+    let (year, week) = stem.split_once("-W")?;
+    if year.len() != 4 || week.len() != 2 {
+        return None;
+    }
+    let week = IsoWeek {
+        year: year.parse().ok()?,
+        week: week.parse().ok()?,
+    };
+    week.start()?;
+    Some(match kind {
+        None => ParsedKey::ArchiveManifest { week },
+        Some(gzipped) => ParsedKey::ArchiveData { week, gzipped },
+    })
+}
+
+/// `[a-z0-9][a-z0-9_-]*` — the rule for database names, which become part of keys.
+pub fn valid_database_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Why a backup was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Scheduled,
+    Manual,
+    CatchUp,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::Manual => "manual",
+            Trigger::CatchUp => "catch-up",
+        }
+    }
+}
+
+/// Where a dump came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceFacts {
+    Sqlite {
+        path: String,
+    },
+    D1 {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bookmark: Option<String>,
+    },
+}
+
+/// The manifest of one dump: the commit marker and everything needed to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub database: String,
+    /// Always `daily` for dumps.
+    pub tier: String,
+    /// Data object key, relative to the prefix.
+    pub key: String,
+    /// sha256 (hex) of the stored bytes.
+    pub sha256: String,
+    /// Size of the stored bytes.
+    pub size: u64,
+    #[serde(with = "compression_serde")]
+    pub compression: Compression,
+    /// Size of the SQL before compression.
+    pub sql_bytes: u64,
+    /// Dumped tables and their row counts.
+    pub tables: BTreeMap<String, u64>,
+    pub table_count: u64,
+    pub row_count: u64,
+    pub schema_hash: String,
+    pub source: SourceFacts,
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub patina_version: String,
+}
+
+impl Manifest {
+    /// The dump this manifest commits, from its data key.
+    pub fn dump_id(&self) -> Option<DumpId> {
+        match parse_key(&self.key)? {
+            ParsedKey::DumpData { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parse and check a manifest read from `manifest_key`.
+    pub fn from_json(bytes: &[u8], manifest_key: &str) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError {
+            key: manifest_key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| ManifestError {
+            key: manifest_key.to_string(),
+            reason,
+        };
+        if m.format > FORMAT_VERSION {
+            return Err(bad(format!(
+                "format {} is newer than this patina understands ({FORMAT_VERSION}) — upgrade patina",
+                m.format
+            )));
+        }
+        let id = m
+            .dump_id()
+            .ok_or_else(|| bad(format!("data key {:?} is not a dump key", m.key)))?;
+        if id.manifest_key() != manifest_key || id.database != m.database {
+            return Err(bad(format!(
+                "it describes {:?}, which does not belong to this manifest",
+                m.key
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// A manifest that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("read manifest {key}: {reason}")]
+pub struct ManifestError {
+    pub key: String,
+    pub reason: String,
+}
+
+mod compression_serde {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::policy::Compression;
+
+    pub fn serialize<S: Serializer>(c: &Compression, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Compression, D::Error> {
+        let s = String::deserialize(d)?;
+        Compression::parse(&s).ok_or_else(|| D::Error::custom(format!("unknown compression {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dump_keys_follow_the_layout() {
+        let id = DumpId::new("groveauth", t("2026-11-22T03:00:12.345Z"));
+        assert_eq!(
+            id.data_key(Compression::Zstd),
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.zst"
+        );
+        assert_eq!(
+            id.manifest_key(),
+            "daily/2026-11-22/groveauth/20261122T030012Z.manifest.json"
+        );
+        assert_eq!(
+            id.data_key(Compression::Gzip),
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.gz"
+        );
+        assert_eq!(
+            id.data_key(Compression::None),
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql"
+        );
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let id = DumpId::new("scout-db", t("2026-01-01T00:00:00Z"));
+        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            assert_eq!(
+                parse_key(&id.data_key(c)),
+                Some(ParsedKey::DumpData {
+                    id: id.clone(),
+                    compression: c
+                })
+            );
+        }
+        assert_eq!(
+            parse_key(&id.manifest_key()),
+            Some(ParsedKey::DumpManifest { id: id.clone() })
+        );
+        let week = IsoWeek::of(t("2026-11-22T03:00:00Z"));
+        assert_eq!(week.to_string(), "2026-W47");
+        assert_eq!(week.archive_key(Compression::Zstd), "weekly/2026-W47.tar");
+        assert_eq!(week.archive_key(Compression::None), "weekly/2026-W47.tar.gz");
+        assert_eq!(
+            parse_key(&week.archive_key(Compression::Zstd)),
+            Some(ParsedKey::ArchiveData {
+                week,
+                gzipped: false
+            })
+        );
+        assert_eq!(
+            parse_key(&week.manifest_key()),
+            Some(ParsedKey::ArchiveManifest { week })
+        );
+    }
+
+    #[test]
+    fn foreign_keys_do_not_parse() {
+        for key in [
+            "README.txt",
+            "daily/2026-11-22/groveauth.sql",
+            "daily/2026-11-22/groveauth/notatime.sql.zst",
+            "daily/2026-11-21/groveauth/20261122T030012Z.sql.zst", // folder disagrees
+            "daily/2026-11-22/Grove/20261122T030012Z.sql.zst",     // bad name
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.bz2",
+            "daily/2026-11-22/groveauth/x/20261122T030012Z.sql",
+            "weekly/2026-W54.tar",
+            "weekly/2026-W7.tar",
+            "weekly/2026-W47.zip",
+            "2024-12-08/groveauth.sql",
+        ] {
+            assert_eq!(parse_key(key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn iso_weeks_cross_years() {
+        let w = IsoWeek::of(t("2027-01-01T12:00:00Z"));
+        assert_eq!(w.to_string(), "2026-W53");
+        assert_eq!(w.start(), Some(t("2026-12-28T00:00:00Z")));
+    }
+
+    #[test]
+    fn database_names() {
+        assert!(valid_database_name("groveauth"));
+        assert!(valid_database_name("scout-db_2"));
+        assert!(valid_database_name("0day"));
+        assert!(!valid_database_name(""));
+        assert!(!valid_database_name("-x"));
+        assert!(!valid_database_name("Grove"));
+        assert!(!valid_database_name("a/b"));
+    }
+
+    fn sample() -> Manifest {
+        let id = DumpId::new("demo-app", t("2026-11-22T03:00:12Z"));
+        Manifest {
+            format: FORMAT_VERSION,
+            database: "demo-app".into(),
+            tier: "daily".into(),
+            key: id.data_key(Compression::Zstd),
+            sha256: "ab".repeat(32),
+            size: 1234,
+            compression: Compression::Zstd,
+            sql_bytes: 9999,
+            tables: BTreeMap::from([("users".to_string(), 3)]),
+            table_count: 1,
+            row_count: 3,
+            schema_hash: "cd".repeat(32),
+            source: SourceFacts::Sqlite {
+                path: "/srv/demo.db".into(),
+            },
+            job_id: "job-1".into(),
+            trigger: Trigger::CatchUp,
+            started_at: t("2026-11-22T03:00:12Z"),
+            completed_at: t("2026-11-22T03:00:13Z"),
+            patina_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_and_checks_its_key() {
+        let m = sample();
+        let key = m.dump_id().unwrap().manifest_key();
+        let json = m.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"trigger\": \"catch-up\""), "{text}");
+        assert!(text.contains("\"compression\": \"zstd\""), "{text}");
+        assert_eq!(Manifest::from_json(&json, &key).unwrap(), m);
+
+        let err = Manifest::from_json(&json, "daily/2026-11-22/other/20261122T030012Z.manifest.json")
+            .unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+
+        let mut newer = sample();
+        newer.format = FORMAT_VERSION + 1;
+        let err = Manifest::from_json(&newer.to_json(), &key).unwrap_err();
+        assert!(err.to_string().contains("upgrade patina"), "{err}");
+
+        let err = Manifest::from_json(b"{not json", &key).unwrap_err();
+        assert!(err.to_string().starts_with("read manifest daily/"), "{err}");
+    }
+}
