@@ -1,1 +1,397 @@
-//! TODO
+//! Taking backups: one job over a set of databases, each dumped, compressed, hashed and
+//! streamed to storage, then committed by writing its manifest, then recorded in the catalog.
+//!
+//! The pipeline for one database runs on a blocking thread (rusqlite is synchronous):
+//! `source rows → SQL text → compressor → sha256 + byte count → UploadSink`, while an async task
+//! uploads fixed-size parts. Memory does not grow with the database. The manifest is written
+//! only after the data object is stored and its size checked, with create-only semantics, so a
+//! backup either exists completely or not at all. One failing database never stops the others.
+
+use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, CatalogError, NewJob, ResultRow};
+use crate::manifest::{DumpId, FORMAT_VERSION, Manifest, SourceFacts, Trigger};
+use crate::policy::{Compression, Database, Policy, SourceSpec};
+use crate::source::sqlite::{self, DumpRequest, Progress, SourceError};
+use crate::store::{Store, StoreError, UploadSink};
+
+/// How long a SQLite source may stay locked by a writer before the backup fails.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// zstd level: the reference `sqlite3 .dump | zstd` uses the default, 3.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The current time; injected so tests and the daemon's planner control it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// What a job needs: the policy it runs under, storage, the catalog, the clock.
+#[derive(Clone)]
+pub struct Context {
+    pub policy: Arc<Policy>,
+    pub store: Store,
+    pub catalog: Arc<Mutex<Catalog>>,
+    pub clock: Clock,
+}
+
+/// Hears about a job's progress (the CLI's progress bars and log lines, the daemon's status).
+pub trait Observer: Send + Sync {
+    fn started(&self, database: &str);
+    fn progress(&self, database: &str, progress: Progress);
+    fn finished(&self, database: &str, outcome: &Result<Manifest, BackupError>);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn started(&self, _: &str) {}
+    fn progress(&self, _: &str, _: Progress) {}
+    fn finished(&self, _: &str, _: &Result<Manifest, BackupError>) {}
+}
+
+/// Why one database's backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("compress dump of {database}: {source}")]
+    Compress {
+        database: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "a backup of {database} taken at {at} already exists ({key}) — wait a second and retry"
+    )]
+    Collision {
+        database: String,
+        at: String,
+        key: String,
+    },
+    #[error(
+        "stored size of {location} is {stored} bytes but {written} were written — the upload is incomplete; retry the backup"
+    )]
+    SizeMismatch {
+        location: String,
+        written: u64,
+        stored: u64,
+    },
+    #[error("back up {database}: {reason}")]
+    Unsupported { database: String, reason: String },
+    #[error("back up {database}: the backup task failed: {reason}")]
+    Task { database: String, reason: String },
+}
+
+/// A request for one job.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// Database names; each must be declared in the policy.
+    pub databases: Vec<String>,
+    pub trigger: Trigger,
+    pub initiated_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What a job did.
+#[derive(Debug)]
+pub struct JobReport {
+    pub job_id: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    /// In the order the databases were served (priority order).
+    pub results: Vec<(String, Result<Manifest, BackupError>)>,
+}
+
+impl JobReport {
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|(_, r)| r.is_err()).count()
+    }
+}
+
+/// Run one job: back up the requested databases, at most `daemon.concurrency` at once,
+/// critical before high before normal, and record everything in the catalog. Errors of single
+/// databases are in the report; only a catalog failure fails the job itself.
+pub async fn run_job(
+    ctx: &Context,
+    request: JobRequest,
+    observer: Arc<dyn Observer>,
+) -> Result<JobReport, CatalogError> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let started_at = (ctx.clock)();
+    let mut databases: Vec<&Database> = request
+        .databases
+        .iter()
+        .filter_map(|name| ctx.policy.database(name))
+        .collect();
+    // Stable: file order within a priority.
+    databases.sort_by_key(|d| d.priority);
+    ctx.catalog.lock().expect("catalog lock").start_job(&NewJob {
+        job_id: &job_id,
+        started_at,
+        trigger: request.trigger,
+        total_databases: databases.len(),
+        initiated_by: request.initiated_by.as_deref(),
+        reason: request.reason.as_deref(),
+    })?;
+
+    let concurrency = ctx.policy.daemon.concurrency.max(1);
+    let job_id_ref = job_id.as_str();
+    let observer_ref = &observer;
+    let mut outcomes = futures::stream::iter(databases.into_iter().enumerate())
+        .map(|(order, db)| async move {
+            observer_ref.started(&db.name);
+            let db_started = (ctx.clock)();
+            let outcome = backup_database(ctx, db, job_id_ref, request.trigger, observer_ref).await;
+            observer_ref.finished(&db.name, &outcome);
+            (order, db, db_started, outcome)
+        })
+        .buffer_unordered(concurrency);
+
+    let mut results = Vec::new();
+    while let Some((order, db, db_started, outcome)) = outcomes.next().await {
+        let completed = (ctx.clock)();
+        let message = outcome.as_ref().err().map(|e| e.to_string());
+        let expires_at = ctx.policy.retention.daily.after(completed);
+        ctx.catalog
+            .lock()
+            .expect("catalog lock")
+            .record_result(
+                &ResultRow {
+                    job_id: &job_id,
+                    database: &db.name,
+                    started_at: db_started,
+                    completed_at: completed,
+                    outcome: match (&outcome, &message) {
+                        (Ok(m), _) => Ok(m),
+                        (Err(_), Some(msg)) => Err(msg.as_str()),
+                        (Err(_), None) => unreachable!("an error has a message"),
+                    },
+                },
+                expires_at,
+            )?;
+        results.push((order, db.name.clone(), outcome));
+    }
+    drop(outcomes);
+    results.sort_by_key(|(order, _, _)| *order);
+    let completed_at = (ctx.clock)();
+    ctx.catalog
+        .lock()
+        .expect("catalog lock")
+        .finish_job(&job_id, completed_at)?;
+    Ok(JobReport {
+        job_id,
+        started_at,
+        completed_at,
+        results: results.into_iter().map(|(_, n, r)| (n, r)).collect(),
+    })
+}
+
+/// Back up one database and commit it. Nothing is visible in storage unless this returns `Ok`
+/// (a data object left by a crash has no manifest and is cleaned up as debris).
+pub async fn backup_database(
+    ctx: &Context,
+    db: &Database,
+    job_id: &str,
+    trigger: Trigger,
+    observer: &Arc<dyn Observer>,
+) -> Result<Manifest, BackupError> {
+    let path = match &db.source {
+        SourceSpec::Sqlite { path } => path.clone(),
+        SourceSpec::D1 { .. } => {
+            return Err(BackupError::Unsupported {
+                database: db.name.clone(),
+                reason: "Cloudflare D1 sources are not supported by this build yet".into(),
+            });
+        }
+    };
+    let started_at = (ctx.clock)();
+    let id = DumpId::new(&db.name, started_at);
+    let compression = ctx.policy.storage.compression;
+    let data_key = id.data_key(compression);
+    let manifest_key = id.manifest_key();
+    if ctx.store.head(&manifest_key).await?.is_some() {
+        return Err(BackupError::Collision {
+            database: db.name.clone(),
+            at: id.taken_at.to_rfc3339(),
+            key: ctx.store.location(&manifest_key),
+        });
+    }
+
+    let (sink, upload) = ctx.store.start_upload(&data_key);
+    let dump = {
+        let database = db.name.clone();
+        let job_id = job_id.to_string();
+        let exclude = db.exclude_tables.clone();
+        let path = path.clone();
+        let observer = Arc::clone(observer);
+        tokio::task::spawn_blocking(move || {
+            let request = DumpRequest {
+                database: &database,
+                path: &path,
+                job_id: &job_id,
+                generated_at: started_at,
+                exclude_tables: &exclude,
+                busy_timeout: SQLITE_BUSY_TIMEOUT,
+            };
+            let mut progress = |p: Progress| observer.progress(&database, p);
+            dump_compressed(&request, compression, sink, &mut progress)
+        })
+    };
+    let dumped = dump.await;
+    let uploaded = upload.await;
+    let (summary, sha256, written) = match (dumped, uploaded) {
+        (Ok(Ok(d)), Ok(Ok(stored))) => {
+            if stored != d.2 {
+                return Err(BackupError::SizeMismatch {
+                    location: ctx.store.location(&data_key),
+                    written: d.2,
+                    stored,
+                });
+            }
+            d
+        }
+        // The upload failing makes the dump's writes fail: report the upload's cause.
+        (Ok(Err(e)), Ok(Err(up))) if is_write_failure(&e) => return Err(up.into()),
+        (Ok(Err(e)), _) => return Err(e),
+        (Ok(Ok(_)), Ok(Err(up))) => return Err(up.into()),
+        (Err(join), _) | (_, Err(join)) => {
+            return Err(BackupError::Task {
+                database: db.name.clone(),
+                reason: join.to_string(),
+            });
+        }
+    };
+
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        database: db.name.clone(),
+        tier: "daily".into(),
+        key: data_key,
+        sha256,
+        size: written,
+        compression,
+        sql_bytes: summary.sql_bytes,
+        table_count: summary.tables.len() as u64,
+        tables: summary.tables,
+        row_count: summary.row_count,
+        schema_hash: summary.schema_hash,
+        source: SourceFacts::Sqlite {
+            path: path.display().to_string(),
+        },
+        job_id: job_id.to_string(),
+        trigger,
+        started_at,
+        completed_at: (ctx.clock)(),
+        patina_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    match ctx
+        .store
+        .put(&manifest_key, Bytes::from(manifest.to_json()), true)
+        .await
+    {
+        Ok(()) => Ok(manifest),
+        Err(StoreError::AlreadyExists { .. }) => Err(BackupError::Collision {
+            database: db.name.clone(),
+            at: id.taken_at.to_rfc3339(),
+            key: ctx.store.location(&manifest_key),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_write_failure(e: &BackupError) -> bool {
+    matches!(e, BackupError::Compress { .. } | BackupError::Source(SourceError::Write(_)))
+}
+
+/// Dump into `sink` through the configured compressor, hashing what is stored.
+/// Returns the dump summary, the sha256 (hex) and the size of the stored bytes.
+fn dump_compressed(
+    request: &DumpRequest<'_>,
+    compression: Compression,
+    sink: UploadSink,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(sqlite::DumpSummary, String, u64), BackupError> {
+    let compress_err = |source| BackupError::Compress {
+        database: request.database.to_string(),
+        source,
+    };
+    let mut hashed = HashingWriter::new(sink);
+    let summary = match compression {
+        Compression::Zstd => {
+            let encoder = zstd::stream::write::Encoder::new(&mut hashed, ZSTD_LEVEL)
+                .map_err(compress_err)?;
+            let mut out = BufWriter::with_capacity(1 << 16, encoder);
+            let summary = sqlite::dump(request, &mut out, progress)?;
+            let encoder = out.into_inner().map_err(|e| compress_err(e.into_error()))?;
+            encoder.finish().map_err(compress_err)?;
+            summary
+        }
+        Compression::Gzip => {
+            let encoder =
+                flate2::write::GzEncoder::new(&mut hashed, flate2::Compression::default());
+            let mut out = BufWriter::with_capacity(1 << 16, encoder);
+            let summary = sqlite::dump(request, &mut out, progress)?;
+            let encoder = out.into_inner().map_err(|e| compress_err(e.into_error()))?;
+            encoder.finish().map_err(compress_err)?;
+            summary
+        }
+        Compression::None => {
+            let mut out = BufWriter::with_capacity(1 << 16, &mut hashed);
+            let summary = sqlite::dump(request, &mut out, progress)?;
+            out.flush().map_err(compress_err)?;
+            summary
+        }
+    };
+    let (sink, sha256, size) = hashed.into_parts();
+    sink.finish().map_err(compress_err)?;
+    Ok((summary, sha256, size))
+}
+
+/// Passes bytes through while computing their sha256 and length.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The inner writer, the hex sha256 and the byte count.
+    pub fn into_parts(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

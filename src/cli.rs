@@ -1,2 +1,730 @@
-//! TODO
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line (clap): one-shot commands over the same backup, restore and catalog code
+//! the daemon uses. The only module where `anyhow` is welcome.
+//!
+//! Exit codes: 0 ok, 1 runtime failure (a backup, restore or verification failed), 2 bad usage
+//! or an invalid policy file. Errors print as one line with their whole cause chain, then a
+//! `Try:` hint where the operator can act.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::backup::{self, BackupError, JobRequest, Observer};
+use crate::catalog::{self, Catalog};
+use crate::config;
+use crate::inventory;
+use crate::manifest::{Manifest, Trigger};
+use crate::policy::Policy;
+use crate::restore::{self, At};
+use crate::source::sqlite::Progress;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patina",
+    version,
+    about = "Declarative backups of SQLite and Cloudflare D1 databases to object storage",
+    long_about = "Patina backs up the databases declared in patina.toml as deterministic SQL \
+                  dumps (compressed, checksummed) to a local folder, Cloudflare R2 or any S3, \
+                  and restores them with `patina restore` or with plain zstd + sqlite3."
+)]
+struct Cli {
+    /// The policy file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "PATINA_CONFIG",
+        default_value = "patina.toml",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the policy file and print the effective policy with next fire times.
+    Check,
+    /// Print the JSON Schema of the policy file (for editors: taplo, Even Better TOML).
+    Schema,
+    /// Take backups now: the named databases, or every enabled one.
+    Backup {
+        /// Databases to back up (default: all enabled).
+        #[arg(value_name = "DB")]
+        databases: Vec<String>,
+        /// A note recorded with the job.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List committed backups recorded in the catalog.
+    List {
+        /// Only this database.
+        #[arg(long, short = 'd', value_name = "DB")]
+        database: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a new SQLite file.
+    Restore {
+        /// The database to restore.
+        #[arg(value_name = "DB")]
+        database: String,
+        /// Which backup: `latest` or a date (YYYY-MM-DD, UTC; the newest of that day).
+        #[arg(long, default_value = "latest", value_name = "DATE|latest")]
+        at: At,
+        /// The SQLite file to create.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore the newest backup of each database into a scratch file and check it against
+    /// its manifest (integrity_check, row counts, schema hash).
+    Verify {
+        /// Databases to verify (default: all enabled).
+        #[arg(value_name = "DB")]
+        databases: Vec<String>,
+    },
+    /// Maintain the catalog (the local metadata database).
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Rebuild the catalog from the manifests in storage alone; the old one is kept aside.
+    Rebuild,
+}
+
+/// An error with the exit code it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+    hint: Option<String>,
+}
+
+impl Failure {
+    fn usage(error: anyhow::Error, hint: Option<String>) -> Failure {
+        Failure {
+            code: 2,
+            error,
+            hint,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure {
+            code: 1,
+            error,
+            hint: None,
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("Error: {:#}", f.error);
+            if let Some(hint) = f.hint {
+                eprintln!("Try: {hint}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PATINA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Schema => {
+            let schema = config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("schema serializes")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let policy = load_policy(&cli.config)?;
+            print!("{}", config::describe(&policy, Utc::now()));
+            println!("\n{}: ok", cli.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { databases, reason } => {
+            let policy = load_policy(&cli.config)?;
+            let names = select_databases(&policy, &databases)?;
+            runtime()?.block_on(backup_now(policy, names, reason))
+        }
+        Command::List { database, json } => {
+            let policy = load_policy(&cli.config)?;
+            list(&policy, database.as_deref(), json)
+        }
+        Command::Restore {
+            database,
+            at,
+            to,
+            force,
+        } => {
+            let policy = load_policy(&cli.config)?;
+            if !crate::manifest::valid_database_name(&database) {
+                return Err(Failure::usage(
+                    anyhow!("{database:?} is not a database name"),
+                    Some("names are lowercase letters, digits, '-' and '_'".into()),
+                ));
+            }
+            runtime()?.block_on(restore_cmd(policy, database, at, to, force))
+        }
+        Command::Verify { databases } => {
+            let policy = load_policy(&cli.config)?;
+            let names = select_databases(&policy, &databases)?;
+            runtime()?.block_on(verify_cmd(policy, names))
+        }
+        Command::Catalog {
+            command: CatalogCommand::Rebuild,
+        } => {
+            let policy = load_policy(&cli.config)?;
+            runtime()?.block_on(rebuild_catalog(policy))
+        }
+    }
+}
+
+fn load_policy(path: &Path) -> Result<Policy, Failure> {
+    config::load(path).map_err(|e| {
+        let n = e.problems.len();
+        Failure::usage(
+            anyhow!(
+                "{} has {n} problem{}:\n{e}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            ),
+            Some(format!(
+                "fix the file, then run `patina check --config {}`",
+                path.display()
+            )),
+        )
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+        .map_err(Failure::from)
+}
+
+/// The named databases (checked against the policy), or every enabled one.
+fn select_databases(policy: &Policy, names: &[String]) -> Result<Vec<String>, Failure> {
+    if names.is_empty() {
+        return Ok(policy
+            .databases
+            .iter()
+            .filter(|d| d.enabled)
+            .map(|d| d.name.clone())
+            .collect());
+    }
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| policy.database(n).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = policy.databases.iter().map(|d| d.name.as_str()).collect();
+        return Err(Failure::usage(
+            anyhow!(
+                "unknown database{} {} in {}",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                policy.source.display()
+            ),
+            Some(format!("declared databases: {}", known.join(", "))),
+        ));
+    }
+    let mut out = names.to_vec();
+    out.dedup();
+    Ok(out)
+}
+
+fn open_store(policy: &Policy) -> Result<Store, Failure> {
+    Store::open(&policy.storage)
+        .context("open storage")
+        .map_err(|e| Failure::usage(e, Some("check [storage] in the policy file".into())))
+}
+
+fn open_catalog(policy: &Policy) -> Result<Catalog, Failure> {
+    Catalog::open(&policy.daemon.state_dir).map_err(|e| Failure::from(anyhow::Error::new(e)))
+}
+
+async fn backup_now(
+    policy: Policy,
+    names: Vec<String>,
+    reason: Option<String>,
+) -> Result<ExitCode, Failure> {
+    if names.is_empty() {
+        return Err(Failure::usage(
+            anyhow!("no enabled databases in {}", policy.source.display()),
+            Some("add a [[database]] section, or name a disabled one explicitly".into()),
+        ));
+    }
+    let store = open_store(&policy)?;
+    let catalog = open_catalog(&policy)?;
+    let ctx = backup::Context {
+        policy: Arc::new(policy),
+        store,
+        catalog: Arc::new(Mutex::new(catalog)),
+        clock: backup::system_clock(),
+    };
+    let observer: Arc<dyn Observer> = if show_progress() {
+        Arc::new(Bars::new(&names))
+    } else {
+        Arc::new(LogLines)
+    };
+    let report = backup::run_job(
+        &ctx,
+        JobRequest {
+            databases: names,
+            trigger: Trigger::Manual,
+            initiated_by: Some(format!("cli:{}", whoami())),
+            reason,
+        },
+        observer,
+    )
+    .await
+    .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    for (name, outcome) in &report.results {
+        match outcome {
+            Ok(m) => println!(
+                "{name:<24} ok      {:>10}  {:>3} tables  {:>9} rows  {}",
+                human_bytes(m.size),
+                m.table_count,
+                m.row_count,
+                ctx.store.location(&m.key)
+            ),
+            Err(e) => println!("{name:<24} FAILED  {e}"),
+        }
+    }
+    let failed = report.failed();
+    let total = report.results.len();
+    let secs = (report.completed_at - report.started_at).num_milliseconds() as f64 / 1000.0;
+    if failed > 0 {
+        eprintln!(
+            "job {}: {failed} of {total} backups failed ({secs:.1}s)",
+            report.job_id
+        );
+        Ok(ExitCode::from(1))
+    } else {
+        eprintln!("job {}: {total} backups committed ({secs:.1}s)", report.job_id);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn show_progress() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Plain log lines, for logs and pipes.
+struct LogLines;
+
+impl Observer for LogLines {
+    fn started(&self, database: &str) {
+        tracing::info!(database, "backup started");
+    }
+    fn progress(&self, _: &str, _: Progress) {}
+    fn finished(&self, database: &str, outcome: &Result<Manifest, BackupError>) {
+        match outcome {
+            Ok(m) => tracing::info!(
+                database,
+                size = m.size,
+                tables = m.table_count,
+                rows = m.row_count,
+                seconds = (m.completed_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+                key = %m.key,
+                "backup committed"
+            ),
+            Err(e) => tracing::error!(database, error = %e, "backup failed"),
+        }
+    }
+}
+
+/// One progress bar per database, on a terminal.
+struct Bars {
+    bars: Vec<(String, ProgressBar)>,
+    _multi: MultiProgress,
+}
+
+impl Bars {
+    fn new(names: &[String]) -> Bars {
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template(
+            "{prefix:<24} [{bar:30}] {pos:>9}/{len:9} rows {elapsed:>4} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        let bars = names
+            .iter()
+            .map(|n| {
+                let bar = multi.add(ProgressBar::new(0).with_style(style.clone()));
+                bar.set_prefix(n.clone());
+                bar.set_message("waiting");
+                (n.clone(), bar)
+            })
+            .collect();
+        Bars {
+            bars,
+            _multi: multi,
+        }
+    }
+
+    fn bar(&self, database: &str) -> Option<&ProgressBar> {
+        self.bars.iter().find(|(n, _)| n == database).map(|(_, b)| b)
+    }
+}
+
+impl Observer for Bars {
+    fn started(&self, database: &str) {
+        if let Some(b) = self.bar(database) {
+            b.set_message("dumping");
+            b.enable_steady_tick(Duration::from_millis(200));
+        }
+    }
+    fn progress(&self, database: &str, p: Progress) {
+        if let Some(b) = self.bar(database) {
+            b.set_length(p.rows_total);
+            b.set_position(p.rows_done);
+        }
+    }
+    fn finished(&self, database: &str, outcome: &Result<Manifest, BackupError>) {
+        if let Some(b) = self.bar(database) {
+            match outcome {
+                Ok(m) => b.finish_with_message(format!("done, {}", human_bytes(m.size))),
+                Err(_) => b.abandon_with_message("failed"),
+            }
+        }
+    }
+}
+
+fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
+    let catalog = open_catalog(policy)?;
+    let rows = catalog
+        .list_backups(database)
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "database": r.database, "date": r.date, "tier": r.tier, "key": r.key,
+                    "size": r.size_bytes, "tables": r.table_count, "rows": r.row_count,
+                    "sha256": r.sha256,
+                    "createdAt": rfc3339(r.created_at), "expiresAt": rfc3339(r.expires_at),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).expect("json serializes")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "no backups in the catalog {}{} — run `patina backup`, or `patina catalog rebuild` to read them from storage",
+            catalog.path().display(),
+            database.map(|d| format!(" for {d}")).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  CREATED",
+        "DATE", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256"
+    );
+    for r in &rows {
+        println!(
+            "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {}",
+            r.date,
+            r.database,
+            r.tier,
+            human_bytes(r.size_bytes),
+            r.table_count,
+            r.row_count,
+            &r.sha256[..r.sha256.len().min(12)],
+            rfc3339(r.created_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_cmd(
+    policy: Policy,
+    database: String,
+    at: At,
+    to: PathBuf,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    let store = open_store(&policy)?;
+    let (_, manifest) = restore::find(&store, &database, at)
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    eprintln!(
+        "restoring {} ({}, {} tables, {} rows, taken {})",
+        store.location(&manifest.key),
+        human_bytes(manifest.size),
+        manifest.table_count,
+        manifest.row_count,
+        manifest.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let restored = restore::restore(&store, &manifest, &to, force)
+        .await
+        .map_err(|e| {
+            let hint = matches!(e, restore::RestoreError::TargetExists(_))
+                .then(|| "choose another --to FILE, or add --force".to_string());
+            Failure {
+                code: 1,
+                error: anyhow::Error::new(e),
+                hint,
+            }
+        })?;
+    println!(
+        "restored {database} into {} (sha256 verified, {} statements)",
+        restored.target.display(),
+        restored.statements
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Failure> {
+    let store = open_store(&policy)?;
+    let catalog = open_catalog(&policy)?;
+    let scratch = policy.daemon.state_dir.join("scratch");
+    let mut failed = 0;
+    for name in &names {
+        let now = Utc::now();
+        match restore::verify(&store, name, &scratch, now).await {
+            Ok(v) => {
+                let outcome = if v.ok() {
+                    Ok(())
+                } else {
+                    Err(v.problems.join("; "))
+                };
+                catalog
+                    .record_verification(name, &v.key, now, outcome.as_ref().map(|_| ()).map_err(String::as_str))
+                    .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+                match outcome {
+                    Ok(()) => println!("{name:<24} ok      {}", v.key),
+                    Err(problems) => {
+                        failed += 1;
+                        println!("{name:<24} FAILED  {}: {problems}", v.key);
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let message = e.to_string();
+                let _ = catalog.record_verification(name, "", now, Err(&message));
+                println!("{name:<24} FAILED  {message}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} verifications failed", names.len());
+        Ok(ExitCode::from(1))
+    } else {
+        eprintln!("{} backups verified", names.len());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
+    let store = open_store(&policy)?;
+    let inv = inventory::scan(&store)
+        .await
+        .context("list storage")
+        .map_err(Failure::from)?;
+    let store_ref = &store;
+    let mut manifests = Vec::new();
+    let mut unreadable = 0usize;
+    let mut reads = futures::stream::iter(inv.dumps.iter())
+        .map(|d| async move { inventory::read_manifest(store_ref, d).await })
+        .buffer_unordered(8);
+    while let Some(result) = reads.next().await {
+        match result {
+            Ok(m) => manifests.push(m),
+            Err(e) => {
+                unreadable += 1;
+                tracing::warn!(error = %e, "skipping an unreadable manifest");
+            }
+        }
+    }
+    manifests.sort_by(|a, b| (a.started_at, &a.database).cmp(&(b.started_at, &b.database)));
+
+    let state_dir = &policy.daemon.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("create state directory {}", state_dir.display()))?;
+    let live = state_dir.join(catalog::FILE_NAME);
+    let fresh = state_dir.join(format!("{}.rebuild", catalog::FILE_NAME));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fresh.display()));
+    }
+    {
+        let mut catalog =
+            Catalog::open_file(&fresh).map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        let daily = policy.retention.daily;
+        catalog
+            .import_manifests(&manifests, &|m| daily.after(m.completed_at))
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    }
+    let kept = if live.exists() {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let aside = state_dir.join(format!("{}.bak-{stamp}", catalog::FILE_NAME));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", live.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                std::fs::rename(&from, &to).with_context(|| {
+                    format!("move the old catalog {} aside", from.display())
+                })?;
+            }
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    std::fs::rename(&fresh, &live)
+        .with_context(|| format!("move the rebuilt catalog into place at {}", live.display()))?;
+    println!(
+        "rebuilt {} from {} manifests in {}{}",
+        live.display(),
+        manifests.len(),
+        store.location(""),
+        if unreadable > 0 {
+            format!(" ({unreadable} unreadable manifests skipped, see the log)")
+        } else {
+            String::new()
+        }
+    );
+    if let Some(aside) = kept {
+        println!("the previous catalog is kept at {}", aside.display());
+    }
+    if !inv.debris.is_empty() || !inv.foreign.is_empty() {
+        println!(
+            "storage also holds {} uncommitted data objects and {} foreign keys (left untouched)",
+            inv.debris.len(),
+            inv.foreign.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rfc3339(unix: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// `1.2 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_flag_goes_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["patina", "--config", "x.toml", "check"]).unwrap();
+        let b = Cli::try_parse_from(["patina", "check", "--config", "x.toml"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("x.toml"));
+        assert_eq!(b.config, PathBuf::from("x.toml"));
+    }
+
+    #[test]
+    fn restore_at_parses_dates_and_latest() {
+        let c = Cli::try_parse_from([
+            "patina", "restore", "demo-app", "--at", "2026-11-22", "--to", "x.db",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Restore { at, .. } => assert_eq!(
+                at,
+                At::Date(chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap())
+            ),
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from([
+            "patina", "restore", "demo-app", "--at", "yesterday", "--to", "x.db",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 1), "5.0 MiB");
+    }
+}

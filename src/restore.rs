@@ -1,1 +1,367 @@
-//! TODO
+//! Restoring and verifying: find a committed dump in storage (the bucket is the source of
+//! truth, so this works on a fresh machine with no catalog), download it while hashing, check
+//! sha256 and size against the manifest *before* anything is loaded, decompress and replay it
+//! into a new SQLite file, and only then move that file into place.
+//!
+//! A restore never overwrites an existing file unless asked to (`--force`); it writes beside
+//! the target under a temporary name and renames, so a failed restore leaves nothing behind.
+//! Verification restores into a scratch file and compares the result with the manifest:
+//! `PRAGMA integrity_check`, per-table row counts and the schema hash.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::inventory::{self, CommittedDump, Inventory, ReadError};
+use crate::manifest::Manifest;
+use crate::policy::Compression;
+use crate::source::sqlite::{self, SourceError};
+use crate::store::{Store, StoreError};
+
+/// Which backup to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    Latest,
+    /// The newest backup taken on this UTC date.
+    Date(NaiveDate),
+}
+
+impl std::str::FromStr for At {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<At, String> {
+        if s == "latest" {
+            return Ok(At::Latest);
+        }
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(At::Date)
+            .map_err(|_| format!("expected YYYY-MM-DD or \"latest\", got {s:?}"))
+    }
+}
+
+/// Why a restore or verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no committed backup of {database} in {location}{hint}")]
+    NoBackup {
+        database: String,
+        location: String,
+        hint: String,
+    },
+    #[error("restore target {0} already exists — pass --force to replace it")]
+    TargetExists(PathBuf),
+    #[error(
+        "checksum mismatch for {location}: the manifest says sha256 {expected} ({expected_size} bytes) but the stored object has {actual} ({actual_size} bytes) — the object is damaged; restore another backup with --at"
+    )]
+    Checksum {
+        location: String,
+        expected: String,
+        actual: String,
+        expected_size: u64,
+        actual_size: u64,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("decompress {location}: {source}")]
+    Decompress {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Load(#[from] SourceError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Manifest(#[from] ReadError),
+    #[error("restore task failed: {0}")]
+    Task(String),
+}
+
+/// Find the committed dump of `database` to restore, and read its manifest.
+pub async fn find(
+    store: &Store,
+    database: &str,
+    at: At,
+) -> Result<(CommittedDump, Manifest), RestoreError> {
+    let listing = match at {
+        At::Latest => "daily/".to_string(),
+        At::Date(d) => format!("daily/{}/{database}/", d.format("%Y-%m-%d")),
+    };
+    let inv = Inventory::classify(store.list(&listing).await?);
+    let found = match at {
+        At::Latest => inv.latest(database),
+        At::Date(d) => inv.latest_on(database, &d.format("%Y-%m-%d").to_string()),
+    };
+    let Some(dump) = found.cloned() else {
+        let hint = match at {
+            At::Latest => " — run `patina backup` first, or check [storage] in patina.toml".into(),
+            At::Date(d) => {
+                let all = Inventory::classify(store.list("daily/").await?);
+                let dates: Vec<String> = all.dumps_of(database).map(|d| d.id.date()).collect();
+                match dates.last() {
+                    None => format!(" on {d} (and none on any other day)"),
+                    Some(_) => {
+                        let mut dates = dates;
+                        dates.dedup();
+                        format!(" on {d} — dates with backups: {}", dates.join(", "))
+                    }
+                }
+            }
+        };
+        return Err(RestoreError::NoBackup {
+            database: database.to_string(),
+            location: store.location("daily/"),
+            hint,
+        });
+    };
+    let manifest = inventory::read_manifest(store, &dump).await?;
+    Ok((dump, manifest))
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub target: PathBuf,
+    pub statements: u64,
+}
+
+/// Download, check, decompress and load the dump of `manifest` into `target`.
+pub async fn restore(
+    store: &Store,
+    manifest: &Manifest,
+    target: &Path,
+    force: bool,
+) -> Result<Restored, RestoreError> {
+    if target.exists() && !force {
+        return Err(RestoreError::TargetExists(target.to_path_buf()));
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "restore".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let temp = TempFiles {
+        download: dir.join(format!(".{name}.patina-{tag}.download")),
+        database: dir.join(format!(".{name}.patina-{tag}.tmp")),
+    };
+
+    download_checked(store, manifest, &temp.download).await?;
+
+    let download = temp.download.clone();
+    let database = temp.database.clone();
+    let compression = manifest.compression;
+    let location = store.location(&manifest.key);
+    let statements = tokio::task::spawn_blocking(move || {
+        load_file(&download, compression, &database, &location)
+    })
+    .await
+    .map_err(|e| RestoreError::Task(e.to_string()))??;
+
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let side = PathBuf::from(format!("{}{suffix}", target.display()));
+        if side.exists() {
+            std::fs::remove_file(&side).map_err(|source| RestoreError::Io {
+                action: "remove stale",
+                path: side.clone(),
+                source,
+            })?;
+        }
+    }
+    std::fs::rename(&temp.database, target).map_err(|source| RestoreError::Io {
+        action: "move restored database into place at",
+        path: target.to_path_buf(),
+        source,
+    })?;
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Restored {
+        target: target.to_path_buf(),
+        statements,
+    })
+}
+
+/// Temporary files of one restore, removed on every path out.
+struct TempFiles {
+    download: PathBuf,
+    database: PathBuf,
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.download);
+        let _ = std::fs::remove_file(&self.database);
+    }
+}
+
+/// Stream the object to `path`, hashing as it goes; fail unless sha256 and size match.
+async fn download_checked(
+    store: &Store,
+    manifest: &Manifest,
+    path: &Path,
+) -> Result<(), RestoreError> {
+    let io_err = |source| RestoreError::Io {
+        action: "write download",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = store.get_stream(&manifest.key).await?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io_err)?;
+    }
+    file.flush().await.map_err(io_err)?;
+    drop(file);
+    let actual = hex::encode(hasher.finalize());
+    if actual != manifest.sha256 || size != manifest.size {
+        return Err(RestoreError::Checksum {
+            location: store.location(&manifest.key),
+            expected: manifest.sha256.clone(),
+            actual,
+            expected_size: manifest.size,
+            actual_size: size,
+        });
+    }
+    Ok(())
+}
+
+fn load_file(
+    download: &Path,
+    compression: Compression,
+    database: &Path,
+    location: &str,
+) -> Result<u64, RestoreError> {
+    let file = File::open(download).map_err(|source| RestoreError::Io {
+        action: "read download",
+        path: download.to_path_buf(),
+        source,
+    })?;
+    let decompress_err = |source| RestoreError::Decompress {
+        location: location.to_string(),
+        source,
+    };
+    let reader: Box<dyn Read> = match compression {
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(decompress_err)?),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::None => Box::new(file),
+    };
+    let mut reader = BufReader::with_capacity(1 << 18, reader);
+    let summary = sqlite::load(&mut reader, database)?;
+    File::open(database)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| RestoreError::Io {
+            action: "sync restored database",
+            path: database.to_path_buf(),
+            source,
+        })?;
+    Ok(summary.statements)
+}
+
+/// The result of verifying one database's newest backup.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub database: String,
+    pub key: String,
+    pub at: DateTime<Utc>,
+    /// Empty when the backup is good; otherwise every discrepancy found.
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Restore the newest backup of `database` into `scratch_dir` and compare it with its manifest.
+pub async fn verify(
+    store: &Store,
+    database: &str,
+    scratch_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<Verification, RestoreError> {
+    let (dump, manifest) = find(store, database, At::Latest).await?;
+    std::fs::create_dir_all(scratch_dir).map_err(|source| RestoreError::Io {
+        action: "create scratch directory",
+        path: scratch_dir.to_path_buf(),
+        source,
+    })?;
+    let scratch = scratch_dir.join(format!(
+        "verify-{database}-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let restored = restore(store, &manifest, &scratch, false).await;
+    let inspected = match restored {
+        Ok(_) => {
+            let path = scratch.clone();
+            tokio::task::spawn_blocking(move || sqlite::inspect(&path))
+                .await
+                .map_err(|e| RestoreError::Task(e.to_string()))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&scratch);
+    let inspection = inspected??;
+
+    let mut problems = Vec::new();
+    if inspection.integrity != "ok" {
+        problems.push(format!("integrity_check: {}", inspection.integrity));
+    }
+    if inspection.foreign_key_violations > 0 {
+        problems.push(format!(
+            "{} foreign key violations",
+            inspection.foreign_key_violations
+        ));
+    }
+    if inspection.schema_hash != manifest.schema_hash {
+        problems.push(format!(
+            "schema hash {} differs from the manifest's {}",
+            short(&inspection.schema_hash),
+            short(&manifest.schema_hash)
+        ));
+    }
+    for (table, rows) in &manifest.tables {
+        match inspection.tables.get(table) {
+            None => problems.push(format!("table {table:?} is missing")),
+            Some(n) if n != rows => problems.push(format!(
+                "table {table:?} has {n} rows, the manifest says {rows}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for table in inspection.tables.keys() {
+        if !manifest.tables.contains_key(table) {
+            problems.push(format!("table {table:?} is not in the manifest"));
+        }
+    }
+    Ok(Verification {
+        database: database.to_string(),
+        key: dump.data.key,
+        at: now,
+        problems,
+    })
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
