@@ -139,14 +139,17 @@ pub async fn run_job(
         .collect();
     // Stable: file order within a priority.
     databases.sort_by_key(|d| d.priority);
-    ctx.catalog.lock().expect("catalog lock").start_job(&NewJob {
-        job_id: &job_id,
-        started_at,
-        trigger: request.trigger,
-        total_databases: databases.len(),
-        initiated_by: request.initiated_by.as_deref(),
-        reason: request.reason.as_deref(),
-    })?;
+    ctx.catalog
+        .lock()
+        .expect("catalog lock")
+        .start_job(&NewJob {
+            job_id: &job_id,
+            started_at,
+            trigger: request.trigger,
+            total_databases: databases.len(),
+            initiated_by: request.initiated_by.as_deref(),
+            reason: request.reason.as_deref(),
+        })?;
 
     let concurrency = ctx.policy.daemon.concurrency.max(1);
     let job_id_ref = job_id.as_str();
@@ -166,23 +169,20 @@ pub async fn run_job(
         let completed = (ctx.clock)();
         let message = outcome.as_ref().err().map(|e| e.to_string());
         let expires_at = ctx.policy.retention.daily.after(completed);
-        ctx.catalog
-            .lock()
-            .expect("catalog lock")
-            .record_result(
-                &ResultRow {
-                    job_id: &job_id,
-                    database: &db.name,
-                    started_at: db_started,
-                    completed_at: completed,
-                    outcome: match (&outcome, &message) {
-                        (Ok(m), _) => Ok(m),
-                        (Err(_), Some(msg)) => Err(msg.as_str()),
-                        (Err(_), None) => unreachable!("an error has a message"),
-                    },
+        ctx.catalog.lock().expect("catalog lock").record_result(
+            &ResultRow {
+                job_id: &job_id,
+                database: &db.name,
+                started_at: db_started,
+                completed_at: completed,
+                outcome: match (&outcome, &message) {
+                    (Ok(m), _) => Ok(m),
+                    (Err(_), Some(msg)) => Err(msg.as_str()),
+                    (Err(_), None) => unreachable!("an error has a message"),
                 },
-                expires_at,
-            )?;
+            },
+            expires_at,
+        )?;
         results.push((order, db.name.clone(), outcome));
     }
     drop(outcomes);
@@ -314,7 +314,10 @@ pub async fn backup_database(
 }
 
 fn is_write_failure(e: &BackupError) -> bool {
-    matches!(e, BackupError::Compress { .. } | BackupError::Source(SourceError::Write(_)))
+    matches!(
+        e,
+        BackupError::Compress { .. } | BackupError::Source(SourceError::Write(_))
+    )
 }
 
 /// Dump into `sink` through the configured compressor, hashing what is stored.
@@ -332,8 +335,8 @@ fn dump_compressed(
     let mut hashed = HashingWriter::new(sink);
     let summary = match compression {
         Compression::Zstd => {
-            let encoder = zstd::stream::write::Encoder::new(&mut hashed, ZSTD_LEVEL)
-                .map_err(compress_err)?;
+            let encoder =
+                zstd::stream::write::Encoder::new(&mut hashed, ZSTD_LEVEL).map_err(compress_err)?;
             let mut out = BufWriter::with_capacity(1 << 16, encoder);
             let summary = sqlite::dump(request, &mut out, progress)?;
             let encoder = out.into_inner().map_err(|e| compress_err(e.into_error()))?;

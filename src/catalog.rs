@@ -166,6 +166,16 @@ pub struct InventoryRow {
     pub expires_at: i64,
 }
 
+/// A verification run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationRow {
+    pub key: String,
+    pub verified_at: i64,
+    /// `ok` or `failed`.
+    pub status: String,
+    pub detail: Option<String>,
+}
+
 /// A job as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
@@ -338,7 +348,11 @@ impl Catalog {
 
     /// Close a job: counts and sizes come from its recorded results. A job in which every
     /// database failed is `failed`; otherwise `completed` (with `failed_count` > 0 when partial).
-    pub fn finish_job(&self, job_id: &str, completed_at: DateTime<Utc>) -> Result<(), CatalogError> {
+    pub fn finish_job(
+        &self,
+        job_id: &str,
+        completed_at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
         self.conn
             .execute(
                 "UPDATE backup_jobs SET
@@ -467,17 +481,24 @@ impl Catalog {
         Ok(())
     }
 
-    /// The last verification of a database: (key, unix time, status, detail).
+    /// The last verification of a database.
     pub fn last_verification(
         &self,
         database: &str,
-    ) -> Result<Option<(String, i64, String, Option<String>)>, CatalogError> {
+    ) -> Result<Option<VerificationRow>, CatalogError> {
         self.conn
             .query_row(
                 "SELECT r2_key, verified_at, status, detail FROM verifications
                  WHERE database_name = ?1 ORDER BY verified_at DESC, id DESC LIMIT 1",
                 params![database],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok(VerificationRow {
+                        key: r.get(0)?,
+                        verified_at: r.get(1)?,
+                        status: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                },
             )
             .optional()
             .map_err(self.q("read verification"))

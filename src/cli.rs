@@ -353,7 +353,10 @@ async fn backup_now(
         );
         Ok(ExitCode::from(1))
     } else {
-        eprintln!("job {}: {total} backups committed ({secs:.1}s)", report.job_id);
+        eprintln!(
+            "job {}: {total} backups committed ({secs:.1}s)",
+            report.job_id
+        );
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -422,7 +425,10 @@ impl Bars {
     }
 
     fn bar(&self, database: &str) -> Option<&ProgressBar> {
-        self.bars.iter().find(|(n, _)| n == database).map(|(_, b)| b)
+        self.bars
+            .iter()
+            .find(|(n, _)| n == database)
+            .map(|(_, b)| b)
     }
 }
 
@@ -553,7 +559,12 @@ async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Fail
                     Err(v.problems.join("; "))
                 };
                 catalog
-                    .record_verification(name, &v.key, now, outcome.as_ref().map(|_| ()).map_err(String::as_str))
+                    .record_verification(
+                        name,
+                        &v.key,
+                        now,
+                        outcome.as_ref().map(|_| ()).map_err(String::as_str),
+                    )
                     .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
                 match outcome {
                     Ok(()) => println!("{name:<24} ok      {}", v.key),
@@ -626,9 +637,8 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
             let from = PathBuf::from(format!("{}{suffix}", live.display()));
             if from.exists() {
                 let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-                std::fs::rename(&from, &to).with_context(|| {
-                    format!("move the old catalog {} aside", from.display())
-                })?;
+                std::fs::rename(&from, &to)
+                    .with_context(|| format!("move the old catalog {} aside", from.display()))?;
             }
         }
         Some(aside)
@@ -704,7 +714,13 @@ mod tests {
     #[test]
     fn restore_at_parses_dates_and_latest() {
         let c = Cli::try_parse_from([
-            "patina", "restore", "demo-app", "--at", "2026-11-22", "--to", "x.db",
+            "patina",
+            "restore",
+            "demo-app",
+            "--at",
+            "2026-11-22",
+            "--to",
+            "x.db",
         ])
         .unwrap();
         match c.command {
@@ -715,7 +731,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let err = Cli::try_parse_from([
-            "patina", "restore", "demo-app", "--at", "yesterday", "--to", "x.db",
+            "patina",
+            "restore",
+            "demo-app",
+            "--at",
+            "yesterday",
+            "--to",
+            "x.db",
         ])
         .unwrap_err();
         assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");

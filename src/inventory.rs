@@ -93,8 +93,11 @@ impl Inventory {
                 None => inv.debris.push(data),
             }
         }
-        inv.orphaned_manifests
-            .extend(dump_manifests.into_values().chain(archive_manifests.into_values()));
+        inv.orphaned_manifests.extend(
+            dump_manifests
+                .into_values()
+                .chain(archive_manifests.into_values()),
+        );
         inv.dumps
             .sort_by(|a, b| (a.id.taken_at, &a.id.database).cmp(&(b.id.taken_at, &b.id.database)));
         inv.debris.sort_by(|a, b| a.key.cmp(&b.key));
@@ -115,7 +118,9 @@ impl Inventory {
 
     /// The newest committed dump of a database taken on `date` (`YYYY-MM-DD`, UTC).
     pub fn latest_on<'a>(&'a self, database: &'a str, date: &str) -> Option<&'a CommittedDump> {
-        self.dumps_of(database).filter(|d| d.id.date() == date).last()
+        self.dumps_of(database)
+            .filter(|d| d.id.date() == date)
+            .last()
     }
 
     /// Names of databases that have committed dumps.

@@ -379,7 +379,10 @@ mod tests {
         let week = IsoWeek::of(t("2026-11-22T03:00:00Z"));
         assert_eq!(week.to_string(), "2026-W47");
         assert_eq!(week.archive_key(Compression::Zstd), "weekly/2026-W47.tar");
-        assert_eq!(week.archive_key(Compression::None), "weekly/2026-W47.tar.gz");
+        assert_eq!(
+            week.archive_key(Compression::None),
+            "weekly/2026-W47.tar.gz"
+        );
         assert_eq!(
             parse_key(&week.archive_key(Compression::Zstd)),
             Some(ParsedKey::ArchiveData {
@@ -466,8 +469,11 @@ mod tests {
         assert!(text.contains("\"compression\": \"zstd\""), "{text}");
         assert_eq!(Manifest::from_json(&json, &key).unwrap(), m);
 
-        let err = Manifest::from_json(&json, "daily/2026-11-22/other/20261122T030012Z.manifest.json")
-            .unwrap_err();
+        let err = Manifest::from_json(
+            &json,
+            "daily/2026-11-22/other/20261122T030012Z.manifest.json",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
 
         let mut newer = sample();

@@ -261,7 +261,9 @@ fn load_file(
         source,
     };
     let reader: Box<dyn Read> = match compression {
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(decompress_err)?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(decompress_err)?)
+        }
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
         Compression::None => Box::new(file),
     };

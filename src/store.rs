@@ -107,10 +107,7 @@ impl Store {
     pub fn start_upload(
         &self,
         key: &str,
-    ) -> (
-        UploadSink,
-        tokio::task::JoinHandle<Result<u64, StoreError>>,
-    ) {
+    ) -> (UploadSink, tokio::task::JoinHandle<Result<u64, StoreError>>) {
         let _ = key;
         todo!()
     }
