@@ -74,6 +74,9 @@ pub struct ObjectInfo {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// The same storage for [`Store::get_stream`]: no deadline on the whole request (a large
+    /// restore may take many minutes), only on each read. Same as `inner` but for S3.
+    streaming: Arc<dyn ObjectStore>,
     /// Empty, or ends with `/`; prepended to every key.
     prefix: String,
     /// Display base without the prefix: `s3://bucket/`, `file:///abs/path/`, `memory://`.
@@ -182,8 +185,10 @@ impl Store {
 
     /// A process-local in-memory store (tests).
     pub fn memory(prefix: &str) -> Store {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         Store {
-            inner: Arc::new(InMemory::new()),
+            streaming: inner.clone(),
+            inner,
             prefix: normalize_prefix(prefix),
             base: "memory://".into(),
         }
@@ -232,6 +237,7 @@ impl Store {
             })?;
         }
         Ok(Store {
+            streaming: inner.clone(),
             inner,
             prefix,
             base,
@@ -252,6 +258,7 @@ impl Store {
             });
         let mut options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
+            .with_read_timeout(Duration::from_secs(60))
             // A whole request, including sending one PART_SIZE part on a slow uplink.
             .with_timeout(Duration::from_secs(120));
         let region = match (&storage.region, &storage.endpoint) {
@@ -286,11 +293,21 @@ impl Store {
                 )));
             }
         }
-        let s3 = builder
-            .with_client_options(options)
-            .build()
-            .map_err(|e| StoreError::Config(format!("s3://{bucket}: {e}")))?;
-        Store::with_backend(Arc::new(s3), format!("s3://{bucket}/"), &storage.prefix)
+        let build = |options: ClientOptions| {
+            builder
+                .clone()
+                .with_client_options(options)
+                .build()
+                .map_err(|e| StoreError::Config(format!("s3://{bucket}: {e}")))
+        };
+        let streaming = build(options.clone().with_timeout_disabled())?;
+        let mut store = Store::with_backend(
+            Arc::new(build(options)?),
+            format!("s3://{bucket}/"),
+            &storage.prefix,
+        )?;
+        store.streaming = Arc::new(streaming);
+        Ok(store)
     }
 
     /// Full display location of a key (`s3://bucket/prefix/key`), for messages.
@@ -461,7 +478,7 @@ impl Store {
         const OP: &str = "get";
         let path = self.path(OP, key)?;
         let result = self
-            .inner
+            .streaming
             .get(&path)
             .await
             .map_err(|e| self.error(OP, key, e))?;

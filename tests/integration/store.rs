@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
 use patina::policy::{Compression, Secret, Storage, StorageLocation};
 use patina::store::{PART_SIZE, Store, StoreError};
 
@@ -339,6 +342,33 @@ async fn s3_objects_are_plain_files_in_the_bucket() {
     upload(&store, "daily/x.sql.zst", &data).await.unwrap();
     let raw = std::fs::read(s3.bucket_dir().join("prod/daily/x.sql.zst")).unwrap();
     assert!(raw == data, "raw object differs");
+    upload(&store, "daily/small.sql.zst", &data[..PART_SIZE])
+        .await
+        .unwrap();
+
+    // s3s-fs gives multipart objects the S3-style ETag `md5-PARTS` (and rejects parts under
+    // 5 MiB but the last): the large object went up in 3 parts, the small one in one put.
+    let raw_s3 = AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_bucket_name(&s3.bucket)
+        .with_region("auto")
+        .with_access_key_id(&s3.access_key)
+        .with_secret_access_key(&s3.secret_key)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let etag = |key: &'static str| {
+        let raw_s3 = &raw_s3;
+        async move {
+            let meta = raw_s3.head(&ObjectPath::from(key)).await.unwrap();
+            meta.e_tag.unwrap().trim_matches('"').to_owned()
+        }
+    };
+    let large = etag("prod/daily/x.sql.zst").await;
+    assert!(large.ends_with("-3"), "{large}");
+    let small = etag("prod/daily/small.sql.zst").await;
+    assert!(!small.contains('-'), "{small}");
 
     let (mut sink, task) = store.start_upload("daily/gone.sql.zst");
     tokio::task::spawn_blocking(move || sink.write_all(&noise(2 * PART_SIZE + 1, 6)).unwrap())
@@ -369,6 +399,7 @@ async fn s3_wrong_secret_names_the_operation_and_hides_the_secret() {
         (&get, "get s3://patina/p/k.json: "),
     ] {
         let text = format!("{err} {err:?} {:?}", std::error::Error::source(err));
+        eprintln!("{err}");
         assert!(err.to_string().starts_with(expected), "{err}");
         assert!(!text.contains(wrong), "secret leaked: {text}");
         assert!(!text.contains(&s3.secret_key), "secret leaked: {text}");
