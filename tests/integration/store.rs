@@ -374,8 +374,11 @@ async fn s3_objects_are_plain_files_in_the_bucket() {
     tokio::task::spawn_blocking(move || sink.write_all(&noise(2 * PART_SIZE + 1, 6)).unwrap())
         .await
         .unwrap();
+    // (The sink is dropped without `finish`: the producer failed.)
     assert!(task.await.unwrap().is_err());
     assert!(!s3.bucket_dir().join("prod/daily/gone.sql.zst").exists());
+    // The abandoned multipart upload was aborted, not left behind.
+    assert_eq!(s3.pending_multipart_uploads(), 0);
 }
 
 #[tokio::test]

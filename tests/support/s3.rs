@@ -110,6 +110,20 @@ impl S3Server {
     pub fn bucket_dir(&self) -> PathBuf {
         self.root.path().join(&self.bucket)
     }
+
+    /// Multipart uploads started but neither completed nor aborted: their parts would stay
+    /// billed on R2/S3. Zero after every finished or properly abandoned upload.
+    pub fn pending_multipart_uploads(&self) -> usize {
+        std::fs::read_dir(self.root.path())
+            .expect("read the s3s-fs root")
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
 }
 
 impl Drop for S3Server {
