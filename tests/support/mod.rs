@@ -1,1 +1,3 @@
 //! Test support: real servers and tools the integration tests talk to.
+
+pub mod s3;
