@@ -308,6 +308,78 @@ impl Manifest {
     }
 }
 
+/// One dump inside a weekly archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveMember {
+    pub database: String,
+    /// The daily key the dump was archived from.
+    pub dump_key: String,
+    /// The member's path inside the tar: the daily key without `daily/`.
+    pub path: String,
+    /// sha256 (hex) and size of the member's bytes (equal to the daily object's).
+    pub sha256: String,
+    pub size: u64,
+    pub taken_at: DateTime<Utc>,
+}
+
+/// The manifest of a weekly archive (`weekly/YYYY-Www.manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveManifest {
+    pub format: u32,
+    /// Always `weekly`.
+    pub tier: String,
+    /// `2026-W47`.
+    pub week: String,
+    /// Archive object key, relative to the prefix.
+    pub key: String,
+    /// sha256 (hex) and size of the stored archive.
+    pub sha256: String,
+    pub size: u64,
+    /// Dumps in the archive (their manifests are members too, beside them).
+    pub members: Vec<ArchiveMember>,
+    pub job_id: String,
+    pub created_at: DateTime<Utc>,
+    pub patina_version: String,
+}
+
+impl ArchiveManifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// The week this manifest describes, checked against the key it was read from.
+    pub fn from_json(bytes: &[u8], manifest_key: &str) -> Result<ArchiveManifest, ManifestError> {
+        let bad = |reason: String| ManifestError {
+            key: manifest_key.to_string(),
+            reason,
+        };
+        let m: ArchiveManifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if m.format > FORMAT_VERSION {
+            return Err(bad(format!(
+                "format {} is newer than this patina understands ({FORMAT_VERSION}) — upgrade patina",
+                m.format
+            )));
+        }
+        match (parse_key(&m.key), parse_key(manifest_key)) {
+            (
+                Some(ParsedKey::ArchiveData { week, .. }),
+                Some(ParsedKey::ArchiveManifest { week: w2 }),
+            ) if week == w2 && week.to_string() == m.week => Ok(m),
+            _ => Err(bad(format!(
+                "it describes {:?}, which does not belong to this manifest",
+                m.key
+            ))),
+        }
+    }
+}
+
+/// The tar member path of a dump key (`daily/2026-11-22/db/ts.sql.zst` → `2026-11-22/db/ts.sql.zst`).
+pub fn archive_member_path(dump_key: &str) -> &str {
+    dump_key.strip_prefix("daily/").unwrap_or(dump_key)
+}
+
 /// A manifest that cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("read manifest {key}: {reason}")]

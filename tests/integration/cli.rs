@@ -103,13 +103,20 @@ fn sqlite3() -> &'static str {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "the sqlite3 program is required: apt-get install -y sqlite3 (or run .ci/run)");
+    assert!(
+        ok,
+        "the sqlite3 program is required: apt-get install -y sqlite3 (or run .ci/run)"
+    );
     "sqlite3"
 }
 
 /// `sqlite3 DB .dump`: the reference tool's view of a database's whole content.
 fn reference_dump(db: &Path) -> String {
-    let o = Command::new(sqlite3()).arg(db).arg(".dump").output().unwrap();
+    let o = Command::new(sqlite3())
+        .arg(db)
+        .arg(".dump")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     String::from_utf8(o.stdout).unwrap()
 }
@@ -141,7 +148,11 @@ fn restore_by_hand(decompress: &[&str], stored: &Path, target: &Path) {
     use std::io::Write;
     load.stdin.take().unwrap().write_all(&plain.stdout).unwrap();
     let out = load.wait_with_output().unwrap();
-    assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -149,7 +160,11 @@ fn backup_then_restore_with_plain_zstd_and_sqlite3() {
     let s = Setup::new("file://backups");
     let o = s.patina(&["backup"]);
     assert_code(&o, 0);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("demo-app"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("demo-app"),
+        "{}",
+        text(&o)
+    );
     let dumps = s.stored_dumps(".sql.zst");
     assert_eq!(dumps.len(), 1, "{dumps:?}");
     let manifests = s.stored_dumps(".manifest.json");
@@ -157,7 +172,10 @@ fn backup_then_restore_with_plain_zstd_and_sqlite3() {
 
     let restored = s.path("by-hand.db");
     restore_by_hand(&["zstd", "-dc"], &dumps[0], &restored);
-    assert_eq!(reference_dump(&restored), reference_dump(&s.path("demo.db")));
+    assert_eq!(
+        reference_dump(&restored),
+        reference_dump(&s.path("demo.db"))
+    );
     assert_eq!(integrity(&restored), "ok");
 
     // The manifest describes the stored bytes exactly.
@@ -181,7 +199,10 @@ fn restore_command_checks_refuses_to_overwrite_and_forces() {
     assert_code(&s.patina(&["backup"]), 0);
     let o = s.patina(&["restore", "demo-app", "--to", "out.db"]);
     assert_code(&o, 0);
-    assert_eq!(reference_dump(&s.path("out.db")), reference_dump(&s.path("demo.db")));
+    assert_eq!(
+        reference_dump(&s.path("out.db")),
+        reference_dump(&s.path("demo.db"))
+    );
 
     // An existing file is never overwritten without --force, and stays as it was.
     std::fs::write(s.path("keep.db"), b"precious").unwrap();
@@ -195,11 +216,29 @@ fn restore_command_checks_refuses_to_overwrite_and_forces() {
 
     // By date: today's exists, another day does not.
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    assert_code(&s.patina(&["restore", "demo-app", "--at", &today, "--to", "d.db"]), 0);
-    let o = s.patina(&["restore", "demo-app", "--at", "2001-01-01", "--to", "old.db"]);
+    assert_code(
+        &s.patina(&["restore", "demo-app", "--at", &today, "--to", "d.db"]),
+        0,
+    );
+    let o = s.patina(&[
+        "restore",
+        "demo-app",
+        "--at",
+        "2001-01-01",
+        "--to",
+        "old.db",
+    ]);
     assert_code(&o, 1);
-    assert!(text(&o).contains("no committed backup of demo-app"), "{}", text(&o));
-    assert!(text(&o).contains(&today), "lists the dates that exist: {}", text(&o));
+    assert!(
+        text(&o).contains("no committed backup of demo-app"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains(&today),
+        "lists the dates that exist: {}",
+        text(&o)
+    );
     assert!(!s.path("old.db").exists());
 
     // No temporary files are left beside the targets.
@@ -233,9 +272,17 @@ fn a_damaged_object_is_refused_before_anything_is_loaded() {
 fn one_failing_database_does_not_stop_the_others() {
     let s = Setup::with_policy(&policy(
         "file://backups",
-        &[("demo-app", "demo.db"), ("ghost", "missing.db"), ("junk", "junk.db")],
+        &[
+            ("demo-app", "demo.db"),
+            ("ghost", "missing.db"),
+            ("junk", "junk.db"),
+        ],
     ));
-    std::fs::write(s.path("junk.db"), "this is not a database, just text\n".repeat(200)).unwrap();
+    std::fs::write(
+        s.path("junk.db"),
+        "this is not a database, just text\n".repeat(200),
+    )
+    .unwrap();
     let o = s.patina(&["backup"]);
     assert_code(&o, 1);
     let out = text(&o);
@@ -245,7 +292,10 @@ fn one_failing_database_does_not_stop_the_others() {
     let list = s.patina(&["list"]);
     assert_code(&list, 0);
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
-    assert!(listed.contains("demo-app") && !listed.contains("ghost"), "{listed}");
+    assert!(
+        listed.contains("demo-app") && !listed.contains("ghost"),
+        "{listed}"
+    );
 
     // The job is recorded as partial: the status page counts it as such.
     let catalog = Connection::open(s.path(".patina/patina.db")).unwrap();
@@ -271,7 +321,11 @@ fn named_databases_only_and_unknown_names_are_usage_errors() {
     assert!(dumps[0].to_string_lossy().contains("/other/"));
     let o = s.patina(&["backup", "nope"]);
     assert_code(&o, 2);
-    assert!(text(&o).contains("unknown database \"nope\""), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown database \"nope\""),
+        "{}",
+        text(&o)
+    );
     assert!(text(&o).contains("demo-app, other"), "{}", text(&o));
 }
 
@@ -294,7 +348,10 @@ fn gzip_and_uncompressed_dumps_restore_without_patina() {
         restore_by_hand(&decompress, &dumps[0], &by_hand);
         assert_eq!(reference_dump(&by_hand), reference_dump(&s.path("demo.db")));
         assert_code(&s.patina(&["restore", "demo-app", "--to", "r.db"]), 0);
-        assert_eq!(reference_dump(&s.path("r.db")), reference_dump(&s.path("demo.db")));
+        assert_eq!(
+            reference_dump(&s.path("r.db")),
+            reference_dump(&s.path("demo.db"))
+        );
         assert_code(&s.patina(&["verify"]), 0);
     }
 }
@@ -307,9 +364,11 @@ fn verify_records_its_result_in_the_catalog() {
     assert_code(&o, 0);
     let catalog = Connection::open(s.path(".patina/patina.db")).unwrap();
     let status: String = catalog
-        .query_row("SELECT status FROM verifications WHERE database_name = 'demo-app'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT status FROM verifications WHERE database_name = 'demo-app'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(status, "ok");
     // Scratch files are cleaned up.
@@ -347,7 +406,10 @@ fn the_status_page_queries_work_on_the_catalog() {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    assert_eq!((total, days, bytes as u64, last.as_str()), (3, 1, stored, today.as_str()));
+    assert_eq!(
+        (total, days, bytes as u64, last.as_str()),
+        (3, 1, stored, today.as_str())
+    );
 
     let daily: Vec<(String, i64, i64)> = c
         .prepare(
@@ -374,7 +436,10 @@ fn the_status_page_queries_work_on_the_catalog() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.0 == "completed" && j.2 == 0), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j.0 == "completed" && j.2 == 0),
+        "{jobs:?}"
+    );
     assert_eq!(jobs.iter().map(|j| j.1).sum::<i64>(), 3);
 }
 
@@ -399,7 +464,11 @@ fn catalog_rebuild_recovers_the_inventory_from_storage_alone() {
     let aside = std::fs::read_dir(s.path(".patina"))
         .unwrap()
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("patina.db.bak-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("patina.db.bak-")
+        });
     assert!(aside);
 }
 
@@ -439,9 +508,11 @@ fn schema_command_prints_the_checked_in_schema() {
     let s = Setup::new("file://backups");
     let o = s.patina(&["schema"]);
     assert_code(&o, 0);
-    let checked_in =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/patina.schema.json"))
-            .unwrap();
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/patina.schema.json"
+    ))
+    .unwrap();
     assert_eq!(String::from_utf8(o.stdout).unwrap(), checked_in);
 }
 
@@ -490,33 +561,56 @@ fn s3_backup_restore_verify_and_rebuild_through_a_real_s3_server() {
     ];
     let o = s.patina_env(&["check"], &env);
     assert_code(&o, 0);
-    assert!(!text(&o).contains(&server.secret_key), "secret leaked: {}", text(&o));
+    assert!(
+        !text(&o).contains(&server.secret_key),
+        "secret leaked: {}",
+        text(&o)
+    );
     assert_code(&s.patina_env(&["backup"], &env), 0);
-    assert_code(&s.patina_env(&["restore", "demo-app", "--to", "s3.db"], &env), 0);
-    assert_eq!(reference_dump(&s.path("s3.db")), reference_dump(&s.path("demo.db")));
+    assert_code(
+        &s.patina_env(&["restore", "demo-app", "--to", "s3.db"], &env),
+        0,
+    );
+    assert_eq!(
+        reference_dump(&s.path("s3.db")),
+        reference_dump(&s.path("demo.db"))
+    );
     assert_code(&s.patina_env(&["verify"], &env), 0);
     std::fs::remove_file(s.path(".patina/patina.db")).unwrap();
     assert_code(&s.patina_env(&["catalog", "rebuild"], &env), 0);
     let list = s.patina_env(&["list"], &env);
-    assert!(String::from_utf8_lossy(&list.stdout).contains("demo-app"), "{}", text(&list));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("demo-app"),
+        "{}",
+        text(&list)
+    );
 
     // The objects really are in the bucket, under the prefix, in the documented layout.
     let mut objects = Vec::new();
     walk(&server.bucket_dir(), &mut objects);
     let keys: Vec<String> = objects
         .iter()
-        .map(|p| p.strip_prefix(server.bucket_dir()).unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            p.strip_prefix(server.bucket_dir())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|k| !k.contains(".s3s"))
         .collect();
     assert!(
-        keys.iter().any(|k| k.starts_with("patina/daily/") && k.ends_with(".sql.zst")),
+        keys.iter()
+            .any(|k| k.starts_with("patina/daily/") && k.ends_with(".sql.zst")),
         "{keys:?}"
     );
 
     // A wrong secret fails cleanly, without printing the secret.
     let o = s.patina_env(
         &["backup"],
-        &[("TEST_S3_KEY", server.access_key.as_str()), ("TEST_S3_SECRET", "wrong-secret-value")],
+        &[
+            ("TEST_S3_KEY", server.access_key.as_str()),
+            ("TEST_S3_SECRET", "wrong-secret-value"),
+        ],
     );
     assert_code(&o, 1);
     assert!(!text(&o).contains("wrong-secret-value"), "{}", text(&o));
