@@ -1,0 +1,369 @@
+//! The plan (pure): given the policy, the inventory in storage, a view of the catalog and the
+//! time, what should happen now — and why. `patina plan` prints it; the daemon executes it.
+//!
+//! Reconcile is level-triggered: the plan is computed from what *is* (the listing), not from
+//! what happened, so running a plan and planning again yields an empty plan, and a daemon that
+//! was down simply finds the world behind and catches up (DESIGN §5):
+//!
+//! - A database is due when its newest committed backup is older than its schedule's most recent
+//!   fire time; a database without any backup is due at once. After downtime that is one
+//!   catch-up backup per database, however many fire times were missed.
+//! - A database whose last attempts failed waits with exponential backoff (1 min doubling to
+//!   1 h), until its next fire time makes it due again regardless.
+//! - A weekly archive is due for every finished ISO week that has committed dumps and no
+//!   archive, once `retention.archive` has fired after that week ended; it waits while backups
+//!   of that week are still running or due.
+//! - Deletions come from `retention` and only from a complete listing.
+//! - Committed dumps missing from the catalog are adopted; catalog entries whose objects are gone
+//!   are drift; data objects without a manifest older than [`DEBRIS_GRACE`] are debris.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::inventory::Inventory;
+use crate::manifest::{IsoWeek, Trigger};
+use crate::policy::{Policy, PriorityLevel};
+use crate::retention::{self, ArchiveFacts, Tier};
+
+/// Data objects without a manifest younger than this may be an upload about to commit.
+pub const DEBRIS_GRACE: Duration = Duration::hours(1);
+
+/// Longest wait between retries of a failing database.
+pub const MAX_BACKOFF: Duration = Duration::hours(1);
+
+/// What the planner needs to know from the catalog.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogView {
+    /// Databases with a backup running now.
+    pub running: BTreeSet<String>,
+    /// True while a weekly archive is being built.
+    pub archiving: bool,
+    /// Consecutive failed attempts since each database's last success.
+    pub failures: BTreeMap<String, FailureStreak>,
+    /// Data keys the catalog knows as present (not deleted).
+    pub known_keys: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureStreak {
+    pub count: u32,
+    pub last_at: DateTime<Utc>,
+}
+
+/// Everything to do now, each with its reason.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub at: DateTime<Utc>,
+    pub backups: Vec<PlannedBackup>,
+    pub archives: Vec<PlannedArchive>,
+    pub deletions: Vec<PlannedDeletion>,
+    pub adoptions: Vec<Adoption>,
+    pub debris: Vec<DebrisRemoval>,
+    pub drift: Vec<Drift>,
+    /// Things deliberately not done now (backoff, an archive waiting), for operators.
+    pub deferred: Vec<Deferred>,
+}
+
+impl Plan {
+    /// True when there is nothing to do (deferred items are not work).
+    pub fn is_empty(&self) -> bool {
+        self.backups.is_empty()
+            && self.archives.is_empty()
+            && self.deletions.is_empty()
+            && self.adoptions.is_empty()
+            && self.debris.is_empty()
+            && self.drift.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedBackup {
+    pub database: String,
+    #[serde(serialize_with = "ser_priority")]
+    pub priority: PriorityLevel,
+    pub trigger: Trigger,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedArchive {
+    #[serde(serialize_with = "ser_week")]
+    pub week: IsoWeek,
+    /// Manifest keys of the dumps to archive, oldest first.
+    pub dump_manifests: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedDeletion {
+    pub tier: &'static str,
+    pub database: Option<String>,
+    pub data_key: String,
+    pub manifest_key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adoption {
+    pub database: String,
+    pub data_key: String,
+    pub manifest_key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DebrisRemoval {
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub data_key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deferred {
+    pub what: String,
+    pub until: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+fn ser_priority<S: serde::Serializer>(p: &PriorityLevel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+fn ser_week<S: serde::Serializer>(w: &IsoWeek, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(w)
+}
+
+/// The wait after `count` consecutive failures: 1 min, 2, 4, … capped at [`MAX_BACKOFF`].
+pub fn backoff(count: u32) -> Duration {
+    let minutes = 1i64 << count.saturating_sub(1).min(10);
+    Duration::minutes(minutes).min(MAX_BACKOFF)
+}
+
+/// Compute the plan. `archives` are the facts of the committed archives in `inventory` (read
+/// from their manifests); an archive whose manifest could not be read is simply absent, which
+/// only makes retention keep more.
+pub fn plan(
+    policy: &Policy,
+    inventory: &Inventory,
+    archives: &[ArchiveFacts],
+    view: &CatalogView,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut plan = Plan {
+        at: now,
+        ..Plan::default()
+    };
+    plan_backups(policy, inventory, view, now, &mut plan);
+    plan_archives(policy, inventory, archives, view, now, &mut plan);
+
+    for verdict in retention::apply(&policy.retention, &inventory.dumps, archives, true, now) {
+        if verdict.delete {
+            plan.deletions.push(PlannedDeletion {
+                tier: match verdict.tier {
+                    Tier::Daily => "daily",
+                    Tier::Weekly => "weekly",
+                },
+                database: verdict.database.clone(),
+                data_key: verdict.data_key.clone(),
+                manifest_key: verdict.manifest_key.clone(),
+                reason: verdict.reasons.join("; "),
+            });
+        }
+    }
+
+    for dump in &inventory.dumps {
+        if !view.known_keys.contains(&dump.data.key) {
+            plan.adoptions.push(Adoption {
+                database: dump.id.database.clone(),
+                data_key: dump.data.key.clone(),
+                manifest_key: dump.manifest_key.clone(),
+                reason: "committed in storage but not in the catalog".into(),
+            });
+        }
+    }
+    let present: BTreeSet<&str> = inventory
+        .dumps
+        .iter()
+        .map(|d| d.data.key.as_str())
+        .collect();
+    for key in &view.known_keys {
+        if !present.contains(key.as_str()) {
+            plan.drift.push(Drift {
+                data_key: key.clone(),
+                reason: "recorded in the catalog as committed, but gone from storage".into(),
+            });
+        }
+    }
+    for object in inventory.stale_debris(now, DEBRIS_GRACE) {
+        plan.debris.push(DebrisRemoval {
+            key: object.key.clone(),
+            reason: format!(
+                "data object without a manifest since {} (an interrupted backup)",
+                object.last_modified.format("%Y-%m-%d %H:%M UTC")
+            ),
+        });
+    }
+    plan
+}
+
+fn plan_backups(
+    policy: &Policy,
+    inventory: &Inventory,
+    view: &CatalogView,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
+    // A fire time this recent counts as "on schedule"; older ones were missed (catch-up).
+    let on_time = Duration::from_std(policy.daemon.tick * 2)
+        .unwrap_or(Duration::minutes(2))
+        .max(Duration::minutes(5));
+    let mut due = Vec::new();
+    for db in policy.databases.iter().filter(|d| d.enabled) {
+        if view.running.contains(&db.name) {
+            continue;
+        }
+        let latest = inventory.latest(&db.name).map(|d| d.id.taken_at);
+        let last_fire = db.schedule.latest_at_or_before(now);
+        let (trigger, reason) = match (latest, last_fire) {
+            (None, _) => (Trigger::CatchUp, "no committed backup yet".to_string()),
+            (Some(latest), Some(fire)) if latest < fire => {
+                let trigger = if now - fire <= on_time {
+                    Trigger::Scheduled
+                } else {
+                    Trigger::CatchUp
+                };
+                (
+                    trigger,
+                    format!(
+                        "newest backup {} is older than the fire time {} of \"{}\"",
+                        fmt_time(latest),
+                        fmt_time(fire),
+                        db.schedule.expression()
+                    ),
+                )
+            }
+            _ => continue,
+        };
+        if let Some(streak) = view.failures.get(&db.name) {
+            let retry_at = streak.last_at + backoff(streak.count);
+            // A fire time after the last failure makes the database due regardless.
+            let fired_since = last_fire.is_some_and(|f| f > streak.last_at);
+            if now < retry_at && !fired_since {
+                plan.deferred.push(Deferred {
+                    what: format!("backup of {}", db.name),
+                    until: Some(retry_at),
+                    reason: format!(
+                        "{} consecutive failure{}; retrying with backoff",
+                        streak.count,
+                        if streak.count == 1 { "" } else { "s" }
+                    ),
+                });
+                continue;
+            }
+        }
+        due.push((db.priority, PlannedBackup {
+            database: db.name.clone(),
+            priority: db.priority,
+            trigger,
+            reason,
+        }));
+    }
+    // Stable: file order within a priority.
+    due.sort_by_key(|(p, _)| *p);
+    plan.backups = due.into_iter().map(|(_, b)| b).collect();
+}
+
+fn plan_archives(
+    policy: &Policy,
+    inventory: &Inventory,
+    archives: &[ArchiveFacts],
+    view: &CatalogView,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
+    if policy.retention.weekly.is_none() {
+        return;
+    }
+    let current = IsoWeek::of(now);
+    let archived: BTreeSet<IsoWeek> = inventory
+        .archives
+        .iter()
+        .map(|a| a.week)
+        .chain(archives.iter().map(|a| a.week))
+        .collect();
+    let mut weeks: BTreeMap<IsoWeek, Vec<String>> = BTreeMap::new();
+    for dump in &inventory.dumps {
+        let week = IsoWeek::of(dump.id.taken_at);
+        if week < current && !archived.contains(&week) {
+            weeks
+                .entry(week)
+                .or_default()
+                .push(dump.manifest_key.clone());
+        }
+    }
+    let last_archive_fire = policy.retention.archive.latest_at_or_before(now);
+    for (week, dump_manifests) in weeks {
+        let Some(end) = week_end(week) else { continue };
+        let Some(fire) = last_archive_fire.filter(|f| *f >= end) else {
+            continue;
+        };
+        if view.archiving {
+            plan.deferred.push(Deferred {
+                what: format!("archive of {week}"),
+                until: None,
+                reason: "another archive is being built".into(),
+            });
+            continue;
+        }
+        // The week's dumps must be finished: nothing running, nothing due whose fire time
+        // falls in the week (its backup would belong to that week).
+        let mut waiting_for: Vec<String> = view.running.iter().cloned().collect();
+        for b in &plan.backups {
+            let db = policy.database(&b.database);
+            let fire_in_week = db
+                .and_then(|d| d.schedule.latest_at_or_before(now))
+                .is_some_and(|f| f < end);
+            if fire_in_week && !waiting_for.contains(&b.database) {
+                waiting_for.push(b.database.clone());
+            }
+        }
+        if !waiting_for.is_empty() {
+            plan.deferred.push(Deferred {
+                what: format!("archive of {week}"),
+                until: None,
+                reason: format!(
+                    "waiting for the backups of {} to finish",
+                    waiting_for.join(", ")
+                ),
+            });
+            continue;
+        }
+        plan.archives.push(PlannedArchive {
+            week,
+            reason: format!(
+                "week {week} ended {} and \"{}\" fired at {}; {} dumps to archive",
+                fmt_time(end),
+                policy.retention.archive.expression(),
+                fmt_time(fire),
+                dump_manifests.len()
+            ),
+            dump_manifests,
+        });
+    }
+}
+
+/// Monday 00:00 UTC after the week.
+pub fn week_end(week: IsoWeek) -> Option<DateTime<Utc>> {
+    week.start().map(|s| s + Duration::days(7))
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
