@@ -249,7 +249,7 @@ fn plan_table(conn: &Connection, name: &str, create_sql: &str) -> rusqlite::Resu
         }
     }
     let without_rowid: bool = conn.query_row(
-        "SELECT wr FROM pragma_table_list(?1, 'main')",
+        "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
         [name],
         |r| r.get(0),
     )?;
@@ -386,7 +386,12 @@ pub fn dump(
         }
     }
 
-    if has_sequence {
+    // Restoring creates sqlite_sequence only along with an AUTOINCREMENT table, so the section
+    // is written only then, with the rows of dumped tables.
+    let autoincrement = plans
+        .iter()
+        .any(|p| p.create_sql.to_ascii_uppercase().contains("AUTOINCREMENT"));
+    if has_sequence && autoincrement {
         w.sqlite_sequence().map_err(SourceError::Write)?;
         let mut stmt = conn
             .prepare("SELECT name, seq FROM main.sqlite_sequence ORDER BY name")
@@ -394,10 +399,9 @@ pub fn dump(
         let mut rows = stmt.query([]).map_err(sql_err)?;
         while let Some(row) = rows.next().map_err(sql_err)? {
             let name = row.get_ref(0).map_err(sql_err)?;
-            if let ValueRef::Text(t) = name
-                && (is_internal(&String::from_utf8_lossy(t))
-                    || req.exclude_tables.iter().any(|x| x.as_bytes() == t))
-            {
+            let dumped = matches!(name, ValueRef::Text(t)
+                if plans.iter().any(|p| p.name.as_bytes() == t));
+            if !dumped {
                 continue;
             }
             w.row_start();
