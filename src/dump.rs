@@ -118,6 +118,26 @@ impl<'w> Writer<'w> {
         self.maybe_flush()
     }
 
+    /// A virtual table, the way `sqlite3 .dump` writes one: its schema row goes straight into
+    /// `sqlite_master` (creating it would initialise fresh shadow tables); the shadow tables
+    /// that hold its data are dumped as ordinary tables.
+    pub fn virtual_table(&mut self, name: &str, sql: &str) -> io::Result<()> {
+        let b = &mut self.buf;
+        b.push(b'\n');
+        push_comment_line(b, "Virtual table: ", name);
+        b.extend_from_slice(
+            b"PRAGMA writable_schema=ON;\n\
+              INSERT INTO sqlite_master (type,name,tbl_name,rootpage,sql) VALUES ('table',",
+        );
+        push_text(b, name.as_bytes());
+        b.push(b',');
+        push_text(b, name.as_bytes());
+        b.extend_from_slice(b",0,");
+        push_text(b, sql.as_bytes());
+        b.extend_from_slice(b");\nPRAGMA writable_schema=OFF;\n");
+        self.maybe_flush()
+    }
+
     /// Starts one `INSERT` row of the current table.
     pub fn row_start(&mut self) {
         self.buf.extend_from_slice(&self.insert_prefix);

@@ -83,8 +83,6 @@ pub enum SourceError {
     Corrupt { path: PathBuf, detail: String },
     #[error("read {}: database is locked beyond the busy timeout of {} — a writer holds an exclusive lock", .path.display(), fmt_duration(*.timeout))]
     Busy { path: PathBuf, timeout: Duration },
-    #[error("read {}: table {table} is a virtual table, which the dump cannot carry yet — add it to exclude_tables", .path.display())]
-    VirtualTable { path: PathBuf, table: String },
     #[error("read {}: {source}", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -170,7 +168,8 @@ fn is_internal(name: &str) -> bool {
 }
 
 /// The user schema objects (tables, indexes with SQL, views, triggers), minus `exclude`d tables
-/// and everything attached to them, sorted by (type, name).
+/// and everything attached to them (indexes, triggers, shadow tables of a virtual table),
+/// sorted by (type, name).
 fn schema_objects(conn: &Connection, exclude: &[String]) -> rusqlite::Result<Vec<SchemaObject>> {
     let mut stmt = conn.prepare("SELECT type, name, tbl_name, sql FROM main.sqlite_master")?;
     let mut objects = stmt
@@ -183,7 +182,20 @@ fn schema_objects(conn: &Connection, exclude: &[String]) -> rusqlite::Result<Vec
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let excluded = |n: &str| exclude.iter().any(|x| x == n);
+    // Shadow tables of an excluded virtual table (`<name>_data`, …) go with it.
+    let shadows = conn
+        .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let excluded = |n: &str| {
+        exclude.iter().any(|x| {
+            x == n
+                || (n.len() > x.len()
+                    && n.starts_with(x.as_str())
+                    && n[x.len()..].starts_with('_')
+                    && shadows.iter().any(|s| s == n))
+        })
+    };
     objects.retain(|o| {
         matches!(o.kind.as_str(), "table" | "index" | "view" | "trigger")
             && o.sql.is_some()
@@ -315,15 +327,14 @@ pub fn dump(
 
     let objects = schema_objects(&conn, req.exclude_tables).map_err(sql_err)?;
     let mut plans = Vec::new();
+    let mut virtuals = Vec::new();
     for o in objects.iter().filter(|o| o.kind == "table") {
         let sql = o.sql.as_deref().unwrap_or_default();
         if is_virtual(sql) {
-            return Err(SourceError::VirtualTable {
-                path: req.path.into(),
-                table: o.name.clone(),
-            });
+            virtuals.push((o.name.as_str(), sql));
+        } else {
+            plans.push(plan_table(&conn, &o.name, sql).map_err(sql_err)?);
         }
-        plans.push(plan_table(&conn, &o.name, sql).map_err(sql_err)?);
     }
     let has_sequence: bool = conn
         .query_row(
@@ -350,6 +361,9 @@ pub fn dump(
         rows_done,
         rows_total,
     });
+    for (name, sql) in &virtuals {
+        w.virtual_table(name, sql).map_err(SourceError::Write)?;
+    }
     for plan in &plans {
         w.table(&plan.name, plan.rows, &plan.create_sql, &plan.columns)
             .map_err(SourceError::Write)?;
@@ -530,7 +544,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, SourceError> {
     conn.execute_batch("BEGIN").map_err(sql_err)?;
     let objects = schema_objects(&conn, &[]).map_err(sql_err)?;
     let mut tables = BTreeMap::new();
-    for o in objects.iter().filter(|o| o.kind == "table") {
+    // Virtual tables hold no rows of their own (their shadow tables do, and are counted).
+    for o in objects
+        .iter()
+        .filter(|o| o.kind == "table" && !is_virtual(o.sql.as_deref().unwrap_or_default()))
+    {
         let n: i64 = conn
             .query_row(
                 &format!(

@@ -467,6 +467,70 @@ fn excluded_tables_are_left_out_entirely() {
     assert_eq!(inspection.tables, summary.tables);
 }
 
+#[test]
+fn virtual_tables_round_trip_with_their_shadow_tables() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src.db");
+    Connection::open(&src)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE VIRTUAL TABLE fts USING fts5(body);
+             CREATE VIRTUAL TABLE \"geo box\" USING rtree(id, x0, x1);
+             CREATE VIRTUAL TABLE skipped USING fts5(body);
+             INSERT INTO docs(body) VALUES ('hello world'), ('it''s a dump');
+             INSERT INTO fts(rowid, body) SELECT id, body FROM docs;
+             INSERT INTO fts(rowid, body) VALUES (1000000000000, 'far away rowid');
+             INSERT INTO \"geo box\" VALUES (1, 0, 5), (7, -1.5, 2.5);
+             INSERT INTO skipped(body) VALUES ('not in the dump');",
+        )
+        .unwrap();
+    let exclude = vec!["skipped".to_string()];
+    let (_, sql, summary) = dump_file(&src, dir.path(), &exclude);
+    let text = String::from_utf8(sql.clone()).unwrap();
+    assert!(text.contains("CREATE VIRTUAL TABLE fts USING fts5(body)"));
+    assert!(
+        !text.contains("skipped"),
+        "an excluded virtual table takes its shadow tables"
+    );
+    assert!(summary.tables.contains_key("fts_data"));
+    assert!(!summary.tables.contains_key("fts"));
+
+    let by_shell = dir.path().join("by-shell.db");
+    sqlite3::run(&by_shell, &sql);
+    let by_load = dir.path().join("by-load.db");
+    sqlite::load(&mut BufReader::new(sql.as_slice()), &by_load).unwrap();
+    for restored in [&by_shell, &by_load] {
+        let inspection = sqlite::inspect(restored).unwrap();
+        assert_eq!(inspection.integrity, "ok");
+        assert_eq!(inspection.schema_hash, summary.schema_hash);
+        assert_eq!(inspection.tables, summary.tables);
+        let conn = Connection::open(restored).unwrap();
+        conn.execute_batch("INSERT INTO fts(fts) VALUES ('integrity-check')")
+            .unwrap();
+        let hits: Vec<i64> = conn
+            .prepare("SELECT rowid FROM fts WHERE fts MATCH 'hello OR far' ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(hits, [1, 1_000_000_000_000]);
+        let boxes: i64 = conn
+            .query_row("SELECT count(*) FROM \"geo box\" WHERE x0 < 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(boxes, 1);
+        let (again, _) = dump_to_vec(&request(restored, &[])).unwrap();
+        assert!(
+            body(&again) == body(&sql),
+            "re-dump of {} differs",
+            restored.display()
+        );
+    }
+}
+
 fn error_of(path: &Path, timeout: Duration) -> SourceError {
     let mut req = request(path, &[]);
     req.busy_timeout = timeout;
@@ -772,8 +836,10 @@ fn dump_throughput() {
     let db_bytes = std::fs::metadata(&path).unwrap().len();
 
     let started = Instant::now();
-    let mut sink = std::io::sink();
-    let summary = sqlite::dump(&request(&path, &[]), &mut sink, &mut |_| {}).unwrap();
+    let file = dir.path().join("big.sql");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let summary = sqlite::dump(&request(&path, &[]), &mut out, &mut |_| {}).unwrap();
+    drop(out);
     let secs = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
@@ -785,6 +851,21 @@ fn dump_throughput() {
         .unwrap();
     assert!(out.success());
     let shell_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let reader = std::fs::File::open(&file).unwrap();
+    sqlite::load(&mut BufReader::new(reader), &dir.path().join("loaded.db")).unwrap();
+    let load_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let status = std::process::Command::new(sqlite3::program())
+        .arg(dir.path().join("shell-loaded.db"))
+        .stdin(std::fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shell_load_secs = started.elapsed().as_secs_f64();
+    println!("load() {load_secs:.3}s, sqlite3 < dump {shell_load_secs:.3}s");
 
     println!(
         "db {:.1} MB, {} rows, sql {:.1} MB in {:.3}s: {:.0} rows/s, {:.1} MB/s of db, {:.1} MB/s of sql; sqlite3 .dump {:.3}s",
