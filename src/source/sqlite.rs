@@ -79,8 +79,12 @@ pub enum SourceError {
     PermissionDenied { path: PathBuf },
     #[error("read {}: file is not a SQLite database", .path.display())]
     NotADatabase { path: PathBuf },
-    #[error("read {}: database disk image is malformed (corrupt) — run PRAGMA integrity_check ({detail})", .path.display())]
-    Corrupt { path: PathBuf, detail: String },
+    #[error("read {}: database disk image is malformed (corrupt) — run PRAGMA integrity_check", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        /// SQLite's own message, for logs.
+        detail: String,
+    },
     #[error("read {}: database is locked beyond the busy timeout of {} — a writer holds an exclusive lock", .path.display(), fmt_duration(*.timeout))]
     Busy { path: PathBuf, timeout: Duration },
     #[error("read {}: {source}", .path.display())]
