@@ -1,3 +1,4 @@
 //! Test support: real servers and tools the integration tests talk to.
 
 pub mod s3;
+pub mod sqlite3;
