@@ -383,7 +383,8 @@ mod tests {
 
     #[test]
     fn span_display_picks_the_largest_exact_unit() {
-        assert_eq!(Span::Seconds(7 * 86_400).to_string(), "7d");
+        assert_eq!(Span::Seconds(7 * 86_400).to_string(), "1w");
+        assert_eq!(Span::Seconds(3 * 86_400).to_string(), "3d");
         assert_eq!(Span::Seconds(12 * 604_800).to_string(), "12w");
         assert_eq!(Span::Seconds(90 * 60).to_string(), "90m");
         assert_eq!(Span::Seconds(45).to_string(), "45s");
