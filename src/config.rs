@@ -116,6 +116,7 @@ struct RawConfig {
 /// The daemon process.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Daemon")]
 struct RawDaemon {
     /// Address of the HTTP server (health, metrics, status page, API), as IP:PORT.
     #[schemars(extend("default" = "127.0.0.1:9477"))]
@@ -140,6 +141,7 @@ struct RawDaemon {
 /// Backup storage.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Storage")]
 struct RawStorage {
     /// "file://PATH" (relative to this file), "s3://BUCKET" (R2, MinIO, AWS) or "memory://".
     #[schemars(
@@ -166,6 +168,7 @@ struct RawStorage {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "Compression")]
 enum RawCompression {
     Zstd,
     Gzip,
@@ -175,6 +178,7 @@ enum RawCompression {
 /// The declared priorities.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Priorities")]
 struct RawPriorities {
     /// Served first.
     critical: Option<RawPriority>,
@@ -189,6 +193,7 @@ struct RawPriorities {
 /// One priority.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Priority")]
 struct RawPriority {
     /// When databases of this priority are backed up: 5-field cron ("0 3 * * *") or an alias
     /// (@daily), read in the daemon's timezone.
@@ -198,6 +203,7 @@ struct RawPriority {
 /// Retention tiers.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Retention")]
 struct RawRetention {
     /// Every dump is kept at least this long: "30s 15m 2h 7d 12w 12mo".
     #[schemars(extend("default" = "7d"), regex(pattern = r"^[0-9]+(s|m|h|d|w|mo)$"))]
@@ -221,6 +227,7 @@ struct RawRetention {
 /// Cloudflare API access for D1 databases.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Cloudflare")]
 struct RawCloudflare {
     /// Cloudflare account id.
     account_id: String,
@@ -234,6 +241,7 @@ struct RawCloudflare {
 /// A database to back up.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Database")]
 struct RawDatabase {
     /// Unique name, `[a-z0-9][a-z0-9_-]*`; becomes part of object keys.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
@@ -261,6 +269,7 @@ struct RawDatabase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "Kind")]
 enum RawKind {
     Sqlite,
     D1,
@@ -268,6 +277,7 @@ enum RawKind {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "D1Mode")]
 enum RawD1Mode {
     Export,
     Query,
@@ -275,6 +285,7 @@ enum RawD1Mode {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "Level")]
 enum RawLevel {
     Critical,
     High,
@@ -285,6 +296,7 @@ enum RawLevel {
 /// Alert thresholds.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Alerts")]
 struct RawAlerts {
     /// A job running longer than this alerts ("duration" event), e.g. "45m".
     #[schemars(extend("default" = "45m"), regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
@@ -304,6 +316,7 @@ struct RawAlerts {
 /// An alert sink.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Alert")]
 struct RawAlert {
     /// Unique name of the sink (used in logs and the catalog).
     name: String,
@@ -319,6 +332,7 @@ struct RawAlert {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "SinkKind")]
 enum RawSinkKind {
     Webhook,
     Discord,
@@ -328,6 +342,7 @@ enum RawSinkKind {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "Event")]
 enum RawEvent {
     Failure,
     Success,
