@@ -218,18 +218,29 @@ pub async fn backup_database(
             });
         }
     };
-    let started_at = (ctx.clock)();
-    let id = DumpId::new(&db.name, started_at);
+    // Keys have one-second resolution: a second backup of the same database within the same
+    // second waits for the next one rather than failing.
+    let mut attempt = 0;
+    let (started_at, id) = loop {
+        let started_at = (ctx.clock)();
+        let id = DumpId::new(&db.name, started_at);
+        if ctx.store.head(&id.manifest_key()).await?.is_none() {
+            break (started_at, id);
+        }
+        attempt += 1;
+        if attempt == 3 {
+            return Err(BackupError::Collision {
+                database: db.name.clone(),
+                at: id.taken_at.to_rfc3339(),
+                key: ctx.store.location(&id.manifest_key()),
+            });
+        }
+        let into_second = started_at.timestamp_subsec_millis() as u64;
+        tokio::time::sleep(Duration::from_millis(1001 - into_second.min(1000))).await;
+    };
     let compression = ctx.policy.storage.compression;
     let data_key = id.data_key(compression);
     let manifest_key = id.manifest_key();
-    if ctx.store.head(&manifest_key).await?.is_some() {
-        return Err(BackupError::Collision {
-            database: db.name.clone(),
-            at: id.taken_at.to_rfc3339(),
-            key: ctx.store.location(&manifest_key),
-        });
-    }
 
     let (sink, upload) = ctx.store.start_upload(&data_key);
     let dump = {

@@ -110,15 +110,55 @@ fn sqlite3() -> &'static str {
     "sqlite3"
 }
 
-/// `sqlite3 DB .dump`: the reference tool's view of a database's whole content.
+/// A database's whole content as the `sqlite3` program sees it: the schema, then every table's
+/// rows in storage order, each value quoted. Independent of the order objects were created in.
 fn reference_dump(db: &Path) -> String {
-    let o = Command::new(sqlite3())
+    let tables = Command::new(sqlite3())
         .arg(db)
-        .arg(".dump")
+        .arg("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .output()
+        .unwrap();
+    assert!(tables.status.success(), "{}", text(&tables));
+    let mut script =
+        String::from("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name;\n");
+    for t in String::from_utf8(tables.stdout).unwrap().lines() {
+        script.push_str(&format!("SELECT * FROM \"{}\";\n", t.replace('"', "\"\"")));
+    }
+    script.push_str("SELECT * FROM sqlite_sequence ORDER BY name;\n");
+    let o = Command::new(sqlite3())
+        .arg("-quote")
+        .arg(db)
+        .arg(script)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// Assert two databases hold the same content, printing only the first difference.
+#[track_caller]
+fn assert_same_content(a: &Path, b: &Path) {
+    let (x, y) = (reference_dump(a), reference_dump(b));
+    if x != y {
+        let line = x.lines().zip(y.lines()).position(|(l, r)| l != r);
+        let show = |s: &str, i: Option<usize>| {
+            i.and_then(|i| s.lines().nth(i))
+                .unwrap_or("<end>")
+                .chars()
+                .take(300)
+                .collect::<String>()
+        };
+        panic!(
+            "{} and {} differ at line {:?} ({} vs {} lines):\n  {}\n  {}",
+            a.display(),
+            b.display(),
+            line,
+            x.lines().count(),
+            y.lines().count(),
+            show(&x, line),
+            show(&y, line)
+        );
+    }
 }
 
 fn integrity(db: &Path) -> String {
@@ -172,10 +212,7 @@ fn backup_then_restore_with_plain_zstd_and_sqlite3() {
 
     let restored = s.path("by-hand.db");
     restore_by_hand(&["zstd", "-dc"], &dumps[0], &restored);
-    assert_eq!(
-        reference_dump(&restored),
-        reference_dump(&s.path("demo.db"))
-    );
+    assert_same_content(&restored, &s.path("demo.db"));
     assert_eq!(integrity(&restored), "ok");
 
     // The manifest describes the stored bytes exactly.
@@ -199,10 +236,7 @@ fn restore_command_checks_refuses_to_overwrite_and_forces() {
     assert_code(&s.patina(&["backup"]), 0);
     let o = s.patina(&["restore", "demo-app", "--to", "out.db"]);
     assert_code(&o, 0);
-    assert_eq!(
-        reference_dump(&s.path("out.db")),
-        reference_dump(&s.path("demo.db"))
-    );
+    assert_same_content(&s.path("out.db"), &s.path("demo.db"));
 
     // An existing file is never overwritten without --force, and stays as it was.
     std::fs::write(s.path("keep.db"), b"precious").unwrap();
@@ -346,12 +380,9 @@ fn gzip_and_uncompressed_dumps_restore_without_patina() {
         assert_eq!(dumps.len(), 1, "{compression}: {dumps:?}");
         let by_hand = s.path("by-hand.db");
         restore_by_hand(&decompress, &dumps[0], &by_hand);
-        assert_eq!(reference_dump(&by_hand), reference_dump(&s.path("demo.db")));
+        assert_same_content(&by_hand, &s.path("demo.db"));
         assert_code(&s.patina(&["restore", "demo-app", "--to", "r.db"]), 0);
-        assert_eq!(
-            reference_dump(&s.path("r.db")),
-            reference_dump(&s.path("demo.db"))
-        );
+        assert_same_content(&s.path("r.db"), &s.path("demo.db"));
         assert_code(&s.patina(&["verify"]), 0);
     }
 }
@@ -571,10 +602,7 @@ fn s3_backup_restore_verify_and_rebuild_through_a_real_s3_server() {
         &s.patina_env(&["restore", "demo-app", "--to", "s3.db"], &env),
         0,
     );
-    assert_eq!(
-        reference_dump(&s.path("s3.db")),
-        reference_dump(&s.path("demo.db"))
-    );
+    assert_same_content(&s.path("s3.db"), &s.path("demo.db"));
     assert_code(&s.patina_env(&["verify"], &env), 0);
     std::fs::remove_file(s.path(".patina/patina.db")).unwrap();
     assert_code(&s.patina_env(&["catalog", "rebuild"], &env), 0);
