@@ -130,6 +130,18 @@ pub async fn run_job(
     request: JobRequest,
     observer: Arc<dyn Observer>,
 ) -> Result<JobReport, CatalogError> {
+    run_job_limited(ctx, request, observer, None).await
+}
+
+/// [`run_job`], with each database also taking a permit from `permits` (the daemon's limit on
+/// backups running at once across jobs). Permits are granted first come, first served, and a
+/// job asks in priority order.
+pub async fn run_job_limited(
+    ctx: &Context,
+    request: JobRequest,
+    observer: Arc<dyn Observer>,
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+) -> Result<JobReport, CatalogError> {
     let job_id = uuid::Uuid::new_v4().to_string();
     let started_at = (ctx.clock)();
     let mut databases: Vec<&Database> = request
@@ -155,12 +167,19 @@ pub async fn run_job(
     let job_id_ref = job_id.as_str();
     let observer_ref = &observer;
     let mut outcomes = futures::stream::iter(databases.into_iter().enumerate())
-        .map(|(order, db)| async move {
+        .map(|(order, db)| {
+            let permits = permits.clone();
+            async move {
+            let _permit = match permits {
+                Some(p) => p.acquire_owned().await.ok(),
+                None => None,
+            };
             observer_ref.started(&db.name);
             let db_started = (ctx.clock)();
             let outcome = backup_database(ctx, db, job_id_ref, request.trigger, observer_ref).await;
             observer_ref.finished(&db.name, &outcome);
             (order, db, db_started, outcome)
+            }
         })
         .buffer_unordered(concurrency);
 

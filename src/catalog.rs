@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::manifest::{Manifest, Trigger};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::manifest::{ArchiveManifest, Manifest, Trigger};
 
 /// File name of the catalog inside the state directory.
 pub const FILE_NAME: &str = "patina.db";
@@ -89,6 +91,28 @@ const MIGRATIONS: &[&str] = &[
       detail TEXT
     );
     CREATE INDEX idx_verifications_db ON verifications(database_name, verified_at DESC);
+    "#,
+    // 2: the daemon: why an inventory entry left, weekly archives, config reloads.
+    r#"
+    ALTER TABLE backup_inventory ADD COLUMN deleted_reason TEXT;  -- retention | vanished | debris
+
+    CREATE TABLE weekly_archives (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      week TEXT UNIQUE NOT NULL,          -- 2026-W47
+      r2_key TEXT UNIQUE NOT NULL,
+      size_bytes INTEGER NOT NULL,
+      sha256 TEXT NOT NULL,
+      member_count INTEGER NOT NULL,
+      created_at INTEGER NOT NULL,
+      deleted_at INTEGER
+    );
+
+    CREATE TABLE config_reloads (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      at INTEGER NOT NULL,
+      result TEXT NOT NULL,               -- success | failure
+      detail TEXT
+    );
     "#,
 ];
 
@@ -504,6 +528,122 @@ impl Catalog {
             .map_err(self.q("read verification"))
     }
 
+    /// Consecutive failed results of each database since its last success.
+    pub fn failure_streaks(
+        &self,
+    ) -> Result<BTreeMap<String, (u32, DateTime<Utc>)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.database_name, count(*), max(r.completed_at)
+                 FROM backup_results r
+                 WHERE r.status = 'failed' AND r.id > coalesce(
+                   (SELECT max(s.id) FROM backup_results s
+                    WHERE s.database_name = r.database_name AND s.status = 'success'), 0)
+                 GROUP BY r.database_name",
+            )
+            .map_err(self.q("read failure streaks"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u32,
+                    r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                ))
+            })
+            .map_err(self.q("read failure streaks"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (db, n, at) = row.map_err(self.q("read failure streaks"))?;
+            let at = DateTime::<Utc>::from_timestamp(at, 0).unwrap_or_default();
+            out.insert(db, (n, at));
+        }
+        Ok(out)
+    }
+
+    /// Data keys of the inventory entries not marked deleted.
+    pub fn known_keys(&self) -> Result<BTreeSet<String>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT r2_key FROM backup_inventory WHERE deleted_at IS NULL")
+            .map_err(self.q("read inventory"))?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(self.q("read inventory"))?;
+        keys.collect::<Result<_, _>>()
+            .map_err(self.q("read inventory"))
+    }
+
+    /// Enter a committed dump found in storage (adoption, or a backup recorded elsewhere).
+    pub fn adopt(&self, m: &Manifest, expires_at: DateTime<Utc>) -> Result<(), CatalogError> {
+        insert_inventory(&self.conn, m, expires_at).map_err(self.q("adopt a backup"))?;
+        Ok(())
+    }
+
+    /// Mark an inventory entry (dump) or weekly archive as gone, with why.
+    pub fn mark_deleted(
+        &self,
+        data_key: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backup_inventory SET deleted_at = ?2, deleted_reason = ?3
+                 WHERE r2_key = ?1 AND deleted_at IS NULL",
+                params![data_key, at.timestamp(), reason],
+            )
+            .map_err(self.q("mark a backup deleted"))?;
+        self.conn
+            .execute(
+                "UPDATE weekly_archives SET deleted_at = ?2 WHERE r2_key = ?1 AND deleted_at IS NULL",
+                params![data_key, at.timestamp()],
+            )
+            .map_err(self.q("mark an archive deleted"))?;
+        Ok(())
+    }
+
+    /// Record a committed weekly archive.
+    pub fn record_archive(&self, m: &ArchiveManifest) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO weekly_archives (week, r2_key, size_bytes, sha256, member_count, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(week) DO UPDATE SET r2_key = excluded.r2_key,
+                   size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
+                   member_count = excluded.member_count, deleted_at = NULL",
+                params![
+                    m.week,
+                    m.key,
+                    m.size as i64,
+                    m.sha256,
+                    m.members.len() as i64,
+                    m.created_at.timestamp()
+                ],
+            )
+            .map_err(self.q("record an archive"))?;
+        Ok(())
+    }
+
+    /// Record a policy reload attempt.
+    pub fn record_reload(
+        &self,
+        at: DateTime<Utc>,
+        outcome: Result<(), &str>,
+    ) -> Result<(), CatalogError> {
+        let (result, detail) = match outcome {
+            Ok(()) => ("success", None),
+            Err(d) => ("failure", Some(d)),
+        };
+        self.conn
+            .execute(
+                "INSERT INTO config_reloads (at, result, detail) VALUES (?1, ?2, ?3)",
+                params![at.timestamp(), result, detail],
+            )
+            .map_err(self.q("record a reload"))?;
+        Ok(())
+    }
+
     /// Fill an empty catalog from manifests alone (`patina catalog rebuild`): the inventory,
     /// plus one job and one result per job id found, so history and the status page survive.
     pub fn import_manifests(
@@ -608,7 +748,6 @@ mod tests {
     use super::*;
     use crate::manifest::{DumpId, FORMAT_VERSION, SourceFacts};
     use crate::policy::Compression;
-    use std::collections::BTreeMap;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -724,6 +863,49 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].date, "2026-11-22");
         assert!(c.list_backups(Some("b")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn failure_streaks_count_since_the_last_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let t0 = t("2026-11-22T03:00:00Z");
+        c.start_job(&NewJob {
+            job_id: "j",
+            started_at: t0,
+            trigger: Trigger::Scheduled,
+            total_databases: 1,
+            initiated_by: None,
+            reason: None,
+        })
+        .unwrap();
+        let m = manifest("a", "2026-11-22T03:00:00Z", 1, "j");
+        let mut record = |db: &str, minute: i64, ok: bool| {
+            let at = t0 + chrono::Duration::minutes(minute);
+            c.record_result(
+                &ResultRow {
+                    job_id: "j",
+                    database: db,
+                    started_at: at,
+                    completed_at: at,
+                    outcome: if ok { Ok(&m) } else { Err("boom") },
+                },
+                at,
+            )
+            .unwrap();
+        };
+        record("a", 0, false);
+        record("a", 1, true);
+        record("a", 2, false);
+        record("a", 5, false);
+        record("b", 3, false);
+        let streaks = c.failure_streaks().unwrap();
+        assert_eq!(streaks["a"], (2, t0 + chrono::Duration::minutes(5)));
+        assert_eq!(streaks["b"], (1, t0 + chrono::Duration::minutes(3)));
+        assert_eq!(streaks.len(), 2);
+        assert_eq!(c.known_keys().unwrap().len(), 1);
+        c.mark_deleted(&m.key, "retention", t0).unwrap();
+        assert!(c.known_keys().unwrap().is_empty());
     }
 
     #[test]

@@ -54,6 +54,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: reconcile storage with the policy every tick, take due backups, roll
+    /// weekly archives, prune what expired; reload the policy on change or SIGHUP.
+    Run {
+        /// How long running backups may finish after SIGTERM before they are aborted.
+        #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+        shutdown_grace: Duration,
+    },
+    /// Show what the daemon would do now (or at --at), and why, without doing it.
+    Plan {
+        /// Plan as of this time: RFC 3339, or `YYYY-MM-DD HH:MM` in the policy's timezone.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the policy file and print the effective policy with next fire times.
     Check,
     /// Print the JSON Schema of the policy file (for editors: taplo, Even Better TOML).
@@ -173,6 +189,46 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
+        Command::Run { shutdown_grace } => {
+            let policy = load_policy(&cli.config)?;
+            let options = crate::daemon::Options {
+                config: cli.config.clone(),
+                shutdown_grace,
+            };
+            runtime()?
+                .block_on(crate::daemon::run(
+                    options,
+                    policy,
+                    backup::system_clock(),
+                    std::future::pending(),
+                ))
+                .map_err(|e| {
+                    let code = if matches!(e, crate::daemon::DaemonError::AlreadyRunning { .. }) {
+                        2
+                    } else {
+                        1
+                    };
+                    Failure {
+                        code,
+                        error: anyhow::Error::new(e),
+                        hint: None,
+                    }
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { at, json } => {
+            let policy = load_policy(&cli.config)?;
+            let now = match at {
+                None => Utc::now(),
+                Some(s) => parse_time(&s, policy.daemon.timezone).map_err(|e| {
+                    Failure::usage(
+                        anyhow!("--at {s:?}: {e}"),
+                        Some("use RFC 3339 (2026-11-22T03:00:00Z) or \"2026-11-22 03:00\"".into()),
+                    )
+                })?,
+            };
+            runtime()?.block_on(plan_cmd(policy, now, json))
+        }
         Command::Schema => {
             let schema = config::json_schema();
             println!(
@@ -514,18 +570,16 @@ async fn restore_cmd(
     force: bool,
 ) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
-    let (_, manifest) = restore::find(&store, &database, at)
+    let located = restore::locate(&store, &database, at)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     eprintln!(
-        "restoring {} ({}, {} tables, {} rows, taken {})",
-        store.location(&manifest.key),
-        human_bytes(manifest.size),
-        manifest.table_count,
-        manifest.row_count,
-        manifest.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        "restoring {} ({}, taken {})",
+        located.describe(&store),
+        human_bytes(located.size()),
+        located.taken_at().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    let restored = restore::restore(&store, &manifest, &to, force)
+    let restored = restore::restore_located(&store, &located, &to, force)
         .await
         .map_err(|e| {
             let hint = matches!(e, restore::RestoreError::TargetExists(_))
@@ -601,7 +655,7 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
     let mut manifests = Vec::new();
     let mut unreadable = 0usize;
     let mut reads = futures::stream::iter(inv.dumps.iter())
-        .map(|d| async move { inventory::read_manifest(store_ref, d).await })
+        .map(|d| async move { inventory::read_manifest(store_ref, &d.manifest_key).await })
         .buffer_unordered(8);
     while let Some(result) = reads.next().await {
         match result {
@@ -669,6 +723,159 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn plan_cmd(policy: Policy, now: DateTime<Utc>, json: bool) -> Result<ExitCode, Failure> {
+    let store = open_store(&policy)?;
+    let catalog = open_catalog(&policy)?;
+    let location = store.location("");
+    let reconciler = crate::reconcile::Reconciler::new(
+        Arc::new(policy),
+        store,
+        Arc::new(Mutex::new(catalog)),
+        Arc::new(move || now),
+        Arc::new(backup::Quiet),
+    );
+    let (plan, inventory, _) = reconciler
+        .plan()
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("plan serializes")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render_plan(&plan, &location, &inventory));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as a readable table.
+fn render_plan(plan: &crate::plan::Plan, location: &str, inv: &inventory::Inventory) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan at {} — {location}: {} committed dumps, {} archives, {} uncommitted, {} foreign",
+        plan.at.format("%Y-%m-%d %H:%M:%S UTC"),
+        inv.dumps.len(),
+        inv.archives.len(),
+        inv.debris.len(),
+        inv.foreign.len()
+    );
+    let mut section = |title: &str, rows: Vec<[String; 3]>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n{title} ({}):", rows.len());
+        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+        for r in rows {
+            let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {}", r[0], r[1], r[2]);
+        }
+    };
+    section(
+        "backups",
+        plan.backups
+            .iter()
+            .map(|b| {
+                [
+                    b.database.clone(),
+                    format!("{} {}", b.priority, b.trigger.as_str()),
+                    b.reason.clone(),
+                ]
+            })
+            .collect(),
+    );
+    section(
+        "archives",
+        plan.archives
+            .iter()
+            .map(|a| [a.week.to_string(), String::new(), a.reason.clone()])
+            .collect(),
+    );
+    section(
+        "deletions",
+        plan.deletions
+            .iter()
+            .map(|d| [d.data_key.clone(), d.tier.to_string(), d.reason.clone()])
+            .collect(),
+    );
+    section(
+        "adoptions",
+        plan.adoptions
+            .iter()
+            .map(|a| [a.data_key.clone(), String::new(), a.reason.clone()])
+            .collect(),
+    );
+    section(
+        "drift",
+        plan.drift
+            .iter()
+            .map(|d| [d.data_key.clone(), String::new(), d.reason.clone()])
+            .collect(),
+    );
+    section(
+        "debris",
+        plan.debris
+            .iter()
+            .map(|d| [d.key.clone(), String::new(), d.reason.clone()])
+            .collect(),
+    );
+    section(
+        "deferred",
+        plan.deferred
+            .iter()
+            .map(|d| {
+                [
+                    d.what.clone(),
+                    d.until
+                        .map(|u| format!("until {}", u.format("%H:%M:%S UTC")))
+                        .unwrap_or_default(),
+                    d.reason.clone(),
+                ]
+            })
+            .collect(),
+    );
+    if plan.is_empty() {
+        out.push_str("\nnothing to do\n");
+    }
+    out
+}
+
+/// `30s`, `15m`, `2h` for command-line durations.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 15m or 2h, got {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// RFC 3339, or a local `YYYY-MM-DD HH:MM[:SS]` in `tz`.
+fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    use chrono::TimeZone as _;
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| format!("{s} does not exist in {tz} (a DST gap)"));
+        }
+    }
+    Err("not a time".into())
 }
 
 fn rfc3339(unix: i64) -> String {

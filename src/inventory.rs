@@ -145,10 +145,10 @@ pub async fn scan(store: &Store) -> Result<Inventory, StoreError> {
     Ok(Inventory::classify(store.list("").await?))
 }
 
-/// Read a committed dump's manifest.
-pub async fn read_manifest(store: &Store, dump: &CommittedDump) -> Result<Manifest, ReadError> {
-    let bytes = store.get(&dump.manifest_key).await?;
-    Ok(Manifest::from_json(&bytes, &dump.manifest_key)?)
+/// Read and check a dump's manifest.
+pub async fn read_manifest(store: &Store, manifest_key: &str) -> Result<Manifest, ReadError> {
+    let bytes = store.get(manifest_key).await?;
+    Ok(Manifest::from_json(&bytes, manifest_key)?)
 }
 
 /// A manifest that could not be fetched or parsed.

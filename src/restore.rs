@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::inventory::{self, CommittedDump, Inventory, ReadError};
-use crate::manifest::Manifest;
+use crate::archive;
+use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
 use crate::policy::Compression;
 use crate::source::sqlite::{self, SourceError};
 use crate::store::{Store, StoreError};
@@ -86,6 +87,8 @@ pub enum RestoreError {
     Manifest(#[from] ReadError),
     #[error("restore task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Archive(String),
 }
 
 /// Find the committed dump of `database` to restore, and read its manifest.
@@ -125,7 +128,7 @@ pub async fn find(
             hint,
         });
     };
-    let manifest = inventory::read_manifest(store, &dump).await?;
+    let manifest = inventory::read_manifest(store, &dump.manifest_key).await?;
     Ok((dump, manifest))
 }
 
@@ -136,10 +139,104 @@ pub struct Restored {
     pub statements: u64,
 }
 
+/// A backup found to restore: a daily dump, or a dump inside a weekly archive (its daily copy
+/// already pruned).
+#[derive(Debug, Clone)]
+pub enum Located {
+    Daily(Manifest),
+    Archived {
+        archive: ArchiveManifest,
+        member: ArchiveMember,
+    },
+}
+
+impl Located {
+    /// Where it is, for messages.
+    pub fn describe(&self, store: &Store) -> String {
+        match self {
+            Located::Daily(m) => store.location(&m.key),
+            Located::Archived { archive, member } => {
+                format!("{} in {}", member.path, store.location(&archive.key))
+            }
+        }
+    }
+    pub fn size(&self) -> u64 {
+        match self {
+            Located::Daily(m) => m.size,
+            Located::Archived { member, .. } => member.size,
+        }
+    }
+    pub fn taken_at(&self) -> DateTime<Utc> {
+        match self {
+            Located::Daily(m) => m.started_at,
+            Located::Archived { member, .. } => member.taken_at,
+        }
+    }
+}
+
+/// Find a backup: the daily dumps first; for a date whose dailies were pruned, the weekly
+/// archives.
+pub async fn locate(store: &Store, database: &str, at: At) -> Result<Located, RestoreError> {
+    match find(store, database, at).await {
+        Ok((_, manifest)) => Ok(Located::Daily(manifest)),
+        Err(RestoreError::NoBackup {
+            database: db,
+            location,
+            hint,
+        }) => {
+            let At::Date(date) = at else {
+                return Err(RestoreError::NoBackup {
+                    database: db,
+                    location,
+                    hint,
+                });
+            };
+            let day = date.format("%Y-%m-%d").to_string();
+            let archives = Inventory::classify(store.list("weekly/").await?).archives;
+            let mut best: Option<(ArchiveManifest, ArchiveMember)> = None;
+            for a in archives.iter().rev() {
+                let m = archive::read_manifest(store, &a.manifest_key)
+                    .await
+                    .map_err(|e| RestoreError::Archive(e.to_string()))?;
+                for member in &m.members {
+                    let same_day = member.taken_at.format("%Y-%m-%d").to_string() == day;
+                    let newer = best
+                        .as_ref()
+                        .is_none_or(|(_, b)| member.taken_at > b.taken_at);
+                    if member.database == database && same_day && newer {
+                        best = Some((m.clone(), member.clone()));
+                    }
+                }
+            }
+            match best {
+                Some((archive, member)) => Ok(Located::Archived { archive, member }),
+                None => Err(RestoreError::NoBackup {
+                    database: db,
+                    location,
+                    hint: format!("{hint} (weekly archives searched too)"),
+                }),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Download, check, decompress and load the dump of `manifest` into `target`.
 pub async fn restore(
     store: &Store,
     manifest: &Manifest,
+    target: &Path,
+    force: bool,
+) -> Result<Restored, RestoreError> {
+    restore_located(store, &Located::Daily(manifest.clone()), target, force).await
+}
+
+/// Restore a located backup into `target`: fetch it into a temporary file beside the target
+/// while checking sha256 and size, decompress and load it into a second temporary file, then
+/// rename that into place.
+pub async fn restore_located(
+    store: &Store,
+    located: &Located,
     target: &Path,
     force: bool,
 ) -> Result<Restored, RestoreError> {
@@ -160,12 +257,22 @@ pub async fn restore(
         database: dir.join(format!(".{name}.patina-{tag}.tmp")),
     };
 
-    download_checked(store, manifest, &temp.download).await?;
+    let compression = match located {
+        Located::Daily(manifest) => {
+            download_checked(store, manifest, &temp.download).await?;
+            manifest.compression
+        }
+        Located::Archived { archive, member } => {
+            let manifest = archive::extract_dump(store, archive, &member.dump_key, &temp.download)
+                .await
+                .map_err(|e| RestoreError::Archive(e.to_string()))?;
+            manifest.compression
+        }
+    };
 
     let download = temp.download.clone();
     let database = temp.database.clone();
-    let compression = manifest.compression;
-    let location = store.location(&manifest.key);
+    let location = located.describe(store);
     let statements = tokio::task::spawn_blocking(move || {
         load_file(&download, compression, &database, &location)
     })

@@ -5,6 +5,7 @@ mod support;
 mod integration {
     mod cli;
     mod config;
+    mod daemon;
     mod dump;
     mod store;
 }

@@ -1,0 +1,379 @@
+//! The daemon (`patina run`): the composition root. It takes the state directory's lock, opens
+//! the catalog (marking jobs a crash left `running` as `interrupted`), and then loops: every
+//! `daemon.tick` one reconcile pass; on a change of the policy file (watched through its
+//! folder, because editors replace files by rename; debounced) or SIGHUP — one shared reload
+//! path — a reload followed by an immediate pass. SIGTERM or SIGINT stop taking new work, let
+//! running jobs finish for the grace period, then abort them (no manifest is written for an
+//! aborted backup) and exit 0.
+//!
+//! An invalid policy file changes nothing: the last good policy keeps running, and the error is
+//! logged with line and column and recorded in the catalog (`config_reloads`).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::backup::{self, Clock, Observer};
+use crate::catalog::{Catalog, CatalogError};
+use crate::config;
+use crate::policy::Policy;
+use crate::reconcile::Reconciler;
+use crate::store::{Store, StoreError};
+
+/// Name of the lock file in the state directory.
+pub const LOCK_FILE: &str = "patina.lock";
+
+/// Why the daemon could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "another patina daemon is running with state directory {dir}{pid} — stop it first, or give this one its own state_dir"
+    )]
+    AlreadyRunning { dir: PathBuf, pid: String },
+    #[error("lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+    #[error("open storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("watch {path} for changes: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Settings of a daemon run that are not policy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    /// How long running jobs may finish after SIGTERM before they are aborted.
+    pub shutdown_grace: Duration,
+}
+
+/// The held lock on a state directory; released when dropped (or when the process dies).
+pub struct StateLock {
+    _file: File,
+}
+
+/// Take the state directory's lock, or say who holds it.
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, DaemonError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| DaemonError::Lock {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = state_dir.join(LOCK_FILE);
+    let lock_err = |source| DaemonError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(DaemonError::AlreadyRunning {
+                dir: state_dir.to_path_buf(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    file.set_len(0).map_err(lock_err)?;
+    writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(StateLock { _file: file })
+}
+
+/// Logs each backup as one event (database, size, duration, result).
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn started(&self, database: &str) {
+        tracing::info!(database, "backup started");
+    }
+    fn progress(&self, _: &str, _: crate::source::sqlite::Progress) {}
+    fn finished(
+        &self,
+        database: &str,
+        outcome: &Result<crate::manifest::Manifest, backup::BackupError>,
+    ) {
+        match outcome {
+            Ok(m) => tracing::info!(
+                database,
+                size = m.size,
+                rows = m.row_count,
+                seconds = (m.completed_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+                trigger = m.trigger.as_str(),
+                key = %m.key,
+                "backup committed"
+            ),
+            Err(e) => tracing::error!(database, error = %e, "backup failed"),
+        }
+    }
+}
+
+/// Run the daemon until `shutdown` resolves (or SIGTERM/SIGINT).
+pub async fn run(
+    options: Options,
+    policy: Policy,
+    clock: Clock,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let state_dir = policy.daemon.state_dir.clone();
+    let _lock = lock_state_dir(&state_dir)?;
+    let catalog = Catalog::open(&state_dir)?;
+    let interrupted = catalog.mark_interrupted(clock())?;
+    if interrupted > 0 {
+        tracing::warn!(
+            jobs = interrupted,
+            "jobs left running by a previous process are marked interrupted; their databases are due again"
+        );
+    }
+    let catalog = Arc::new(Mutex::new(catalog));
+    let store = Store::open(&policy.storage)?;
+    tracing::info!(
+        config = %options.config.display(),
+        databases = policy.databases.len(),
+        storage = %store.location(""),
+        tick = ?policy.daemon.tick,
+        "patina daemon started"
+    );
+    let policy = Arc::new(policy);
+    let reconciler = Reconciler::new(
+        Arc::clone(&policy),
+        store,
+        Arc::clone(&catalog),
+        Arc::clone(&clock),
+        Arc::new(LogObserver),
+    );
+
+    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
+    let _watcher = watch_config(&options.config, changed_tx)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    tokio::pin!(shutdown);
+
+    let mut tick_every = policy.daemon.tick;
+    let mut ticker = new_ticker(tick_every);
+    loop {
+        let reload = tokio::select! {
+            _ = ticker.tick() => false,
+            Some(()) = changed_rx.recv() => {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while changed_rx.try_recv().is_ok() {}
+                true
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the policy");
+                true
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = &mut shutdown => break,
+        };
+        if reload && let Some(new) = reload_policy(&options.config, &reconciler, &catalog, &clock) {
+            if new.daemon.tick != tick_every {
+                tick_every = new.daemon.tick;
+                ticker = new_ticker(tick_every);
+            }
+        }
+        match reconciler.run_once().await {
+            Ok(report) => {
+                let p = &report.plan;
+                if !p.is_empty() || !report.errors.is_empty() {
+                    tracing::info!(
+                        backups = report.backups_started,
+                        archives = report.archives_started,
+                        deleted = report.deleted,
+                        adopted = report.adopted,
+                        drift = report.drift,
+                        debris = report.debris_removed,
+                        errors = report.errors.len(),
+                        "reconcile pass"
+                    );
+                }
+                for d in &p.deferred {
+                    tracing::debug!(what = %d.what, reason = %d.reason, "deferred");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
+        }
+    }
+
+    let running = reconciler.running();
+    if running.is_empty() {
+        tracing::info!("stopping");
+    } else {
+        tracing::info!(
+            running = ?running,
+            grace_seconds = options.shutdown_grace.as_secs(),
+            "stopping: letting running backups finish"
+        );
+    }
+    if !reconciler.shutdown(options.shutdown_grace).await {
+        tracing::warn!("grace period over: running backups were aborted (nothing was committed for them)");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn new_ticker(every: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+/// Watch the policy file's folder; send a unit for every event touching the file.
+fn watch_config(
+    path: &Path,
+    changed: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, DaemonError> {
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                let ours = event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+                if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = changed.send(());
+                }
+            }
+        })
+        .map_err(|source| DaemonError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|source| DaemonError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(watcher)
+}
+
+/// The one reload path. Returns the new policy when it was applied.
+fn reload_policy(
+    path: &Path,
+    reconciler: &Reconciler,
+    catalog: &Arc<Mutex<Catalog>>,
+    clock: &Clock,
+) -> Option<Arc<Policy>> {
+    let now = clock();
+    let old = reconciler.policy();
+    let loaded = config::load(path).map_err(|e| e.to_string()).and_then(|new| {
+        let store = if format!("{:?}", new.storage) == format!("{:?}", old.storage)
+            && new.storage.access_key_id == old.storage.access_key_id
+            && new.storage.secret_access_key == old.storage.secret_access_key
+        {
+            None
+        } else {
+            Some(Store::open(&new.storage).map_err(|e| format!("open storage: {e}"))?)
+        };
+        Ok((new, store))
+    });
+    match loaded {
+        Ok((new, store)) => {
+            for line in describe_changes(&old, &new) {
+                tracing::info!(change = %line, "policy reloaded");
+            }
+            if new.daemon.state_dir != old.daemon.state_dir {
+                tracing::warn!("state_dir changes take effect after a restart");
+            }
+            let store = match store {
+                Some(s) => {
+                    tracing::info!(storage = %s.location(""), "storage changed");
+                    s
+                }
+                None => reconciler.store(),
+            };
+            let new = Arc::new(new);
+            reconciler.set_policy(Arc::clone(&new), store);
+            if let Err(e) = catalog.lock().expect("catalog lock").record_reload(now, Ok(())) {
+                tracing::warn!(error = %e, "could not record the reload");
+            }
+            Some(new)
+        }
+        Err(message) => {
+            tracing::error!(
+                config = %path.display(),
+                "reload aborted, the previous policy keeps running:\n{message}"
+            );
+            if let Err(e) = catalog
+                .lock()
+                .expect("catalog lock")
+                .record_reload(now, Err(&message))
+            {
+                tracing::warn!(error = %e, "could not record the reload");
+            }
+            None
+        }
+    }
+}
+
+/// Human lines naming what a reload changed.
+pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for db in &new.databases {
+        match old.database(&db.name) {
+            None => out.push(format!("database {} added", db.name)),
+            Some(o) if format!("{o:?}") != format!("{db:?}") => {
+                out.push(format!("database {} changed", db.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for db in &old.databases {
+        if new.database(&db.name).is_none() {
+            out.push(format!(
+                "database {} removed (no new backups; its newest backup is kept)",
+                db.name
+            ));
+        }
+    }
+    let rest = |p: &Policy| {
+        format!(
+            "{:?}{:?}{:?}{:?}{:?}{:?}",
+            p.daemon, p.storage, p.priorities, p.retention, p.alerts, p.sinks
+        )
+    };
+    if rest(old) != rest(new) {
+        out.push("settings changed".into());
+    }
+    if out.is_empty() {
+        out.push("no effective change".into());
+    }
+    out
+}

@@ -1,0 +1,482 @@
+//! Reconcile: one pass of "make storage look like the policy says", and the executor that
+//! carries out a [`Plan`].
+//!
+//! A pass lists the prefix once, reads the manifests of archives it has not seen (they are
+//! immutable, so they are cached), asks the pure planner what to do, and does it: adopts and
+//! marks drift in the catalog, removes debris, deletes what retention released (manifest first,
+//! so a crash in between leaves debris, never a manifest without its data), and starts due
+//! backups and archives as background tasks so the loop keeps ticking while they run. At most
+//! one job per database runs at a time and at most `daemon.concurrency` backups at once
+//! (critical first). Nothing is deleted when the listing failed.
+//!
+//! The daemon calls [`Reconciler::run_once`] every tick; tests call it directly with an
+//! injected clock and [`Reconciler::wait_idle`] for the background work.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::archive;
+use crate::backup::{self, Clock, JobRequest, Observer};
+use crate::catalog::{Catalog, CatalogError};
+use crate::inventory::{self, Inventory};
+use crate::manifest::{IsoWeek, Manifest, Trigger};
+use crate::plan::{self, CatalogView, FailureStreak, Plan};
+use crate::policy::Policy;
+use crate::retention::ArchiveFacts;
+use crate::store::{Store, StoreError};
+
+/// Why a pass could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("list storage: {0} — nothing is deleted until a listing succeeds")]
+    Listing(#[source] StoreError),
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+}
+
+/// What one pass did (besides the background work it started).
+#[derive(Debug, Default, Clone)]
+pub struct PassReport {
+    pub plan: Plan,
+    pub adopted: usize,
+    pub drift: usize,
+    pub debris_removed: usize,
+    pub deleted: usize,
+    pub backups_started: usize,
+    pub archives_started: usize,
+    /// Storage requests this pass made itself (list pages are counted as one request each by
+    /// the store; background jobs are not included).
+    pub storage_requests: u64,
+    /// Errors of single actions; the pass went on.
+    pub errors: Vec<String>,
+}
+
+struct State {
+    policy: Arc<Policy>,
+    store: Store,
+}
+
+/// Runs reconcile passes and owns the background jobs they start.
+pub struct Reconciler {
+    state: Mutex<State>,
+    catalog: Arc<Mutex<Catalog>>,
+    clock: Clock,
+    running: Arc<Mutex<BTreeSet<String>>>,
+    archiving: Arc<AtomicBool>,
+    permits: Arc<Semaphore>,
+    permits_total: AtomicU64,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    archive_facts: Mutex<HashMap<String, ArchiveFacts>>,
+    observer: Arc<dyn Observer>,
+}
+
+impl Reconciler {
+    pub fn new(
+        policy: Arc<Policy>,
+        store: Store,
+        catalog: Arc<Mutex<Catalog>>,
+        clock: Clock,
+        observer: Arc<dyn Observer>,
+    ) -> Reconciler {
+        let concurrency = policy.daemon.concurrency.max(1);
+        Reconciler {
+            state: Mutex::new(State { policy, store }),
+            catalog,
+            clock,
+            running: Arc::new(Mutex::new(BTreeSet::new())),
+            archiving: Arc::new(AtomicBool::new(false)),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            permits_total: AtomicU64::new(concurrency as u64),
+            tasks: tokio::sync::Mutex::new(JoinSet::new()),
+            archive_facts: Mutex::new(HashMap::new()),
+            observer,
+        }
+    }
+
+    /// Swap the policy (and storage, if it changed) for the next pass; running jobs finish
+    /// under the policy they started with.
+    pub fn set_policy(&self, policy: Arc<Policy>, store: Store) {
+        let wanted = policy.daemon.concurrency.max(1) as u64;
+        let have = self.permits_total.load(Ordering::SeqCst);
+        if wanted > have {
+            self.permits.add_permits((wanted - have) as usize);
+            self.permits_total.store(wanted, Ordering::SeqCst);
+        } else if wanted < have {
+            // Take the surplus permits out of circulation as running jobs release them.
+            let permits = Arc::clone(&self.permits);
+            let surplus = (have - wanted) as u32;
+            self.permits_total.store(wanted, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many(surplus).await {
+                    p.forget();
+                }
+            });
+        }
+        let mut state = self.state.lock().expect("state lock");
+        state.policy = policy;
+        state.store = store;
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.state.lock().expect("state lock").policy)
+    }
+
+    /// The storage the next pass uses.
+    pub fn store(&self) -> Store {
+        self.state.lock().expect("state lock").store.clone()
+    }
+
+    /// Databases with a backup running now.
+    pub fn running(&self) -> BTreeSet<String> {
+        self.running.lock().expect("running lock").clone()
+    }
+
+    /// List storage and compute the plan, without doing anything.
+    pub async fn plan(&self) -> Result<(Plan, Inventory, u64), ReconcileError> {
+        let policy = self.policy();
+        let store = self.store();
+        // Read the catalog before listing: a key the catalog knew before the listing started
+        // and that the listing lacks is really gone (no race with a backup committing now).
+        let view = self.catalog_view()?;
+        let objects = store.list("").await.map_err(ReconcileError::Listing)?;
+        let mut requests = 1 + objects.len() as u64 / 1000;
+        let inventory = Inventory::classify(objects);
+        let (facts, reads) = self.archive_facts(&store, &inventory).await;
+        requests += reads;
+        let now = (self.clock)();
+        Ok((
+            plan::plan(&policy, &inventory, &facts, &view, now),
+            inventory,
+            requests,
+        ))
+    }
+
+    fn catalog_view(&self) -> Result<CatalogView, CatalogError> {
+        let catalog = self.catalog.lock().expect("catalog lock");
+        Ok(CatalogView {
+            running: self.running(),
+            archiving: self.archiving.load(Ordering::SeqCst),
+            failures: catalog
+                .failure_streaks()?
+                .into_iter()
+                .map(|(db, (count, last_at))| (db, FailureStreak { count, last_at }))
+                .collect(),
+            known_keys: catalog.known_keys()?,
+        })
+    }
+
+    /// Facts of every committed archive; manifests are read once and cached. An archive whose
+    /// manifest cannot be read is left out (retention then keeps more, never less).
+    async fn archive_facts(&self, store: &Store, inventory: &Inventory) -> (Vec<ArchiveFacts>, u64) {
+        let mut reads = 0;
+        let mut out = Vec::new();
+        for a in &inventory.archives {
+            let cached = self
+                .archive_facts
+                .lock()
+                .expect("archive cache")
+                .get(&a.manifest_key)
+                .cloned();
+            let facts = match cached {
+                Some(f) => f,
+                None => {
+                    reads += 1;
+                    match archive::read_manifest(store, &a.manifest_key).await {
+                        Ok(m) => {
+                            let f = ArchiveFacts::from_manifest(a, &m);
+                            self.archive_facts
+                                .lock()
+                                .expect("archive cache")
+                                .insert(a.manifest_key.clone(), f.clone());
+                            f
+                        }
+                        Err(e) => {
+                            tracing::warn!(archive = %a.manifest_key, error = %e, "cannot read archive manifest; its dumps are kept");
+                            continue;
+                        }
+                    }
+                }
+            };
+            out.push(facts);
+        }
+        (out, reads)
+    }
+
+    /// One reconcile pass: plan, then act. Backups and archives start in the background.
+    pub async fn run_once(&self) -> Result<PassReport, ReconcileError> {
+        let (plan, _inventory, requests) = self.plan().await?;
+        let policy = self.policy();
+        let store = self.store();
+        let now = (self.clock)();
+        let mut report = PassReport {
+            storage_requests: requests,
+            ..PassReport::default()
+        };
+
+        for a in &plan.adoptions {
+            report.storage_requests += 1;
+            match inventory::read_manifest(&store, &a.manifest_key).await {
+                Ok(m) => {
+                    let expires = policy.retention.daily.after(m.completed_at);
+                    self.catalog.lock().expect("catalog lock").adopt(&m, expires)?;
+                    tracing::info!(database = %a.database, key = %a.data_key, "adopted a backup found in storage");
+                    report.adopted += 1;
+                }
+                Err(e) => report.errors.push(format!("adopt {}: {e}", a.data_key)),
+            }
+        }
+        for d in &plan.drift {
+            tracing::warn!(key = %d.data_key, "drift: a committed backup vanished from storage");
+            self.catalog
+                .lock()
+                .expect("catalog lock")
+                .mark_deleted(&d.data_key, "vanished", now)?;
+            report.drift += 1;
+        }
+        for d in &plan.debris {
+            report.storage_requests += 1;
+            match store.delete(&d.key).await {
+                Ok(()) => {
+                    tracing::info!(key = %d.key, reason = %d.reason, "removed debris");
+                    report.debris_removed += 1;
+                }
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        for d in &plan.deletions {
+            // Manifest first: a crash in between leaves debris (cleaned later), never a
+            // manifest whose data is gone.
+            report.storage_requests += 2;
+            let result = match store.delete(&d.manifest_key).await {
+                Ok(()) => store.delete(&d.data_key).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(key = %d.data_key, tier = d.tier, reason = %d.reason, "deleted by retention");
+                    self.catalog
+                        .lock()
+                        .expect("catalog lock")
+                        .mark_deleted(&d.data_key, "retention", now)?;
+                    self.archive_facts
+                        .lock()
+                        .expect("archive cache")
+                        .remove(&d.manifest_key);
+                    report.deleted += 1;
+                }
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+
+        // Backups: one job per trigger kind, in the plan's priority order.
+        let mut by_trigger: BTreeMap<&'static str, (Trigger, Vec<String>)> = BTreeMap::new();
+        for b in &plan.backups {
+            by_trigger
+                .entry(b.trigger.as_str())
+                .or_insert((b.trigger, Vec::new()))
+                .1
+                .push(b.database.clone());
+        }
+        for (_, (trigger, databases)) in by_trigger {
+            report.backups_started += databases.len();
+            self.start_job(
+                JobRequest {
+                    databases,
+                    trigger,
+                    initiated_by: Some("daemon".into()),
+                    reason: None,
+                },
+                Arc::clone(&policy),
+                store.clone(),
+            )
+            .await;
+        }
+
+        if let Some(a) = plan.archives.first() {
+            // One archive at a time; the next week waits for the next pass.
+            report.archives_started += 1;
+            self.start_archive(a.week, a.dump_manifests.clone(), Arc::clone(&policy), store.clone())
+                .await;
+        }
+        for e in &report.errors {
+            tracing::warn!(error = %e, "reconcile action failed");
+        }
+        report.plan = plan;
+        Ok(report)
+    }
+
+    /// Start a backup job in the background (also used for manual triggers). Databases that
+    /// already have a job running are left out; returns the ones started.
+    pub async fn start_job(
+        &self,
+        mut request: JobRequest,
+        policy: Arc<Policy>,
+        store: Store,
+    ) -> Vec<String> {
+        {
+            let mut running = self.running.lock().expect("running lock");
+            request.databases.retain(|d| !running.contains(d));
+            running.extend(request.databases.iter().cloned());
+        }
+        let started = request.databases.clone();
+        if started.is_empty() {
+            return started;
+        }
+        let ctx = backup::Context {
+            policy,
+            store,
+            catalog: Arc::clone(&self.catalog),
+            clock: Arc::clone(&self.clock),
+        };
+        let running = Arc::clone(&self.running);
+        let permits = Arc::clone(&self.permits);
+        let observer = Arc::clone(&self.observer);
+        let names = started.clone();
+        self.tasks.lock().await.spawn(async move {
+            let guard = RunningGuard {
+                running,
+                names: names.clone(),
+            };
+            let report = backup::run_job_limited(&ctx, request, observer, Some(permits)).await;
+            match report {
+                Ok(r) => {
+                    let failed = r.failed();
+                    tracing::info!(job = %r.job_id, databases = names.len(), failed, "job finished");
+                }
+                Err(e) => tracing::error!(error = %e, "job could not be recorded"),
+            }
+            drop(guard);
+        });
+        started
+    }
+
+    async fn start_archive(
+        &self,
+        week: IsoWeek,
+        dump_manifests: Vec<String>,
+        policy: Arc<Policy>,
+        store: Store,
+    ) {
+        if self.archiving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let archiving = Arc::clone(&self.archiving);
+        let catalog = Arc::clone(&self.catalog);
+        let clock = Arc::clone(&self.clock);
+        self.tasks.lock().await.spawn(async move {
+            let result = build_archive(&store, week, &dump_manifests, &policy, &clock).await;
+            match result {
+                Ok(m) => {
+                    if let Err(e) = catalog.lock().expect("catalog lock").record_archive(&m) {
+                        tracing::error!(error = %e, "archive committed but not recorded");
+                    }
+                    tracing::info!(week = %week, members = m.members.len(), size = m.size, "weekly archive committed");
+                }
+                Err(e) => tracing::error!(week = %week, error = %e, "weekly archive failed"),
+            }
+            archiving.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Wait until every background job started so far has finished.
+    pub async fn wait_idle(&self) {
+        let mut tasks = self.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Stop: let running jobs finish for up to `grace`, then abort them (an aborted backup
+    /// writes no manifest; its job stays `running` and is marked `interrupted` on next start).
+    /// Returns true when everything finished within the grace period.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        let mut tasks = self.tasks.lock().await;
+        let drained = tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            let now = (self.clock)();
+            if let Err(e) = self.catalog.lock().expect("catalog lock").mark_interrupted(now) {
+                tracing::error!(error = %e, "could not mark aborted jobs");
+            }
+        }
+        drained
+    }
+}
+
+async fn build_archive(
+    store: &Store,
+    week: IsoWeek,
+    dump_manifests: &[String],
+    policy: &Policy,
+    clock: &Clock,
+) -> Result<crate::manifest::ArchiveManifest, String> {
+    let reads = futures::stream::iter(dump_manifests.iter())
+        .map(|key| async move {
+            let bytes = store.get(key).await.map_err(|e| e.to_string())?;
+            Manifest::from_json(&bytes, key).map_err(|e| e.to_string())
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let manifests: Vec<Manifest> = reads.into_iter().collect::<Result<_, _>>()?;
+    let job_id = uuid::Uuid::new_v4().to_string();
+    archive::build(
+        store,
+        week,
+        &manifests,
+        policy.storage.compression,
+        &job_id,
+        clock(),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Removes a job's databases from the running set however the job ends (even aborted).
+struct RunningGuard {
+    running: Arc<Mutex<BTreeSet<String>>>,
+    names: Vec<String>,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            for n in &self.names {
+                running.remove(n);
+            }
+        }
+    }
+}
+
+/// A clock tests can set and advance.
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn new(t: DateTime<Utc>) -> ManualClock {
+        ManualClock(Arc::new(Mutex::new(t)))
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().expect("clock") = t;
+    }
+    pub fn advance(&self, d: chrono::Duration) {
+        *self.0.lock().expect("clock") += d;
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock")
+    }
+    pub fn clock(&self) -> Clock {
+        let me = self.clone();
+        Arc::new(move || me.now())
+    }
+}
