@@ -483,7 +483,10 @@ fn member_header(size: u64, mtime: u64) -> tar::Header {
 
 /// Extract one archived dump to the local file `dest`, verifying its bytes against the archive
 /// manifest's sha256 and size. Returns the dump's own manifest, read from the member beside it
-/// and checked to describe the same bytes. `dest` is removed again on any failure.
+/// and checked to describe the same bytes.
+///
+/// The bytes go to `{dest}.partial` first and are renamed to `dest` only once verified, so `dest`
+/// never holds unverified bytes and an existing file there is only replaced on success.
 pub async fn extract_dump(
     store: &Store,
     archive: &ArchiveManifest,
@@ -514,18 +517,19 @@ pub async fn extract_dump(
         member: member.clone(),
         manifest_key,
         dest: dest.to_path_buf(),
+        partial: partial_path(dest),
     };
     let result = tokio::task::spawn_blocking(move || {
         let result = job.run(feed, gzipped);
         if result.is_err() {
-            let _ = std::fs::remove_file(&job.dest);
+            let _ = std::fs::remove_file(&job.partial);
         }
         result
     })
     .await;
     feeder.abort();
     result.unwrap_or_else(|join| {
-        let _ = std::fs::remove_file(dest);
+        let _ = std::fs::remove_file(partial_path(dest));
         Err(ArchiveError::Task {
             week: archive.week.clone(),
             reason: join.to_string(),
@@ -540,6 +544,15 @@ struct Extraction {
     member: ArchiveMember,
     manifest_key: String,
     dest: PathBuf,
+    /// Where the member is written until it is verified.
+    partial: PathBuf,
+}
+
+/// `{dest}.partial`, beside `dest`.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dest.with_file_name(name)
 }
 
 impl Extraction {
@@ -601,6 +614,13 @@ impl Extraction {
                         "member {path} describes other bytes than the archive manifest"
                     )));
                 }
+                std::fs::rename(&self.partial, &self.dest).map_err(|source| {
+                    ArchiveError::Dest {
+                        dump_key: self.dump_key.clone(),
+                        dest: self.dest.clone(),
+                        source,
+                    }
+                })?;
                 return Ok(manifest);
             }
         }
@@ -621,7 +641,7 @@ impl Extraction {
             dest: self.dest.clone(),
             source,
         };
-        let file = File::create(&self.dest).map_err(dest_err)?;
+        let file = File::create(&self.partial).map_err(dest_err)?;
         let mut out = HashingWriter::new(io::BufWriter::with_capacity(1 << 16, file));
         io::copy(entry, &mut out).map_err(|source| ArchiveError::ReadTar {
             archive: self.archive.clone(),

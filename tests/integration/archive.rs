@@ -427,6 +427,22 @@ async fn a_damaged_archive_is_caught_on_extract() {
     );
     assert!(err.to_string().contains("sha256 mismatch"), "{err}");
     assert!(!dest.exists(), "a damaged extract is removed");
+    assert!(!archive::partial_path(&dest).exists());
+
+    // An existing file at dest is only replaced by verified bytes.
+    std::fs::write(&dest, b"keep me").unwrap();
+    archive::extract_dump(&store, &built, &first.dump_key, &dest)
+        .await
+        .unwrap_err();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"keep me");
+    let second = &built.members[1];
+    archive::extract_dump(&store, &built, &second.dump_key, &dest)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        store.get(&second.dump_key).await.unwrap()
+    );
 }
 
 /// Incompressible bytes (xorshift), `len` long.
