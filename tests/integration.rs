@@ -3,6 +3,7 @@
 mod support;
 
 mod integration {
+    mod archive;
     mod cli;
     mod config;
     mod daemon;
