@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod manifest;
 pub mod policy;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
 pub mod source;
 pub mod store;
