@@ -421,3 +421,477 @@ fn compact(d: chrono::Duration) -> String {
         parts.join(" ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ArchiveMember, DumpId, FORMAT_VERSION};
+    use crate::policy::Compression;
+    use crate::store::ObjectInfo;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn days(n: u64) -> Span {
+        Span::Seconds(n * 86_400)
+    }
+
+    fn weeks(n: u64) -> Span {
+        Span::Seconds(n * 604_800)
+    }
+
+    fn rules(daily: Span, weekly: Option<Span>, monthly: Option<Span>) -> KeepRules {
+        KeepRules {
+            daily,
+            weekly,
+            monthly,
+        }
+    }
+
+    fn dump_at(db: &str, at: DateTime<Utc>) -> CommittedDump {
+        let id = DumpId::new(db, at);
+        CommittedDump {
+            data: ObjectInfo {
+                key: id.data_key(Compression::Zstd),
+                size: 100,
+                last_modified: at,
+            },
+            manifest_key: id.manifest_key(),
+            id,
+        }
+    }
+
+    fn dump(db: &str, at: &str) -> CommittedDump {
+        dump_at(db, t(at))
+    }
+
+    fn week(s: &str) -> IsoWeek {
+        let (y, w) = s.split_once("-W").unwrap();
+        IsoWeek {
+            year: y.parse().unwrap(),
+            week: w.parse().unwrap(),
+        }
+    }
+
+    fn archive<'a>(w: &str, covers: impl IntoIterator<Item = &'a CommittedDump>) -> ArchiveFacts {
+        let week = week(w);
+        ArchiveFacts {
+            week,
+            data_key: week.archive_key(Compression::Zstd),
+            manifest_key: week.manifest_key(),
+            covers: covers.into_iter().map(|d| d.data.key.clone()).collect(),
+        }
+    }
+
+    fn deleted(verdicts: &[Verdict]) -> BTreeSet<String> {
+        verdicts
+            .iter()
+            .filter(|v| v.delete)
+            .map(|v| v.data_key.clone())
+            .collect()
+    }
+
+    fn verdict<'a>(verdicts: &'a [Verdict], key: &str) -> &'a Verdict {
+        verdicts
+            .iter()
+            .find(|v| v.data_key == key)
+            .unwrap_or_else(|| panic!("no verdict for {key}"))
+    }
+
+    /// Nightly 03:00 dumps of demo-app and groveauth, 1–20 November 2026 (Sunday 1 November is
+    /// the last day of W44; W45 is 2–8, W46 9–15, W47 16–22).
+    fn nightly() -> Vec<CommittedDump> {
+        let mut dumps = Vec::new();
+        for day in 1..=20 {
+            for db in ["demo-app", "groveauth"] {
+                dumps.push(dump(db, &format!("2026-11-{day:02}T03:00:00Z")));
+            }
+        }
+        dumps
+    }
+
+    fn in_days(
+        dumps: &[CommittedDump],
+        first: u32,
+        last: u32,
+    ) -> impl Iterator<Item = &CommittedDump> {
+        dumps
+            .iter()
+            .filter(move |d| (first..=last).contains(&d.id.taken_at.day()))
+    }
+
+    #[test]
+    fn seven_days_twelve_weeks_over_twenty_nights() {
+        let dumps = nightly();
+        let gap = dump("groveauth", "2026-11-12T03:00:00Z");
+        let archives = vec![
+            archive("2026-W44", in_days(&dumps, 1, 1)),
+            archive("2026-W45", in_days(&dumps, 2, 8)),
+            // W46 lacks groveauth's 12 November dump (say it failed to archive).
+            archive(
+                "2026-W46",
+                in_days(&dumps, 9, 15).filter(|d| d.data.key != gap.data.key),
+            ),
+        ];
+        let now = t("2026-11-21T03:00:00Z");
+        let v = rules(days(7), Some(weeks(12)), None).apply(&dumps, &archives, true, now);
+        assert_eq!(v.len(), dumps.len() + archives.len());
+
+        // Cutoff: 14 November 03:00 exactly — that dump is exactly 7d old and kept.
+        let expected: BTreeSet<String> = in_days(&dumps, 1, 13)
+            .filter(|d| d.data.key != gap.data.key)
+            .map(|d| d.data.key.clone())
+            .collect();
+        assert_eq!(deleted(&v), expected);
+        assert_eq!(expected.len(), 25);
+
+        let first = verdict(&v, "daily/2026-11-01/demo-app/20261101T030000Z.sql.zst");
+        assert_eq!(
+            first.reasons,
+            vec!["deleted: 2w 6d old, past daily 1w, covered by weekly/2026-W44.tar"]
+        );
+        assert_eq!(first.database.as_deref(), Some("demo-app"));
+        assert_eq!(first.tier, Tier::Daily);
+        assert_eq!(
+            verdict(&v, &gap.data.key).reasons,
+            vec![
+                "kept: 1w 2d old, past daily 1w, but no weekly archive covers it yet (weekly 12w)"
+            ]
+        );
+        assert_eq!(
+            verdict(&v, "daily/2026-11-14/demo-app/20261114T030000Z.sql.zst").reasons,
+            vec!["kept: 1w old, within daily 1w"]
+        );
+        assert_eq!(
+            verdict(&v, "daily/2026-11-20/groveauth/20261120T030000Z.sql.zst").reasons,
+            vec![
+                "kept: newest backup of groveauth",
+                "kept: 1d old, within daily 1w"
+            ]
+        );
+        assert_eq!(
+            verdict(&v, "weekly/2026-W44.tar").reasons,
+            vec!["kept: week ended 2w 5d 3h ago, within weekly 12w"]
+        );
+        // Order: dumps by database then time, then archives by week.
+        let order: Vec<&str> = v.iter().map(|v| v.data_key.as_str()).collect();
+        assert_eq!(
+            order[0],
+            "daily/2026-11-01/demo-app/20261101T030000Z.sql.zst"
+        );
+        assert_eq!(
+            order[20],
+            "daily/2026-11-01/groveauth/20261101T030000Z.sql.zst"
+        );
+        assert_eq!(
+            &order[40..],
+            [
+                "weekly/2026-W44.tar",
+                "weekly/2026-W45.tar",
+                "weekly/2026-W46.tar"
+            ]
+        );
+        // The same inputs in another order give the same verdicts.
+        let mut shuffled = dumps.clone();
+        shuffled.reverse();
+        let mut archives_rev = archives.clone();
+        archives_rev.reverse();
+        assert_eq!(
+            rules(days(7), Some(weeks(12)), None).apply(&shuffled, &archives_rev, true, now),
+            v
+        );
+    }
+
+    #[test]
+    fn without_a_weekly_tier_dumps_need_no_archive_and_stray_archives_stay() {
+        let dumps = nightly();
+        let stray = archive("2026-W45", in_days(&dumps, 2, 8));
+        let now = t("2026-11-21T03:00:00Z");
+        let v = rules(days(7), None, Some(Span::Months(12))).apply(
+            &dumps,
+            std::slice::from_ref(&stray),
+            true,
+            now,
+        );
+        let expected: BTreeSet<String> =
+            in_days(&dumps, 1, 13).map(|d| d.data.key.clone()).collect();
+        assert_eq!(deleted(&v), expected);
+        assert_eq!(
+            verdict(&v, "daily/2026-11-05/groveauth/20261105T030000Z.sql.zst").reasons,
+            vec!["deleted: 2w 2d old, past daily 1w, no weekly tier"]
+        );
+        let a = verdict(&v, &stray.data_key);
+        assert!(!a.delete);
+        assert_eq!(a.tier, Tier::Weekly);
+        assert_eq!(a.database, None);
+        assert!(a.reasons[0].contains("no weekly tier"), "{:?}", a.reasons);
+    }
+
+    #[test]
+    fn the_newest_dump_of_a_removed_database_stays_for_ever() {
+        let old = dump("oldapp", "2025-11-01T03:00:00Z");
+        let newest = dump("oldapp", "2025-11-02T03:00:00Z");
+        let dumps = vec![old.clone(), newest.clone()];
+        let archives = vec![archive("2025-W44", &dumps)];
+        let now = t("2026-11-21T03:00:00Z");
+        for r in [
+            rules(days(7), Some(weeks(12)), None),
+            rules(days(7), None, None),
+            rules(Span::Seconds(0), Some(Span::Seconds(0)), None),
+        ] {
+            let v = r.apply(&dumps, &archives, true, now);
+            assert!(verdict(&v, &old.data.key).delete, "{r:?}");
+            let n = verdict(&v, &newest.data.key);
+            assert!(!n.delete, "{r:?}");
+            assert!(
+                n.reasons[0].starts_with(
+                    "kept: newest backup of oldapp — the newest is never deleted, though 54w 6d old"
+                ),
+                "{:?}",
+                n.reasons
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_is_deleted_on_an_incomplete_listing() {
+        let dumps = nightly();
+        let archives = vec![archive("2026-W45", in_days(&dumps, 2, 8))];
+        let now = t("2027-06-01T00:00:00Z");
+        let r = rules(days(7), Some(weeks(12)), Some(Span::Months(1)));
+        let complete = r.apply(&dumps, &archives, true, now);
+        assert!(!deleted(&complete).is_empty());
+        let v = r.apply(&dumps, &archives, false, now);
+        assert_eq!(v.len(), complete.len());
+        for (held, full) in v.iter().zip(&complete) {
+            assert!(!held.delete);
+            assert_eq!(held.data_key, full.data_key);
+            assert!(
+                held.reasons[0].starts_with("kept: the storage listing was incomplete"),
+                "{:?}",
+                held.reasons
+            );
+            if full.delete {
+                assert!(held.reasons[1].starts_with("would otherwise be deleted: "));
+            }
+        }
+    }
+
+    #[test]
+    fn boundaries_keep_at_the_limit_and_delete_a_second_later() {
+        // 2026-03-29 is the EU daylight-saving switch; retention is UTC and does not notice.
+        let d = dump("a", "2026-03-22T01:30:00Z");
+        let newest = dump("a", "2026-03-30T00:00:00Z");
+        let dumps = vec![d.clone(), newest];
+        let r = rules(days(7), None, None);
+        let at_limit = r.apply(&dumps, &[], true, t("2026-03-29T01:30:00Z"));
+        assert!(!verdict(&at_limit, &d.data.key).delete);
+        let after = r.apply(&dumps, &[], true, t("2026-03-29T01:30:01Z"));
+        assert_eq!(
+            verdict(&after, &d.data.key).reasons,
+            vec!["deleted: 1w 1s old, past daily 1w, no weekly tier"]
+        );
+
+        // Archive 2026-W13 (23–29 March) ended Monday 30 March 00:00.
+        let a = archive("2026-W13", []);
+        let r = rules(days(7), Some(weeks(2)), None);
+        let v = r.apply(
+            &[],
+            std::slice::from_ref(&a),
+            true,
+            t("2026-04-13T00:00:00Z"),
+        );
+        assert_eq!(
+            v[0].reasons,
+            vec!["kept: week ended 2w ago, within weekly 2w"]
+        );
+        let v = r.apply(
+            &[],
+            std::slice::from_ref(&a),
+            true,
+            t("2026-04-13T00:00:01Z"),
+        );
+        assert_eq!(
+            v[0].reasons,
+            vec!["deleted: week ended 2w 1s ago, past weekly 2w"]
+        );
+        assert!(v[0].delete);
+    }
+
+    #[test]
+    fn month_spans_are_calendar_months() {
+        let r = rules(Span::Months(1), None, None);
+        let newest = dump("a", "2026-12-01T00:00:00Z");
+        let jan31 = dump("a", "2026-01-31T03:00:00Z");
+        let feb28 = dump("a", "2026-02-28T03:00:00Z");
+        let feb28_early = dump("a", "2026-02-28T02:59:59Z");
+        let dumps = vec![jan31.clone(), feb28.clone(), feb28_early.clone(), newest];
+        // One month before 28 February 03:00 is 28 January 03:00: 31 January is not expired.
+        let v = r.apply(&dumps, &[], true, t("2026-02-28T03:00:00Z"));
+        assert!(deleted(&v).is_empty());
+        // One month before 31 March 03:00 is 28 February 03:00 (clamped): exactly at the limit.
+        let v = r.apply(&dumps, &[], true, t("2026-03-31T03:00:00Z"));
+        assert_eq!(
+            deleted(&v),
+            BTreeSet::from([jan31.data.key.clone(), feb28_early.data.key.clone()])
+        );
+        assert_eq!(
+            verdict(&v, &feb28_early.data.key).reasons,
+            vec!["deleted: 4w 3d 1s old, past daily 1mo, no weekly tier"]
+        );
+
+        // weekly = 12mo: 2025-W48 ended Monday 1 December 2025; kept through 1 December 2026.
+        let a = archive("2025-W48", []);
+        let r = rules(days(7), Some(Span::Months(12)), None);
+        let v = r.apply(
+            &[],
+            std::slice::from_ref(&a),
+            true,
+            t("2026-12-01T00:00:00Z"),
+        );
+        assert!(!v[0].delete, "{:?}", v[0].reasons);
+        assert!(v[0].reasons[0].ends_with("within weekly 12mo"));
+        let v = r.apply(
+            &[],
+            std::slice::from_ref(&a),
+            true,
+            t("2026-12-01T00:00:01Z"),
+        );
+        assert!(v[0].delete);
+        assert_eq!(
+            v[0].reasons,
+            vec!["deleted: week ended 52w 1d 1s ago, past weekly 12mo"]
+        );
+    }
+
+    #[test]
+    fn the_monthly_tier_keeps_the_first_archive_of_each_month() {
+        // Months by Monday: W44 (26 Oct) October; W45 (2 Nov), W46, W47, W49 (30 Nov) November;
+        // W50 (7 Dec) December. W48 was never archived.
+        let archives: Vec<ArchiveFacts> = [
+            "2026-W44", "2026-W45", "2026-W46", "2026-W47", "2026-W49", "2026-W50",
+        ]
+        .into_iter()
+        .map(|w| archive(w, []))
+        .collect();
+        let r = rules(days(7), Some(weeks(4)), Some(Span::Months(12)));
+        let v = r.apply(&[], &archives, true, t("2027-03-01T00:00:00Z"));
+        assert_eq!(
+            deleted(&v),
+            BTreeSet::from([
+                "weekly/2026-W46.tar".to_string(),
+                "weekly/2026-W47.tar".to_string(),
+                "weekly/2026-W49.tar".to_string(),
+            ])
+        );
+        assert_eq!(
+            verdict(&v, "weekly/2026-W45.tar").reasons,
+            vec!["kept: first archive of 2026-11, week ended 16w ago, within monthly 12mo"]
+        );
+        assert_eq!(
+            verdict(&v, "weekly/2026-W49.tar").reasons,
+            vec![
+                "deleted: week ended 12w ago, past weekly 4w, not the first archive of 2026-11 (2026-W45 is)"
+            ]
+        );
+
+        // W45 ended 9 November 2026: the monthly keeper stays through 9 November 2027.
+        let w45 = std::slice::from_ref(&archives[1]);
+        let v = r.apply(&[], w45, true, t("2027-11-09T00:00:00Z"));
+        assert!(!v[0].delete);
+        let v = r.apply(&[], w45, true, t("2027-11-09T00:00:01Z"));
+        assert!(v[0].delete);
+        assert_eq!(
+            v[0].reasons,
+            vec![
+                "deleted: week ended 52w 1d 1s ago, past weekly 4w, past monthly 12mo as the first archive of 2026-11"
+            ]
+        );
+
+        // Around new year: 2026-W01 starts Monday 29 December 2025, so it belongs to December.
+        let archives: Vec<ArchiveFacts> = ["2025-W52", "2026-W01", "2026-W02", "2026-W03"]
+            .into_iter()
+            .map(|w| archive(w, []))
+            .collect();
+        let v = r.apply(&[], &archives, true, t("2026-06-01T00:00:00Z"));
+        assert_eq!(
+            deleted(&v),
+            BTreeSet::from([
+                "weekly/2026-W01.tar".to_string(),
+                "weekly/2026-W03.tar".to_string(),
+            ])
+        );
+    }
+
+    #[test]
+    fn archive_facts_trust_only_consistent_manifests() {
+        let d = dump("a", "2026-11-22T03:00:12Z");
+        let w = IsoWeek::of(d.id.taken_at);
+        let member = |dump_key: &str, path: &str| ArchiveMember {
+            database: "a".into(),
+            dump_key: dump_key.into(),
+            path: path.into(),
+            sha256: "00".repeat(32),
+            size: 100,
+            taken_at: d.id.taken_at,
+        };
+        let committed = CommittedArchive {
+            week: w,
+            data: ObjectInfo {
+                key: w.archive_key(Compression::Zstd),
+                size: 1000,
+                last_modified: d.id.taken_at,
+            },
+            manifest_key: w.manifest_key(),
+        };
+        let mut manifest = ArchiveManifest {
+            format: FORMAT_VERSION,
+            tier: "weekly".into(),
+            week: w.to_string(),
+            key: w.archive_key(Compression::Zstd),
+            sha256: "11".repeat(32),
+            size: 1000,
+            members: vec![
+                member(&d.data.key, archive_member_path(&d.data.key)),
+                member(
+                    "daily/2026-11-21/a/20261121T030000Z.sql.zst",
+                    "elsewhere.sql.zst",
+                ),
+                member(
+                    "2026-11-20/a/20261120T030000Z.sql.zst",
+                    "2026-11-20/a/20261120T030000Z.sql.zst",
+                ),
+            ],
+            job_id: "j".into(),
+            created_at: d.id.taken_at,
+            patina_version: "0.1.0".into(),
+        };
+        let facts = ArchiveFacts::from_manifest(&committed, &manifest);
+        assert_eq!(facts.covers, BTreeSet::from([d.data.key.clone()]));
+        assert_eq!(facts.data_key, "weekly/2026-W47.tar");
+        assert_eq!(facts.manifest_key, "weekly/2026-W47.manifest.json");
+
+        manifest.key = "weekly/2026-W47.tar.gz".into();
+        assert!(
+            ArchiveFacts::from_manifest(&committed, &manifest)
+                .covers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn verdicts_display_as_one_line() {
+        let d = dump("a", "2026-11-01T03:00:00Z");
+        let v = rules(days(7), None, None).apply(
+            std::slice::from_ref(&d),
+            &[],
+            true,
+            t("2026-11-01T03:00:00Z"),
+        );
+        assert_eq!(
+            v[0].to_string(),
+            "keep daily/2026-11-01/a/20261101T030000Z.sql.zst — kept: newest backup of a; kept: 0s old, within daily 1w"
+        );
+    }
+}
