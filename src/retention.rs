@@ -894,4 +894,229 @@ mod tests {
             "keep daily/2026-11-01/a/20261101T030000Z.sql.zst — kept: newest backup of a; kept: 0s old, within daily 1w"
         );
     }
+
+    /// Safety properties over random histories: 1–4 databases, dumps over ~120 days on an hourly
+    /// grid (so `now` often lands exactly on a limit), a random subset of weeks archived with
+    /// random (sometimes cross-week) coverage, random spans including `None` and months.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const DBS: [&str; 4] = ["auth", "blog", "jobs", "stats"];
+
+        fn base() -> DateTime<Utc> {
+            t("2026-01-05T00:00:00Z") // a Monday: 2026-W02
+        }
+
+        fn hours(h: i64) -> DateTime<Utc> {
+            base() + chrono::Duration::hours(h)
+        }
+
+        fn span() -> impl Strategy<Value = Span> {
+            prop_oneof![
+                (0u64..=30).prop_map(|d| Span::Seconds(d * 86_400)),
+                (0u64..=30 * 24).prop_map(|h| Span::Seconds(h * 3_600)),
+                (1u64..=20).prop_map(|w| Span::Seconds(w * 604_800)),
+                (1u32..=6).prop_map(Span::Months),
+            ]
+        }
+
+        fn keep_rules() -> impl Strategy<Value = KeepRules> {
+            (
+                span(),
+                prop::option::weighted(0.8, span()),
+                prop::option::weighted(0.5, span()),
+            )
+                .prop_map(|(daily, weekly, monthly)| KeepRules {
+                    daily,
+                    weekly,
+                    monthly,
+                })
+        }
+
+        #[derive(Debug, Clone)]
+        struct History {
+            dumps: Vec<CommittedDump>,
+            archives: Vec<ArchiveFacts>,
+        }
+
+        fn history() -> impl Strategy<Value = History> {
+            (
+                prop::collection::vec((0usize..4, 0i64..120 * 24), 1..50),
+                prop::collection::vec((0i64..20, any::<u64>(), prop::bool::weighted(0.2)), 0..12),
+            )
+                .prop_map(|(raw, raw_archives)| {
+                    let mut dumps: Vec<CommittedDump> = raw
+                        .into_iter()
+                        .map(|(db, h)| dump_at(DBS[db], hours(h)))
+                        .collect();
+                    dumps.sort_by(|a, b| a.id.cmp(&b.id));
+                    dumps.dedup_by(|a, b| a.id == b.id);
+                    let mut archives: Vec<ArchiveFacts> = Vec::new();
+                    for (w, mask, cross) in raw_archives {
+                        let week = IsoWeek::of(base() + chrono::Duration::weeks(w));
+                        if archives.iter().any(|a| a.week == week) {
+                            continue;
+                        }
+                        let covers = dumps
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, d)| {
+                                (cross || IsoWeek::of(d.id.taken_at) == week)
+                                    && mask & (1 << (i % 64)) != 0
+                            })
+                            .map(|(_, d)| d.data.key.clone())
+                            .collect();
+                        archives.push(ArchiveFacts {
+                            week,
+                            data_key: week.archive_key(Compression::Zstd),
+                            manifest_key: week.manifest_key(),
+                            covers,
+                        });
+                    }
+                    History { dumps, archives }
+                })
+        }
+
+        fn now() -> impl Strategy<Value = DateTime<Utc>> {
+            (0i64..200 * 24).prop_map(hours)
+        }
+
+        /// The specification, restated: strictly more than `span` before `now`.
+        fn older_than(t: DateTime<Utc>, span: Span, now: DateTime<Utc>) -> bool {
+            match span {
+                Span::Seconds(s) => (now - t).num_seconds() > s as i64,
+                Span::Months(m) => t < now.checked_sub_months(chrono::Months::new(m)).unwrap(),
+            }
+        }
+
+        fn newest_keys(dumps: &[CommittedDump]) -> BTreeSet<String> {
+            let mut newest: BTreeMap<&str, &CommittedDump> = BTreeMap::new();
+            for d in dumps {
+                let e = newest.entry(&d.id.database).or_insert(d);
+                if d.id.taken_at > e.id.taken_at {
+                    *e = d;
+                }
+            }
+            newest.values().map(|d| d.data.key.clone()).collect()
+        }
+
+        /// True when `a` is the earliest archive present whose week's Monday is in its month.
+        fn is_monthly_keeper(a: &ArchiveFacts, archives: &[ArchiveFacts]) -> bool {
+            let month = |w: IsoWeek| {
+                let s = w.start().unwrap();
+                (s.year(), s.month())
+            };
+            !archives
+                .iter()
+                .any(|b| month(b.week) == month(a.week) && b.week < a.week)
+        }
+
+        fn survivors(h: &History, verdicts: &[Verdict]) -> History {
+            let gone = deleted(verdicts);
+            History {
+                dumps: h
+                    .dumps
+                    .iter()
+                    .filter(|d| !gone.contains(&d.data.key))
+                    .cloned()
+                    .collect(),
+                archives: h
+                    .archives
+                    .iter()
+                    .filter(|a| !gone.contains(&a.data_key))
+                    .cloned()
+                    .collect(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn one_verdict_each_with_reasons(r in keep_rules(), h in history(), now in now(), complete in any::<bool>()) {
+                let v = r.apply(&h.dumps, &h.archives, complete, now);
+                prop_assert_eq!(v.len(), h.dumps.len() + h.archives.len());
+                let mut keys: Vec<&str> = v.iter().map(|v| v.data_key.as_str()).collect();
+                keys.sort();
+                let mut expected: Vec<&str> = h
+                    .dumps
+                    .iter()
+                    .map(|d| d.data.key.as_str())
+                    .chain(h.archives.iter().map(|a| a.data_key.as_str()))
+                    .collect();
+                expected.sort();
+                prop_assert_eq!(keys, expected);
+                for v in &v {
+                    prop_assert!(!v.reasons.is_empty());
+                    let prefix = if v.delete { "deleted: " } else { "kept: " };
+                    prop_assert!(v.reasons[0].starts_with(prefix), "{:?}", v);
+                }
+                // Deterministic: input order does not matter.
+                let mut dumps = h.dumps.clone();
+                dumps.reverse();
+                let mut archives = h.archives.clone();
+                archives.reverse();
+                prop_assert_eq!(r.apply(&dumps, &archives, complete, now), v);
+            }
+
+            #[test]
+            fn never_deletes_the_newest_dump_of_any_database(r in keep_rules(), h in history(), now in now()) {
+                let v = r.apply(&h.dumps, &h.archives, true, now);
+                let gone = deleted(&v);
+                for key in newest_keys(&h.dumps) {
+                    prop_assert!(!gone.contains(&key), "deleted newest {}", key);
+                }
+            }
+
+            #[test]
+            fn never_deletes_on_an_incomplete_listing(r in keep_rules(), h in history(), now in now()) {
+                let v = r.apply(&h.dumps, &h.archives, false, now);
+                prop_assert!(deleted(&v).is_empty());
+            }
+
+            #[test]
+            fn deleted_dumps_are_past_daily_and_covered(r in keep_rules(), h in history(), now in now()) {
+                let v = r.apply(&h.dumps, &h.archives, true, now);
+                let gone = deleted(&v);
+                for d in h.dumps.iter().filter(|d| gone.contains(&d.data.key)) {
+                    prop_assert!(older_than(d.id.taken_at, r.daily, now), "{:?} not past daily", d.id);
+                    prop_assert!(
+                        r.weekly.is_none() || h.archives.iter().any(|a| a.covers.contains(&d.data.key)),
+                        "{:?} deleted without a covering archive", d.id
+                    );
+                }
+            }
+
+            #[test]
+            fn deleted_archives_are_past_weekly_and_not_a_monthly_keeper(r in keep_rules(), h in history(), now in now()) {
+                let v = r.apply(&h.dumps, &h.archives, true, now);
+                let gone = deleted(&v);
+                for a in h.archives.iter().filter(|a| gone.contains(&a.data_key)) {
+                    let end = a.week.start().unwrap() + chrono::Duration::weeks(1);
+                    let weekly = r.weekly;
+                    prop_assert!(weekly.is_some(), "archive deleted without a weekly tier");
+                    prop_assert!(older_than(end, weekly.unwrap(), now), "{} not past weekly", a.week);
+                    if let Some(monthly) = r.monthly && is_monthly_keeper(a, &h.archives) {
+                        prop_assert!(older_than(end, monthly, now), "{} monthly keeper deleted", a.week);
+                    }
+                }
+            }
+
+            #[test]
+            fn idempotent(r in keep_rules(), h in history(), now in now()) {
+                let first = r.apply(&h.dumps, &h.archives, true, now);
+                let rest = survivors(&h, &first);
+                let second = r.apply(&rest.dumps, &rest.archives, true, now);
+                prop_assert!(deleted(&second).is_empty(), "second pass deletes {:?}", deleted(&second));
+            }
+
+            #[test]
+            fn monotone_in_time(r in keep_rules(), h in history(), now in now(), later in 0i64..100 * 24) {
+                let early = deleted(&r.apply(&h.dumps, &h.archives, true, now));
+                let late = deleted(&r.apply(&h.dumps, &h.archives, true, now + chrono::Duration::hours(later)));
+                prop_assert!(early.is_subset(&late), "un-deleted later: {:?}", early.difference(&late).collect::<Vec<_>>());
+            }
+        }
+    }
 }
