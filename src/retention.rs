@@ -11,7 +11,8 @@
 //! A *time `t` is expired under span `s` at `now`* when `t < s.before(now)`: strictly more than
 //! `s` old. **Exactly at the limit is not yet expired (kept).** [`Span::before`] is
 //! calendar-aware for month spans (one month before 31 March is 28 February) and plain seconds
-//! otherwise; everything is UTC, so daylight-saving time plays no part.
+//! otherwise; everything is UTC, so daylight-saving time plays no part. A span too long to
+//! subtract from `now` expires nothing.
 //!
 //! 1. **Incomplete listing.** When `listing_complete` is false nothing is deleted: every verdict
 //!    is a keep, saying so first and then what would otherwise have happened.
@@ -360,8 +361,20 @@ fn hold(v: &mut Verdict) {
 }
 
 /// True when `t` is strictly more than `span` before `now`; exactly at the limit is not expired.
+///
+/// The same instant as [`Span::before`] wherever that is defined, but a span too long to
+/// subtract from `now` (it would reach past chrono's calendar) means "nothing is that old" here,
+/// where `Span::before` would panic (seconds) or fall back to `now` itself (months) — and a
+/// fallback to `now` would make everything expired.
 fn expired(t: DateTime<Utc>, span: Span, now: DateTime<Utc>) -> bool {
-    t < span.before(now)
+    let cutoff = match span {
+        Span::Seconds(s) => i64::try_from(s)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .and_then(|d| now.checked_sub_signed(d)),
+        Span::Months(m) => now.checked_sub_months(chrono::Months::new(m)),
+    };
+    cutoff.is_some_and(|cutoff| t < cutoff)
 }
 
 /// Monday 00:00 UTC of the week after `week`.
@@ -893,6 +906,120 @@ mod tests {
             v[0].to_string(),
             "keep daily/2026-11-01/a/20261101T030000Z.sql.zst — kept: newest backup of a; kept: 0s old, within daily 1w"
         );
+    }
+
+    #[test]
+    fn limits_table() {
+        struct Case {
+            name: &'static str,
+            rules: KeepRules,
+            /// Dump time (tier daily) or archive week (tier weekly).
+            item: &'static str,
+            now: &'static str,
+            delete: bool,
+        }
+        let d7 = rules(days(7), None, None);
+        let w2 = rules(days(1), Some(weeks(2)), None);
+        let m12 = rules(days(1), Some(weeks(1)), Some(Span::Months(12)));
+        let cases = [
+            Case {
+                name: "dump 1s inside daily",
+                rules: d7,
+                item: "2026-10-25T03:00:00Z",
+                now: "2026-11-01T02:59:59Z",
+                delete: false,
+            },
+            Case {
+                name: "dump exactly daily old",
+                rules: d7,
+                item: "2026-10-25T03:00:00Z",
+                now: "2026-11-01T03:00:00Z",
+                delete: false,
+            },
+            Case {
+                name: "dump 1s past daily",
+                rules: d7,
+                item: "2026-10-25T03:00:00Z",
+                now: "2026-11-01T03:00:01Z",
+                delete: true,
+            },
+            // 25 October 2026 is the EU switch back from summer time: a UTC day is still 86 400 s.
+            Case {
+                name: "dump across a DST switch, at the limit",
+                rules: d7,
+                item: "2026-10-24T23:30:00Z",
+                now: "2026-10-31T23:30:00Z",
+                delete: false,
+            },
+            Case {
+                name: "dump across a DST switch, past",
+                rules: d7,
+                item: "2026-10-24T23:30:00Z",
+                now: "2026-10-31T23:30:01Z",
+                delete: true,
+            },
+            Case {
+                name: "dump taken after now",
+                rules: d7,
+                item: "2026-11-02T00:00:00Z",
+                now: "2026-11-01T00:00:00Z",
+                delete: false,
+            },
+            Case {
+                name: "dump under an unrepresentable span",
+                rules: rules(Span::Seconds(u64::MAX), None, None),
+                item: "2000-01-01T00:00:00Z",
+                now: "2026-11-01T00:00:00Z",
+                delete: false,
+            },
+            Case {
+                name: "dump under an absurd month span",
+                rules: rules(Span::Months(u32::MAX), None, None),
+                item: "2000-01-01T00:00:00Z",
+                now: "2026-11-01T00:00:00Z",
+                delete: false,
+            },
+            // 2026-W44 ends Monday 2 November 00:00.
+            Case {
+                name: "archive exactly weekly old",
+                rules: w2,
+                item: "2026-W44",
+                now: "2026-11-16T00:00:00Z",
+                delete: false,
+            },
+            Case {
+                name: "archive 1s past weekly",
+                rules: w2,
+                item: "2026-W44",
+                now: "2026-11-16T00:00:01Z",
+                delete: true,
+            },
+            Case {
+                name: "monthly keeper exactly 12mo old",
+                rules: m12,
+                item: "2026-W44",
+                now: "2027-11-02T00:00:00Z",
+                delete: false,
+            },
+            Case {
+                name: "monthly keeper 1s past 12mo",
+                rules: m12,
+                item: "2026-W44",
+                now: "2027-11-02T00:00:01Z",
+                delete: true,
+            },
+        ];
+        for c in cases {
+            let now = t(c.now);
+            let v = if c.item.contains("-W") {
+                c.rules.apply(&[], &[archive(c.item, [])], true, now)
+            } else {
+                // A newer dump, so that the newest-dump rule stays out of the way.
+                let dumps = [dump("a", c.item), dump_at("a", t("2100-01-01T00:00:00Z"))];
+                c.rules.apply(&dumps, &[], true, now)
+            };
+            assert_eq!(v[0].delete, c.delete, "{}: {:?}", c.name, v[0].reasons);
+        }
     }
 
     /// Safety properties over random histories: 1–4 databases, dumps over ~120 days on an hourly
