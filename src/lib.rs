@@ -18,6 +18,7 @@ pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
 pub mod source;
 pub mod store;
