@@ -144,10 +144,12 @@ pub async fn run_job_limited(
 ) -> Result<JobReport, CatalogError> {
     let job_id = uuid::Uuid::new_v4().to_string();
     let started_at = (ctx.clock)();
-    let mut databases: Vec<&Database> = request
+    // Owned copies: the job's futures must not borrow from a temporary iterator (they are
+    // spawned by the daemon, and rustc cannot prove borrowed closures general enough).
+    let mut databases: Vec<Database> = request
         .databases
         .iter()
-        .filter_map(|name| ctx.policy.database(name))
+        .filter_map(|name| ctx.policy.database(name).cloned())
         .collect();
     // Stable: file order within a priority.
     databases.sort_by_key(|d| d.priority);
@@ -164,24 +166,28 @@ pub async fn run_job_limited(
         })?;
 
     let concurrency = ctx.policy.daemon.concurrency.max(1);
-    let job_id_ref = job_id.as_str();
-    let observer_ref = &observer;
-    let mut outcomes = futures::stream::iter(databases.into_iter().enumerate())
+    let trigger = request.trigger;
+    let futures: Vec<_> = databases
+        .into_iter()
+        .enumerate()
         .map(|(order, db)| {
             let permits = permits.clone();
+            let observer = Arc::clone(&observer);
+            let job_id = job_id.clone();
             async move {
-            let _permit = match permits {
-                Some(p) => p.acquire_owned().await.ok(),
-                None => None,
-            };
-            observer_ref.started(&db.name);
-            let db_started = (ctx.clock)();
-            let outcome = backup_database(ctx, db, job_id_ref, request.trigger, observer_ref).await;
-            observer_ref.finished(&db.name, &outcome);
-            (order, db, db_started, outcome)
+                let _permit = match permits {
+                    Some(p) => p.acquire_owned().await.ok(),
+                    None => None,
+                };
+                observer.started(&db.name);
+                let db_started = (ctx.clock)();
+                let outcome = backup_database(ctx, &db, &job_id, trigger, &observer).await;
+                observer.finished(&db.name, &outcome);
+                (order, db, db_started, outcome)
             }
         })
-        .buffer_unordered(concurrency);
+        .collect();
+    let mut outcomes = futures::stream::iter(futures).buffer_unordered(concurrency);
 
     let mut results = Vec::new();
     while let Some((order, db, db_started, outcome)) = outcomes.next().await {

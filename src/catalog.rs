@@ -529,9 +529,7 @@ impl Catalog {
     }
 
     /// Consecutive failed results of each database since its last success.
-    pub fn failure_streaks(
-        &self,
-    ) -> Result<BTreeMap<String, (u32, DateTime<Utc>)>, CatalogError> {
+    pub fn failure_streaks(&self) -> Result<BTreeMap<String, (u32, DateTime<Utc>)>, CatalogError> {
         let mut stmt = self
             .conn
             .prepare(

@@ -197,11 +197,12 @@ pub async fn run(
             _ = interrupt.recv() => break,
             _ = &mut shutdown => break,
         };
-        if reload && let Some(new) = reload_policy(&options.config, &reconciler, &catalog, &clock) {
-            if new.daemon.tick != tick_every {
-                tick_every = new.daemon.tick;
-                ticker = new_ticker(tick_every);
-            }
+        if reload
+            && let Some(new) = reload_policy(&options.config, &reconciler, &catalog, &clock)
+            && new.daemon.tick != tick_every
+        {
+            tick_every = new.daemon.tick;
+            ticker = new_ticker(tick_every);
         }
         match reconciler.run_once().await {
             Ok(report) => {
@@ -237,7 +238,9 @@ pub async fn run(
         );
     }
     if !reconciler.shutdown(options.shutdown_grace).await {
-        tracing::warn!("grace period over: running backups were aborted (nothing was committed for them)");
+        tracing::warn!(
+            "grace period over: running backups were aborted (nothing was committed for them)"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -259,22 +262,21 @@ fn watch_config(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                let ours = event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-                if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
-                    let _ = changed.send(());
-                }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+            if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = changed.send(());
             }
-        })
-        .map_err(|source| DaemonError::Watch {
-            path: dir.clone(),
-            source,
-        })?;
+        }
+    })
+    .map_err(|source| DaemonError::Watch {
+        path: dir.clone(),
+        source,
+    })?;
     watcher
         .watch(&dir, notify::RecursiveMode::NonRecursive)
         .map_err(|source| DaemonError::Watch {
@@ -293,17 +295,19 @@ fn reload_policy(
 ) -> Option<Arc<Policy>> {
     let now = clock();
     let old = reconciler.policy();
-    let loaded = config::load(path).map_err(|e| e.to_string()).and_then(|new| {
-        let store = if format!("{:?}", new.storage) == format!("{:?}", old.storage)
-            && new.storage.access_key_id == old.storage.access_key_id
-            && new.storage.secret_access_key == old.storage.secret_access_key
-        {
-            None
-        } else {
-            Some(Store::open(&new.storage).map_err(|e| format!("open storage: {e}"))?)
-        };
-        Ok((new, store))
-    });
+    let loaded = config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|new| {
+            let store = if format!("{:?}", new.storage) == format!("{:?}", old.storage)
+                && new.storage.access_key_id == old.storage.access_key_id
+                && new.storage.secret_access_key == old.storage.secret_access_key
+            {
+                None
+            } else {
+                Some(Store::open(&new.storage).map_err(|e| format!("open storage: {e}"))?)
+            };
+            Ok((new, store))
+        });
     match loaded {
         Ok((new, store)) => {
             for line in describe_changes(&old, &new) {
@@ -321,7 +325,11 @@ fn reload_policy(
             };
             let new = Arc::new(new);
             reconciler.set_policy(Arc::clone(&new), store);
-            if let Err(e) = catalog.lock().expect("catalog lock").record_reload(now, Ok(())) {
+            if let Err(e) = catalog
+                .lock()
+                .expect("catalog lock")
+                .record_reload(now, Ok(()))
+            {
                 tracing::warn!(error = %e, "could not record the reload");
             }
             Some(new)

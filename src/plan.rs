@@ -268,12 +268,15 @@ fn plan_backups(
                 continue;
             }
         }
-        due.push((db.priority, PlannedBackup {
-            database: db.name.clone(),
-            priority: db.priority,
-            trigger,
-            reason,
-        }));
+        due.push((
+            db.priority,
+            PlannedBackup {
+                database: db.name.clone(),
+                priority: db.priority,
+                trigger,
+                reason,
+            },
+        ));
     }
     // Stable: file order within a priority.
     due.sort_by_key(|(p, _)| *p);

@@ -174,7 +174,11 @@ impl Reconciler {
 
     /// Facts of every committed archive; manifests are read once and cached. An archive whose
     /// manifest cannot be read is left out (retention then keeps more, never less).
-    async fn archive_facts(&self, store: &Store, inventory: &Inventory) -> (Vec<ArchiveFacts>, u64) {
+    async fn archive_facts(
+        &self,
+        store: &Store,
+        inventory: &Inventory,
+    ) -> (Vec<ArchiveFacts>, u64) {
         let mut reads = 0;
         let mut out = Vec::new();
         for a in &inventory.archives {
@@ -225,7 +229,10 @@ impl Reconciler {
             match inventory::read_manifest(&store, &a.manifest_key).await {
                 Ok(m) => {
                     let expires = policy.retention.daily.after(m.completed_at);
-                    self.catalog.lock().expect("catalog lock").adopt(&m, expires)?;
+                    self.catalog
+                        .lock()
+                        .expect("catalog lock")
+                        .adopt(&m, expires)?;
                     tracing::info!(database = %a.database, key = %a.data_key, "adopted a backup found in storage");
                     report.adopted += 1;
                 }
@@ -234,10 +241,11 @@ impl Reconciler {
         }
         for d in &plan.drift {
             tracing::warn!(key = %d.data_key, "drift: a committed backup vanished from storage");
-            self.catalog
-                .lock()
-                .expect("catalog lock")
-                .mark_deleted(&d.data_key, "vanished", now)?;
+            self.catalog.lock().expect("catalog lock").mark_deleted(
+                &d.data_key,
+                "vanished",
+                now,
+            )?;
             report.drift += 1;
         }
         for d in &plan.debris {
@@ -261,10 +269,11 @@ impl Reconciler {
             match result {
                 Ok(()) => {
                     tracing::info!(key = %d.data_key, tier = d.tier, reason = %d.reason, "deleted by retention");
-                    self.catalog
-                        .lock()
-                        .expect("catalog lock")
-                        .mark_deleted(&d.data_key, "retention", now)?;
+                    self.catalog.lock().expect("catalog lock").mark_deleted(
+                        &d.data_key,
+                        "retention",
+                        now,
+                    )?;
                     self.archive_facts
                         .lock()
                         .expect("archive cache")
@@ -302,8 +311,13 @@ impl Reconciler {
         if let Some(a) = plan.archives.first() {
             // One archive at a time; the next week waits for the next pass.
             report.archives_started += 1;
-            self.start_archive(a.week, a.dump_manifests.clone(), Arc::clone(&policy), store.clone())
-                .await;
+            self.start_archive(
+                a.week,
+                a.dump_manifests.clone(),
+                Arc::clone(&policy),
+                store.clone(),
+            )
+            .await;
         }
         for e in &report.errors {
             tracing::warn!(error = %e, "reconcile action failed");
@@ -396,16 +410,20 @@ impl Reconciler {
     /// Returns true when everything finished within the grace period.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         let mut tasks = self.tasks.lock().await;
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                .await
+                .is_ok();
         if !drained {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
             let now = (self.clock)();
-            if let Err(e) = self.catalog.lock().expect("catalog lock").mark_interrupted(now) {
+            if let Err(e) = self
+                .catalog
+                .lock()
+                .expect("catalog lock")
+                .mark_interrupted(now)
+            {
                 tracing::error!(error = %e, "could not mark aborted jobs");
             }
         }
@@ -420,11 +438,18 @@ async fn build_archive(
     policy: &Policy,
     clock: &Clock,
 ) -> Result<crate::manifest::ArchiveManifest, String> {
-    let reads = futures::stream::iter(dump_manifests.iter())
-        .map(|key| async move {
-            let bytes = store.get(key).await.map_err(|e| e.to_string())?;
-            Manifest::from_json(&bytes, key).map_err(|e| e.to_string())
+    let reads: Vec<_> = dump_manifests
+        .iter()
+        .cloned()
+        .map(|key| {
+            let store = store.clone();
+            async move {
+                let bytes = store.get(&key).await.map_err(|e| e.to_string())?;
+                Manifest::from_json(&bytes, &key).map_err(|e| e.to_string())
+            }
         })
+        .collect();
+    let reads = futures::stream::iter(reads)
         .buffered(8)
         .collect::<Vec<_>>()
         .await;

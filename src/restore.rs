@@ -17,8 +17,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::inventory::{self, CommittedDump, Inventory, ReadError};
 use crate::archive;
+use crate::inventory::{self, CommittedDump, Inventory, ReadError};
 use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
 use crate::policy::Compression;
 use crate::source::sqlite::{self, SourceError};

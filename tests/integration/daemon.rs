@@ -130,7 +130,10 @@ fn load(dir: &Path, text: &str) -> Policy {
 #[tokio::test]
 async fn catch_up_once_after_downtime_then_nothing_until_the_next_fire() {
     let w = World::s3(
-        &[("alpha", "normal", "0 3 * * *"), ("beta", "critical", "0 3 * * *")],
+        &[
+            ("alpha", "normal", "0 3 * * *"),
+            ("beta", "critical", "0 3 * * *"),
+        ],
         "",
         t("2026-11-16T10:00:00Z"),
     )
@@ -139,7 +142,12 @@ async fn catch_up_once_after_downtime_then_nothing_until_the_next_fire() {
     let r = w.pass().await;
     let order: Vec<&str> = r.plan.backups.iter().map(|b| b.database.as_str()).collect();
     assert_eq!(order, ["beta", "alpha"]);
-    assert!(r.plan.backups.iter().all(|b| b.trigger.as_str() == "catch-up"));
+    assert!(
+        r.plan
+            .backups
+            .iter()
+            .all(|b| b.trigger.as_str() == "catch-up")
+    );
     assert_eq!(w.dumps("alpha").await.len(), 1);
     assert_eq!(w.dumps("beta").await.len(), 1);
     // Level-triggered: planning again right away finds nothing to do.
@@ -150,14 +158,26 @@ async fn catch_up_once_after_downtime_then_nothing_until_the_next_fire() {
     w.clock.set(t("2026-11-19T12:00:00Z"));
     let r = w.pass().await;
     assert_eq!(r.plan.backups.len(), 2, "{:?}", r.plan.backups);
-    assert!(r.plan.backups.iter().all(|b| b.trigger.as_str() == "catch-up"));
+    assert!(
+        r.plan
+            .backups
+            .iter()
+            .all(|b| b.trigger.as_str() == "catch-up")
+    );
     assert_eq!(w.dumps("alpha").await.len(), 2);
     assert!(w.reconciler.plan().await.unwrap().0.is_empty());
 
     // On time: a pass right after the fire time is a scheduled backup.
     w.clock.set(t("2026-11-20T03:00:20Z"));
     let r = w.pass().await;
-    assert!(r.plan.backups.iter().all(|b| b.trigger.as_str() == "scheduled"), "{:?}", r.plan);
+    assert!(
+        r.plan
+            .backups
+            .iter()
+            .all(|b| b.trigger.as_str() == "scheduled"),
+        "{:?}",
+        r.plan
+    );
     w.clock.set(t("2026-11-20T09:00:00Z"));
     assert!(w.pass().await.plan.is_empty());
 
@@ -171,13 +191,19 @@ async fn catch_up_once_after_downtime_then_nothing_until_the_next_fire() {
         .into_iter()
         .map(|j| j.trigger_type)
         .collect();
-    assert_eq!(triggers, BTreeSet::from(["catch-up".into(), "scheduled".into()]));
+    assert_eq!(
+        triggers,
+        BTreeSet::from(["catch-up".into(), "scheduled".into()])
+    );
 }
 
 #[tokio::test]
 async fn a_failing_database_backs_off_and_does_not_stop_the_others() {
     let w = World::local(
-        &[("good", "critical", "* * * * *"), ("bad", "critical", "0 3 * * *")],
+        &[
+            ("good", "critical", "* * * * *"),
+            ("bad", "critical", "0 3 * * *"),
+        ],
         "",
         t("2026-11-16T10:00:30Z"),
     )
@@ -203,33 +229,52 @@ async fn a_failing_database_backs_off_and_does_not_stop_the_others() {
     // Two failures now: the wait doubles.
     w.clock.set(t("2026-11-16T10:03:00Z"));
     let r = w.pass().await;
-    assert!(r.plan.backups.iter().all(|b| b.database != "bad"), "{:?}", r.plan);
+    assert!(
+        r.plan.backups.iter().all(|b| b.database != "bad"),
+        "{:?}",
+        r.plan
+    );
     w.clock.set(t("2026-11-16T10:03:32Z"));
     let r = w.pass().await;
-    assert!(r.plan.backups.iter().any(|b| b.database == "bad"), "{:?}", r.plan);
+    assert!(
+        r.plan.backups.iter().any(|b| b.database == "bad"),
+        "{:?}",
+        r.plan
+    );
 
     // The file comes back: the next attempt succeeds and the streak ends.
     std::fs::copy(DEMO_DB, w.dir.path().join("bad.db")).unwrap();
     w.clock.set(t("2026-11-16T10:08:00Z"));
     w.pass().await;
     assert_eq!(w.dumps("bad").await.len(), 1);
-    assert!(w.catalog.lock().unwrap().failure_streaks().unwrap().get("bad").is_none());
+    assert!(
+        !w.catalog
+            .lock()
+            .unwrap()
+            .failure_streaks()
+            .unwrap()
+            .contains_key("bad")
+    );
 }
 
-/// Every committed dump that ever existed is still present or inside a committed archive.
-async fn assert_nothing_lost(w: &World, ever: &BTreeSet<String>) {
+/// Every committed dump that ever existed is still present, or was inside a committed archive
+/// before it disappeared (archives themselves expire by the weekly tier).
+async fn assert_nothing_lost(
+    w: &World,
+    ever: &BTreeSet<String>,
+    covered_ever: &mut BTreeSet<String>,
+) {
     let keys: BTreeSet<String> = w.keys().await.into_iter().collect();
-    let mut covered = BTreeSet::new();
     for k in &keys {
         if let Some(ParsedKey::ArchiveManifest { .. }) = parse_key(k) {
             let m = patina::archive::read_manifest(&w.store, k).await.unwrap();
-            covered.extend(m.members.into_iter().map(|m| m.dump_key));
+            covered_ever.extend(m.members.into_iter().map(|m| m.dump_key));
         }
     }
     for k in ever {
         assert!(
-            keys.contains(k) || covered.contains(k),
-            "{k} is neither in storage nor in an archive"
+            keys.contains(k) || covered_ever.contains(k),
+            "{k} vanished without ever being archived"
         );
     }
 }
@@ -237,12 +282,16 @@ async fn assert_nothing_lost(w: &World, ever: &BTreeSet<String>) {
 #[tokio::test]
 async fn weekly_archives_are_built_and_dailies_pruned_only_when_covered() {
     let w = World::s3(
-        &[("app", "critical", "0 3 * * *"), ("blog", "normal", "0 3 * * *")],
+        &[
+            ("app", "critical", "0 3 * * *"),
+            ("blog", "normal", "0 3 * * *"),
+        ],
         "[retention]\ndaily = \"7d\"\nweekly = \"2w\"\narchive = \"0 4 * * SUN\"\n",
         t("2026-11-02T03:00:10Z"), // a Monday
     )
     .await;
     let mut ever = BTreeSet::new();
+    let mut covered_ever = BTreeSet::new();
     let start = t("2026-11-02T03:00:10Z");
     for day in 0..30 {
         for at in [start, start + chrono::Duration::hours(1)] {
@@ -253,26 +302,34 @@ async fn weekly_archives_are_built_and_dailies_pruned_only_when_covered() {
                     ever.insert(k);
                 }
             }
-            assert_nothing_lost(&w, &ever).await;
+            assert_nothing_lost(&w, &ever, &mut covered_ever).await;
         }
     }
     let keys = w.keys().await;
-    let archives: Vec<&String> = keys.iter().filter(|k| k.ends_with(".tar")).collect();
-    // Weeks 45..48 ended (the clock stops on Monday 2026-12-01 04:00): archives exist, the
-    // oldest already expired (weekly = 2w) — but its dumps were in it, so nothing was lost.
-    assert!(archives.contains(&&"weekly/2026-W47.tar".to_string()), "{keys:?}");
-    assert!(archives.contains(&&"weekly/2026-W48.tar".to_string()), "{keys:?}");
-    assert!(!archives.contains(&&"weekly/2026-W45.tar".to_string()), "{keys:?}");
-    // Dailies within 7 days are all there; older ones only survive when not yet covered.
+    let archives: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.ends_with(".tar"))
+        .map(String::as_str)
+        .collect();
+    // The clock stops on Tuesday 2026-12-01 04:00. W45 (Nov 2–8), W46 and W47 were archived on
+    // the following Sundays; W45 and W46 ended more than 2 weeks ago and expired; W48 (Nov
+    // 23–29) waits for Sunday Dec 6's archive run.
+    assert_eq!(archives, ["weekly/2026-W47.tar"], "{keys:?}");
+    // Dailies younger than 7 days are all there; older ones survive only while no archive
+    // covers them (W48 and W49 are not archived yet).
     let now = w.clock.now();
     for db in ["app", "blog"] {
         let dumps = w.dumps(db).await;
-        assert!(dumps.len() >= 7 && dumps.len() <= 9, "{db}: {dumps:?}");
+        assert_eq!(dumps.len(), 9, "{db}: {dumps:?}");
         for m in &dumps {
             let Some(ParsedKey::DumpManifest { id }) = parse_key(m) else {
                 unreachable!()
             };
-            assert!(now - id.taken_at <= chrono::Duration::days(8), "{m} should be pruned");
+            let week = patina::manifest::IsoWeek::of(id.taken_at);
+            assert!(
+                now - id.taken_at <= chrono::Duration::days(7) || week.week >= 48,
+                "{m} should have been pruned"
+            );
         }
     }
     // Deletions were recorded in the catalog.
@@ -296,13 +353,17 @@ async fn weekly_archives_are_built_and_dailies_pruned_only_when_covered() {
 #[tokio::test]
 async fn a_removed_database_keeps_its_newest_backup_forever() {
     let w = World::local(
-        &[("stay", "critical", "0 3 * * *"), ("gone", "critical", "0 3 * * *")],
+        &[
+            ("stay", "critical", "0 3 * * *"),
+            ("gone", "critical", "0 3 * * *"),
+        ],
         "[retention]\ndaily = \"2d\"\nweekly = \"off\"\n",
         t("2026-11-02T03:00:10Z"),
     )
     .await;
     for day in 0..3 {
-        w.clock.set(t("2026-11-02T03:00:10Z") + chrono::Duration::days(day));
+        w.clock
+            .set(t("2026-11-02T03:00:10Z") + chrono::Duration::days(day));
         w.pass().await;
     }
     assert_eq!(w.dumps("gone").await.len(), 3);
@@ -317,7 +378,11 @@ async fn a_removed_database_keeps_its_newest_backup_forever() {
     let r = w.pass().await;
     assert!(r.plan.backups.iter().all(|b| b.database == "stay"));
     let gone = w.dumps("gone").await;
-    assert_eq!(gone.len(), 1, "the newest backup of a removed database stays: {gone:?}");
+    assert_eq!(
+        gone.len(),
+        1,
+        "the newest backup of a removed database stays: {gone:?}"
+    );
     assert!(gone[0].contains("2026-11-04"), "{gone:?}");
     assert_eq!(w.dumps("stay").await.len(), 2);
 }
@@ -361,7 +426,15 @@ async fn adoption_drift_and_debris() {
     );
     let r = other.run_once().await.unwrap();
     assert_eq!(r.adopted, 1);
-    assert_eq!(fresh.lock().unwrap().list_backups(Some("app")).unwrap().len(), 1);
+    assert_eq!(
+        fresh
+            .lock()
+            .unwrap()
+            .list_backups(Some("app"))
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Drift: the committed backup vanishes behind Patina's back.
     let manifest = &committed[0];
@@ -458,7 +531,10 @@ fn wait_for(what: &str, daemon: &Daemon, mut cond: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("timed out waiting for {what}; daemon log:\n{}", daemon.log());
+    panic!(
+        "timed out waiting for {what}; daemon log:\n{}",
+        daemon.log()
+    );
 }
 
 #[test]
@@ -470,7 +546,9 @@ fn the_daemon_catches_up_reloads_ignores_bad_edits_and_stops_on_sigterm() {
     let one = policy_text("file://backups", &[("one", "critical", "0 3 * * *")], "");
     std::fs::write(p.join("patina.toml"), &one).unwrap();
     let mut d = Daemon::start(p);
-    wait_for("the catch-up backup of one", &d, || manifests_of(p, "one") == 1);
+    wait_for("the catch-up backup of one", &d, || {
+        manifests_of(p, "one") == 1
+    });
 
     // A second daemon on the same state dir is refused.
     let second = Command::new(env!("CARGO_BIN_EXE_patina"))
@@ -487,21 +565,34 @@ fn the_daemon_catches_up_reloads_ignores_bad_edits_and_stops_on_sigterm() {
     // Editing the policy adds a database live (editors replace the file by rename).
     let both = policy_text(
         "file://backups",
-        &[("one", "critical", "0 3 * * *"), ("two", "high", "0 3 * * *")],
+        &[
+            ("one", "critical", "0 3 * * *"),
+            ("two", "high", "0 3 * * *"),
+        ],
         "",
     );
     std::fs::write(p.join("patina.toml.tmp"), &both).unwrap();
     std::fs::rename(p.join("patina.toml.tmp"), p.join("patina.toml")).unwrap();
-    wait_for("the first backup of two", &d, || manifests_of(p, "two") == 1);
+    wait_for("the first backup of two", &d, || {
+        manifests_of(p, "two") == 1
+    });
     assert!(d.log().contains("database two added"), "{}", d.log());
 
     // An invalid edit changes nothing: the old policy keeps running.
-    std::fs::write(p.join("patina.toml"), both.replace("priority = \"high\"", "priorty = \"high\"")).unwrap();
-    wait_for("the reload to be refused", &d, || d.log().contains("reload aborted"));
+    std::fs::write(
+        p.join("patina.toml"),
+        both.replace("priority = \"high\"", "priorty = \"high\""),
+    )
+    .unwrap();
+    wait_for("the reload to be refused", &d, || {
+        d.log().contains("reload aborted")
+    });
     assert!(d.log().contains("patina.toml:"), "{}", d.log());
     let reloads: Vec<(String, Option<String>)> = {
         let c = rusqlite::Connection::open(p.join(".patina/patina.db")).unwrap();
-        let mut stmt = c.prepare("SELECT result, detail FROM config_reloads ORDER BY id").unwrap();
+        let mut stmt = c
+            .prepare("SELECT result, detail FROM config_reloads ORDER BY id")
+            .unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .collect::<Result<_, _>>()
@@ -512,7 +603,9 @@ fn the_daemon_catches_up_reloads_ignores_bad_edits_and_stops_on_sigterm() {
 
     // SIGHUP takes the same path (still invalid: refused again, daemon alive).
     d.signal("-HUP");
-    wait_for("a second refusal", &d, || d.log().matches("reload aborted").count() >= 2);
+    wait_for("a second refusal", &d, || {
+        d.log().matches("reload aborted").count() >= 2
+    });
     assert!(d.child.try_wait().unwrap().is_none());
 
     d.signal("-TERM");
@@ -543,7 +636,11 @@ fn a_killed_daemon_restarts_into_a_consistent_catalog() {
     // No job is left running; every committed backup is in the catalog and verifies.
     let c = rusqlite::Connection::open(p.join(".patina/patina.db")).unwrap();
     let running: i64 = c
-        .query_row("SELECT count(*) FROM backup_jobs WHERE status = 'running'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM backup_jobs WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(running, 0);
     let in_catalog: i64 = c
@@ -560,5 +657,10 @@ fn a_killed_daemon_restarts_into_a_consistent_catalog() {
         .env_remove("PATINA_CONFIG")
         .output()
         .unwrap();
-    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
