@@ -370,3 +370,192 @@ pub fn week_end(week: IsoWeek) -> Option<DateTime<Utc>> {
 fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::DumpId;
+    use crate::policy::Compression;
+    use crate::store::ObjectInfo;
+    use std::path::Path;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn policy(extra: &str) -> Policy {
+        let text = format!(
+            "[daemon]\ntick = \"60s\"\n[priorities.critical]\nschedule = \"0 3 * * *\"\n\
+             [priorities.normal]\nschedule = \"0 4 * * SUN\"\n{extra}\n\
+             [[database]]\nname = \"auth\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n\
+             [[database]]\nname = \"stats\"\nkind = \"sqlite\"\npath = \"s.db\"\npriority = \"normal\"\n\
+             [[database]]\nname = \"blog\"\nkind = \"sqlite\"\npath = \"b.db\"\npriority = \"critical\"\n"
+        );
+        crate::config::from_str(&text, "patina.toml", Path::new("/srv"), &|_| None).unwrap()
+    }
+
+    /// A listing holding committed dumps taken at the given times.
+    fn inventory(dumps: &[(&str, &str)]) -> Inventory {
+        let mut objects = Vec::new();
+        for (db, at) in dumps {
+            let id = DumpId::new(*db, t(at));
+            for key in [id.data_key(Compression::Zstd), id.manifest_key()] {
+                objects.push(ObjectInfo {
+                    key,
+                    size: 100,
+                    last_modified: t(at),
+                });
+            }
+        }
+        Inventory::classify(objects)
+    }
+
+    fn known(inv: &Inventory) -> CatalogView {
+        CatalogView {
+            known_keys: inv.dumps.iter().map(|d| d.data.key.clone()).collect(),
+            ..CatalogView::default()
+        }
+    }
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.backups.iter().map(|b| b.database.as_str()).collect()
+    }
+
+    #[test]
+    fn new_databases_are_due_at_once_in_priority_then_file_order() {
+        let p = policy("");
+        let inv = inventory(&[]);
+        let plan = plan(&p, &inv, &[], &known(&inv), t("2026-11-18T12:00:00Z"));
+        assert_eq!(names(&plan), ["auth", "blog", "stats"]);
+        assert!(plan.backups.iter().all(|b| b.trigger == Trigger::CatchUp));
+        assert!(plan.backups[0].reason.contains("no committed backup"));
+    }
+
+    #[test]
+    fn due_after_a_fire_time_scheduled_when_on_time_catch_up_when_late() {
+        let p = policy("");
+        let inv = inventory(&[
+            ("auth", "2026-11-17T03:00:05Z"),
+            ("blog", "2026-11-18T03:00:05Z"),
+            ("stats", "2026-11-15T04:00:05Z"),
+        ]);
+        let view = known(&inv);
+        // 03:01 on the 18th: auth's 03:00 fire is newer than its backup; blog is done.
+        let on_time = plan(&p, &inv, &[], &view, t("2026-11-18T03:01:00Z"));
+        assert_eq!(names(&on_time), ["auth"]);
+        assert_eq!(on_time.backups[0].trigger, Trigger::Scheduled);
+        // Noon: still due, but now it is a catch-up (the daemon was not there at 03:00).
+        let late = plan(&p, &inv, &[], &view, t("2026-11-18T12:00:00Z"));
+        assert_eq!(names(&late), ["auth"]);
+        assert_eq!(late.backups[0].trigger, Trigger::CatchUp);
+        // Days later: one catch-up each, never one per missed fire.
+        let days = plan(&p, &inv, &[], &view, t("2026-11-25T12:00:00Z"));
+        assert_eq!(names(&days), ["auth", "blog", "stats"]);
+    }
+
+    #[test]
+    fn running_and_disabled_databases_are_not_planned() {
+        let mut p = policy("");
+        p.databases[2].enabled = false;
+        let inv = inventory(&[]);
+        let mut view = known(&inv);
+        view.running.insert("auth".into());
+        let plan = plan(&p, &inv, &[], &view, t("2026-11-18T12:00:00Z"));
+        assert_eq!(names(&plan), ["stats"]);
+    }
+
+    #[test]
+    fn failures_back_off_until_the_next_fire_time() {
+        let p = policy("");
+        let inv = inventory(&[
+            ("blog", "2026-11-18T03:00:05Z"),
+            ("stats", "2026-11-15T04:00:05Z"),
+        ]);
+        let mut view = known(&inv);
+        view.failures.insert(
+            "auth".into(),
+            FailureStreak {
+                count: 3,
+                last_at: t("2026-11-18T10:00:00Z"),
+            },
+        );
+        // 3 failures: wait 4 minutes.
+        let waiting = plan(&p, &inv, &[], &view, t("2026-11-18T10:03:00Z"));
+        assert!(names(&waiting).is_empty());
+        assert_eq!(waiting.deferred.len(), 1);
+        assert_eq!(waiting.deferred[0].until, Some(t("2026-11-18T10:04:00Z")));
+        assert_eq!(
+            names(&plan(&p, &inv, &[], &view, t("2026-11-18T10:04:00Z"))),
+            ["auth"]
+        );
+        // Many failures cap at an hour — but a new fire time makes it due regardless.
+        view.failures.get_mut("auth").unwrap().count = 30;
+        assert!(names(&plan(&p, &inv, &[], &view, t("2026-11-18T10:59:00Z"))).is_empty());
+        view.failures.get_mut("auth").unwrap().last_at = t("2026-11-19T02:59:00Z");
+        assert_eq!(
+            names(&plan(&p, &inv, &[], &view, t("2026-11-19T03:00:30Z")))[0],
+            "auth"
+        );
+        assert_eq!(backoff(1), Duration::minutes(1));
+        assert_eq!(backoff(2), Duration::minutes(2));
+        assert_eq!(backoff(7), Duration::hours(1));
+        assert_eq!(backoff(u32::MAX), Duration::hours(1));
+    }
+
+    #[test]
+    fn last_weeks_archive_is_due_after_the_archive_fire_and_waits_for_running_backups() {
+        let p = policy("");
+        // Week 2026-W46 is Nov 9–15; archive fires Sunday 04:00 (Nov 15 04:00 is inside the
+        // week, so the first run after the week ended is Nov 22 04:00).
+        let inv = inventory(&[
+            ("auth", "2026-11-10T03:00:00Z"),
+            ("blog", "2026-11-14T03:00:00Z"),
+            ("auth", "2026-11-22T03:00:00Z"),
+            ("blog", "2026-11-22T03:00:00Z"),
+            ("stats", "2026-11-22T04:00:00Z"),
+        ]);
+        let mut view = known(&inv);
+        let before = plan(&p, &inv, &[], &view, t("2026-11-22T03:59:00Z"));
+        assert!(before.archives.is_empty());
+        let due = plan(&p, &inv, &[], &view, t("2026-11-22T04:01:00Z"));
+        assert_eq!(due.archives.len(), 1, "{due:?}");
+        assert_eq!(due.archives[0].week.to_string(), "2026-W46");
+        assert_eq!(due.archives[0].dump_manifests.len(), 2);
+        view.running.insert("blog".into());
+        let waits = plan(&p, &inv, &[], &view, t("2026-11-22T04:01:00Z"));
+        assert!(waits.archives.is_empty());
+        assert!(
+            waits.deferred.iter().any(|d| d.reason.contains("blog")),
+            "{waits:?}"
+        );
+        // With the weekly tier off there are no archives at all.
+        let off = policy("[retention]\nweekly = \"off\"\n");
+        assert!(
+            plan(&off, &inv, &[], &known(&inv), t("2026-11-22T04:01:00Z"))
+                .archives
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn adoption_drift_and_debris_come_from_the_listing() {
+        let p = policy("");
+        let inv = inventory(&[("auth", "2026-11-18T03:00:00Z")]);
+        let mut view = CatalogView::default();
+        view.known_keys
+            .insert("daily/2026-11-17/auth/20261117T030000Z.sql.zst".into());
+        let mut with_debris = inv.clone();
+        with_debris.debris.push(ObjectInfo {
+            key: "daily/2026-11-18/blog/20261118T030000Z.sql.zst".into(),
+            size: 1,
+            last_modified: t("2026-11-18T03:00:00Z"),
+        });
+        let plan = plan(&p, &with_debris, &[], &view, t("2026-11-18T04:30:00Z"));
+        assert_eq!(plan.adoptions.len(), 1);
+        assert_eq!(plan.drift.len(), 1);
+        assert_eq!(plan.debris.len(), 1);
+        // Young debris may be an upload about to commit.
+        let early = super::plan(&p, &with_debris, &[], &view, t("2026-11-18T03:30:00Z"));
+        assert!(early.debris.is_empty());
+    }
+}

@@ -644,3 +644,40 @@ fn s3_backup_restore_verify_and_rebuild_through_a_real_s3_server() {
     assert!(!text(&o).contains("wrong-secret-value"), "{}", text(&o));
     drop(server);
 }
+
+#[test]
+fn plan_shows_what_would_happen_and_why_without_doing_it() {
+    let s = Setup::new("file://backups");
+    let o = s.patina(&["plan"]);
+    assert_code(&o, 0);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("backups (1):"), "{out}");
+    assert!(
+        out.contains("demo-app") && out.contains("no committed backup yet"),
+        "{out}"
+    );
+    assert!(
+        s.stored_dumps(".manifest.json").is_empty(),
+        "plan must not act"
+    );
+
+    assert_code(&s.patina(&["backup"]), 0);
+    let o = s.patina(&["plan"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing to do"),
+        "{}",
+        text(&o)
+    );
+
+    let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let o = s.patina(&["plan", "--at", &later, "--json"]);
+    assert_code(&o, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["backups"][0]["database"], "demo-app");
+    assert_eq!(plan["backups"][0]["trigger"], "catch-up");
+    assert_eq!(plan["backups"][0]["priority"], "critical");
+
+    let o = s.patina(&["plan", "--at", "someday"]);
+    assert_code(&o, 2);
+    assert!(text(&o).contains("--at \"someday\""), "{}", text(&o));
+}
