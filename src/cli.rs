@@ -195,25 +195,28 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 config: cli.config.clone(),
                 shutdown_grace,
             };
-            runtime()?
-                .block_on(crate::daemon::run(
-                    options,
-                    policy,
-                    backup::system_clock(),
-                    std::future::pending(),
-                ))
-                .map_err(|e| {
-                    let code = if matches!(e, crate::daemon::DaemonError::AlreadyRunning { .. }) {
-                        2
-                    } else {
-                        1
-                    };
-                    Failure {
-                        code,
-                        error: anyhow::Error::new(e),
-                        hint: None,
-                    }
-                })?;
+            let rt = runtime()?;
+            let result = rt.block_on(crate::daemon::run(
+                options,
+                policy,
+                backup::system_clock(),
+                std::future::pending(),
+            ));
+            // Do not wait for an aborted dump's blocking thread: its upload is gone and no
+            // manifest will be written.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            result.map_err(|e| {
+                let code = if matches!(e, crate::daemon::DaemonError::AlreadyRunning { .. }) {
+                    2
+                } else {
+                    1
+                };
+                Failure {
+                    code,
+                    error: anyhow::Error::new(e),
+                    hint: None,
+                }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { at, json } => {

@@ -460,9 +460,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with_grace(dir, "5s")
+    }
+
+    fn start_with_grace(dir: &Path, grace: &str) -> Daemon {
         let log = dir.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(env!("CARGO_BIN_EXE_patina"))
-            .args(["run", "--shutdown-grace", "5s"])
+            .args(["run", "--shutdown-grace", grace])
             .current_dir(dir)
             .env_remove("PATINA_CONFIG")
             .env("PATINA_LOG", "info")
@@ -663,4 +667,39 @@ fn a_killed_daemon_restarts_into_a_consistent_catalog() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+}
+
+#[test]
+fn sigterm_past_the_grace_period_aborts_a_backup_without_committing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    // Big enough that dumping it takes seconds: 120 MB of random blobs (hex doubles them).
+    let made = Command::new("sqlite3")
+        .arg(p.join("big.db"))
+        .arg(
+            "CREATE TABLE b(x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n \
+             WHERE i < 120000) INSERT INTO b SELECT randomblob(1000) FROM n;",
+        )
+        .status()
+        .expect("the sqlite3 program is required: apt-get install -y sqlite3");
+    assert!(made.success());
+    let text = policy_text("file://backups", &[("big", "critical", "0 3 * * *")], "");
+    std::fs::write(p.join("patina.toml"), &text).unwrap();
+    let mut d = Daemon::start_with_grace(p, "0s");
+    wait_for("the backup to start", &d, || {
+        d.log().contains("backup started")
+    });
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0), "{}", d.log());
+    assert!(d.log().contains("were aborted"), "{}", d.log());
+    assert_eq!(
+        manifests_of(p, "big"),
+        0,
+        "an aborted backup must not be committed"
+    );
+    let c = rusqlite::Connection::open(p.join(".patina/patina.db")).unwrap();
+    let status: String = c
+        .query_row("SELECT status FROM backup_jobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
 }
