@@ -373,10 +373,10 @@ async fn backup_now(
         catalog: Arc::new(Mutex::new(catalog)),
         clock: backup::system_clock(),
     };
-    let observer: Arc<dyn Observer> = if show_progress() {
-        Arc::new(Bars::new(&names))
-    } else {
-        Arc::new(LogLines)
+    let bars = show_progress().then(|| Arc::new(Bars::new(&names)));
+    let observer: Arc<dyn Observer> = match &bars {
+        Some(b) => Arc::clone(b) as Arc<dyn Observer>,
+        None => Arc::new(LogLines),
     };
     let report = backup::run_job(
         &ctx,
@@ -390,6 +390,10 @@ async fn backup_now(
     )
     .await
     .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    if let Some(bars) = bars {
+        // The summary below replaces the bars.
+        bars.multi.clear().ok();
+    }
     for (name, outcome) in &report.results {
         match outcome {
             Ok(m) => println!(
@@ -457,7 +461,7 @@ impl Observer for LogLines {
 /// One progress bar per database, on a terminal.
 struct Bars {
     bars: Vec<(String, ProgressBar)>,
-    _multi: MultiProgress,
+    multi: MultiProgress,
 }
 
 impl Bars {
@@ -477,10 +481,7 @@ impl Bars {
                 (n.clone(), bar)
             })
             .collect();
-        Bars {
-            bars,
-            _multi: multi,
-        }
+        Bars { bars, multi }
     }
 
     fn bar(&self, database: &str) -> Option<&ProgressBar> {
@@ -507,7 +508,11 @@ impl Observer for Bars {
     fn finished(&self, database: &str, outcome: &Result<Manifest, BackupError>) {
         if let Some(b) = self.bar(database) {
             match outcome {
-                Ok(m) => b.finish_with_message(format!("done, {}", human_bytes(m.size))),
+                Ok(m) => {
+                    b.set_length(m.row_count);
+                    b.set_position(m.row_count);
+                    b.finish_with_message(format!("done, {}", human_bytes(m.size)))
+                }
                 Err(_) => b.abandon_with_message("failed"),
             }
         }
