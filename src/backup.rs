@@ -99,6 +99,8 @@ pub enum BackupError {
 /// A request for one job.
 #[derive(Debug, Clone)]
 pub struct JobRequest {
+    /// The job's id; one is generated when `None`.
+    pub job_id: Option<String>,
     /// Database names; each must be declared in the policy.
     pub databases: Vec<String>,
     pub trigger: Trigger,
@@ -142,7 +144,10 @@ pub async fn run_job_limited(
     observer: Arc<dyn Observer>,
     permits: Option<Arc<tokio::sync::Semaphore>>,
 ) -> Result<JobReport, CatalogError> {
-    let job_id = uuid::Uuid::new_v4().to_string();
+    let job_id = request
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let started_at = (ctx.clock)();
     // Owned copies: the job's futures must not borrow from a temporary iterator (they are
     // spawned by the daemon, and rustc cannot prove borrowed closures general enough).

@@ -381,6 +381,7 @@ async fn backup_now(
     let report = backup::run_job(
         &ctx,
         JobRequest {
+            job_id: None,
             databases: names,
             trigger: Trigger::Manual,
             initiated_by: Some(format!("cli:{}", whoami())),

@@ -61,6 +61,53 @@ pub struct PassReport {
 struct State {
     policy: Arc<Policy>,
     store: Store,
+    last_pass: Option<PassSummary>,
+    last_success: Option<DateTime<Utc>>,
+}
+
+/// The outcome of the last pass, for health checks, metrics and the status page.
+#[derive(Debug, Clone)]
+pub struct PassSummary {
+    pub at: DateTime<Utc>,
+    pub duration: Duration,
+    /// `None` when the pass succeeded; the listing or catalog error otherwise.
+    pub error: Option<String>,
+    /// What the last successful listing held.
+    pub inventory: InventoryStats,
+}
+
+/// Counts and bytes of what storage holds, by tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InventoryStats {
+    pub daily_objects: u64,
+    pub daily_bytes: u64,
+    pub weekly_objects: u64,
+    pub weekly_bytes: u64,
+    pub debris_objects: u64,
+    pub foreign_objects: u64,
+}
+
+impl InventoryStats {
+    pub fn of(inv: &Inventory) -> InventoryStats {
+        InventoryStats {
+            daily_objects: inv.dumps.len() as u64,
+            daily_bytes: inv.dumps.iter().map(|d| d.data.size).sum(),
+            weekly_objects: inv.archives.len() as u64,
+            weekly_bytes: inv.archives.iter().map(|a| a.data.size).sum(),
+            debris_objects: inv.debris.len() as u64,
+            foreign_objects: inv.foreign.len() as u64,
+        }
+    }
+}
+
+/// A consistent view of the reconciler's state.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub running: BTreeSet<String>,
+    pub archiving: bool,
+    pub last_pass: Option<PassSummary>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub requests: crate::store::RequestCounts,
 }
 
 /// Runs reconcile passes and owns the background jobs they start.
@@ -87,7 +134,12 @@ impl Reconciler {
     ) -> Reconciler {
         let concurrency = policy.daemon.concurrency.max(1);
         Reconciler {
-            state: Mutex::new(State { policy, store }),
+            state: Mutex::new(State {
+                policy,
+                store,
+                last_pass: None,
+                last_success: None,
+            }),
             catalog,
             clock,
             running: Arc::new(Mutex::new(BTreeSet::new())),
@@ -131,6 +183,18 @@ impl Reconciler {
     /// The storage the next pass uses.
     pub fn store(&self) -> Store {
         self.state.lock().expect("state lock").store.clone()
+    }
+
+    /// The reconciler's state now.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.state.lock().expect("state lock");
+        Snapshot {
+            running: self.running(),
+            archiving: self.archiving.load(Ordering::SeqCst),
+            last_pass: state.last_pass.clone(),
+            last_success: state.last_success,
+            requests: state.store.requests(),
+        }
     }
 
     /// Databases with a backup running now.
@@ -215,7 +279,33 @@ impl Reconciler {
 
     /// One reconcile pass: plan, then act. Backups and archives start in the background.
     pub async fn run_once(&self) -> Result<PassReport, ReconcileError> {
-        let (plan, _inventory, requests) = self.plan().await?;
+        let started = std::time::Instant::now();
+        let at = (self.clock)();
+        let result = self.pass().await;
+        let mut state = self.state.lock().expect("state lock");
+        let inventory = match &result {
+            Ok((_, stats)) => *stats,
+            Err(_) => state
+                .last_pass
+                .as_ref()
+                .map(|p| p.inventory)
+                .unwrap_or_default(),
+        };
+        state.last_pass = Some(PassSummary {
+            at,
+            duration: started.elapsed(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            inventory,
+        });
+        if result.is_ok() {
+            state.last_success = Some(at);
+        }
+        result.map(|(report, _)| report)
+    }
+
+    async fn pass(&self) -> Result<(PassReport, InventoryStats), ReconcileError> {
+        let (plan, inventory, requests) = self.plan().await?;
+        let stats = InventoryStats::of(&inventory);
         let policy = self.policy();
         let store = self.store();
         let now = (self.clock)();
@@ -297,6 +387,7 @@ impl Reconciler {
             report.backups_started += databases.len();
             self.start_job(
                 JobRequest {
+                    job_id: None,
                     databases,
                     trigger,
                     initiated_by: Some("daemon".into()),
@@ -323,17 +414,22 @@ impl Reconciler {
             tracing::warn!(error = %e, "reconcile action failed");
         }
         report.plan = plan;
-        Ok(report)
+        Ok((report, stats))
     }
 
     /// Start a backup job in the background (also used for manual triggers). Databases that
-    /// already have a job running are left out; returns the ones started.
+    /// already have a job running are left out; returns the job id and the databases started
+    /// (none: nothing was started).
     pub async fn start_job(
         &self,
         mut request: JobRequest,
         policy: Arc<Policy>,
         store: Store,
-    ) -> Vec<String> {
+    ) -> (String, Vec<String>) {
+        let job_id = request
+            .job_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone();
         {
             let mut running = self.running.lock().expect("running lock");
             request.databases.retain(|d| !running.contains(d));
@@ -341,7 +437,7 @@ impl Reconciler {
         }
         let started = request.databases.clone();
         if started.is_empty() {
-            return started;
+            return (job_id, started);
         }
         let ctx = backup::Context {
             policy,
@@ -368,7 +464,7 @@ impl Reconciler {
             }
             drop(guard);
         });
-        started
+        (job_id, started)
     }
 
     async fn start_archive(

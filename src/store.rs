@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::path::Path as FsPath;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -81,6 +82,37 @@ pub struct Store {
     prefix: String,
     /// Display base without the prefix: `s3://bucket/`, `file:///abs/path/`, `memory://`.
     base: String,
+    /// Requests made through this store (and its clones), by operation.
+    requests: Arc<RequestCounters>,
+}
+
+/// Storage requests by operation (R2 and S3 bill them; LIST is the expensive class).
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    list: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
+    delete: AtomicU64,
+}
+
+/// A snapshot of [`RequestCounters`]: `(operation, count)` pairs.
+pub type RequestCounts = [(&'static str, u64); 5];
+
+impl RequestCounters {
+    fn count(&self, op: &AtomicU64) {
+        op.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RequestCounts {
+        [
+            ("list", self.list.load(Ordering::Relaxed)),
+            ("get", self.get.load(Ordering::Relaxed)),
+            ("head", self.head.load(Ordering::Relaxed)),
+            ("put", self.put.load(Ordering::Relaxed)),
+            ("delete", self.delete.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 impl fmt::Debug for Store {
@@ -191,6 +223,7 @@ impl Store {
             inner,
             prefix: normalize_prefix(prefix),
             base: "memory://".into(),
+            requests: Arc::default(),
         }
     }
 
@@ -241,6 +274,7 @@ impl Store {
             inner,
             prefix,
             base,
+            requests: Arc::default(),
         })
     }
 
@@ -310,6 +344,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Requests made through this store and its clones so far.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
+    }
+
     /// Full display location of a key (`s3://bucket/prefix/key`), for messages.
     pub fn location(&self, key: &str) -> String {
         format!("{}{}{key}", self.base, self.prefix)
@@ -318,6 +357,7 @@ impl Store {
     /// Put a small object whole. With `create_only`, fail with `AlreadyExists` if present.
     pub async fn put(&self, key: &str, bytes: Bytes, create_only: bool) -> Result<(), StoreError> {
         const OP: &str = "put";
+        self.requests.count(&self.requests.put);
         let path = self.path(OP, key)?;
         let mode = if create_only {
             PutMode::Create
@@ -393,6 +433,8 @@ impl Store {
             None => return Err(self.abandoned(key)),
         };
 
+        // Create, one per part, complete: counted as puts (the class R2 bills them in).
+        self.requests.count(&self.requests.put);
         let upload = self
             .inner
             .put_multipart(&path)
@@ -415,6 +457,7 @@ impl Store {
                     .map_err(|e| self.error(OP, key, e))?;
                 match rx.recv().await {
                     Some(Chunk::Data(part)) => {
+                        self.requests.count(&self.requests.put);
                         size += part.len() as u64;
                         writer.put(part);
                     }
@@ -426,6 +469,10 @@ impl Store {
         .await;
         match pumped {
             Ok(()) => {
+                // first two parts + completion
+                for _ in 0..3 {
+                    self.requests.count(&self.requests.put);
+                }
                 // `finish` aborts the multipart upload itself when a part or the completion fails.
                 writer.finish().await.map_err(|e| self.error(OP, key, e))?;
                 Ok(size)
@@ -452,6 +499,7 @@ impl Store {
         bytes: Bytes,
     ) -> Result<u64, StoreError> {
         let size = bytes.len() as u64;
+        self.requests.count(&self.requests.put);
         self.inner
             .put(path, bytes.into())
             .await
@@ -461,6 +509,7 @@ impl Store {
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         const OP: &str = "get";
+        self.requests.count(&self.requests.get);
         let path = self.path(OP, key)?;
         let result = self
             .inner
@@ -476,6 +525,7 @@ impl Store {
         key: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
         const OP: &str = "get";
+        self.requests.count(&self.requests.get);
         let path = self.path(OP, key)?;
         let result = self
             .streaming
@@ -496,6 +546,7 @@ impl Store {
     /// `None` when absent.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         const OP: &str = "head";
+        self.requests.count(&self.requests.head);
         let path = self.path(OP, key)?;
         match self.inner.head(&path).await {
             Ok(meta) => Ok(Some(ObjectInfo {
@@ -514,6 +565,7 @@ impl Store {
     /// `daily/2026-11-22/…`. Keys come back relative to the store's prefix, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         const OP: &str = "list objects in";
+        self.requests.count(&self.requests.list);
         let full = format!("{}{prefix}", self.prefix);
         // object_store lists whole path segments: list the folder, then filter by the rest.
         let folder = &full[..full.rfind('/').map_or(0, |i| i + 1)];
@@ -544,6 +596,7 @@ impl Store {
     /// Delete; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         const OP: &str = "delete";
+        self.requests.count(&self.requests.delete);
         let path = self.path(OP, key)?;
         match self.inner.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
