@@ -163,13 +163,13 @@ pub async fn run(
         "patina daemon started"
     );
     let policy = Arc::new(policy);
-    let reconciler = Reconciler::new(
+    let reconciler = Arc::new(Reconciler::new(
         Arc::clone(&policy),
         store,
         Arc::clone(&catalog),
         Arc::clone(&clock),
         Arc::new(LogObserver),
-    );
+    ));
 
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
     let _watcher = watch_config(&options.config, changed_tx)?;
