@@ -27,10 +27,18 @@ use crate::restore::{self, At};
 use crate::source::sqlite::Progress;
 use crate::store::Store;
 
+/// `0.1.0 (commit 0123456789ab)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PATINA_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "patina",
-    version,
+    version = VERSION,
     about = "Declarative backups of SQLite and Cloudflare D1 databases to object storage",
     long_about = "Patina backs up the databases declared in patina.toml as deterministic SQL \
                   dumps (compressed, checksummed) to a local folder, Cloudflare R2 or any S3, \
@@ -48,8 +56,25 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// Log format on stderr: `text` for people, `json` (one object per line) for collectors.
+    /// The level filter is read from PATINA_LOG (e.g. `info`, `patina=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "PATINA_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +144,13 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `patina man > /usr/local/share/man/man1/patina.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,7 +195,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
@@ -176,15 +208,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATINA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
@@ -274,6 +310,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
             runtime()?.block_on(verify_cmd(policy, names))
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "patina", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .context("write the completions")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("write the manual page")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Catalog {
             command: CatalogCommand::Rebuild,

@@ -22,3 +22,4 @@ pub mod retention;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod systemd;

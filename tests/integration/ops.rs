@@ -1,0 +1,158 @@
+//! Running Patina in production: the systemd unit, version, completions, manual page, logs.
+
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn patina(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_patina"))
+        .args(args)
+        .env_remove("PATINA_CONFIG")
+        .env_remove("PATINA_LOG_FORMAT")
+        .current_dir(ROOT)
+        .output()
+        .unwrap()
+}
+
+fn systemd_analyze() -> &'static str {
+    let ok = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "systemd-analyze is required (apt-get install -y systemd)"
+    );
+    "systemd-analyze"
+}
+
+/// The shipped unit, with ExecStart pointing at this build (verify checks the binary exists).
+fn unit_for_this_build(dir: &Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(Path::new(ROOT).join("examples/systemd/patina.service"))
+        .unwrap()
+        .replace("/usr/local/bin/patina", env!("CARGO_BIN_EXE_patina"));
+    let path = dir.join("patina.service");
+    std::fs::write(&path, unit).unwrap();
+    path
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_well_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_for_this_build(dir.path());
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=patina",
+        "EnvironmentFile=-/etc/patina/patina.env",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ] {
+        assert!(text.contains(line), "the unit lacks {line}");
+    }
+    let verify = Command::new(systemd_analyze())
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new(systemd_analyze())
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&security.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no rating in:\n{out}"));
+    let score: f64 = line
+        .split("level for patina.service:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the score from {line:?}"));
+    // systemd rates 0–2 "OK" (anything above is MEDIUM, EXPOSED or UNSAFE).
+    assert!(score <= 2.0, "{line}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let o = patina(&["--version"]);
+    assert!(o.status.success());
+    let v = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        v.starts_with(&format!("patina {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+}
+
+#[test]
+fn completions_and_manual_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = patina(&["completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        let script = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            script.contains("restore") && script.contains("catalog"),
+            "{shell}"
+        );
+    }
+    let bad = patina(&["completions", "cmd.exe"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = patina(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        page.contains(".TH patina 1") && page.contains("restore"),
+        "{page}"
+    );
+}
+
+#[test]
+fn json_logs_carry_one_event_per_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(ROOT).join("examples/data/demo-app.db"),
+        dir.path().join("demo.db"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("patina.toml"),
+        "[storage]\nurl = \"file://backups\"\n[priorities.critical]\nschedule = \"0 3 * * *\"\n\
+         [[database]]\nname = \"demo\"\nkind = \"sqlite\"\npath = \"demo.db\"\npriority = \"critical\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_patina"))
+        .args(["backup", "--log-format", "json"])
+        .current_dir(dir.path())
+        .env_remove("PATINA_CONFIG")
+        .env("PATINA_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8(o.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let committed = events
+        .iter()
+        .find(|e| e["message"] == "backup committed")
+        .expect("a backup committed event");
+    assert_eq!(committed["database"], "demo");
+    assert!(committed["size"].as_u64().unwrap() > 0);
+    assert!(committed["seconds"].as_f64().is_some());
+    assert_eq!(committed["level"], "INFO");
+}
