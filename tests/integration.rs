@@ -8,6 +8,7 @@ mod integration {
     mod config;
     mod daemon;
     mod dump;
+    mod dump_props;
     mod ops;
     mod store;
 }
