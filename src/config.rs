@@ -619,6 +619,9 @@ struct Cx<'t> {
     problems: Vec<(usize, ConfigProblem)>,
     /// Paths with a problem already: no follow-on problems for them.
     broken: HashSet<String>,
+    /// Values read from the environment: never echoed in a problem (a secret put in the
+    /// wrong key must not end up in a log).
+    from_env: Vec<String>,
 }
 
 enum At {
@@ -637,6 +640,7 @@ impl<'t> Cx<'t> {
             positions: HashMap::new(),
             problems: Vec::new(),
             broken: HashSet::new(),
+            from_env: Vec::new(),
         }
     }
 
@@ -703,6 +707,21 @@ impl<'t> Cx<'t> {
 
     fn finish(self, policy: Option<Policy>) -> Result<Policy, ConfigError> {
         let mut problems = self.problems;
+        // Mask environment-provided text (long enough to be a credential) in every message.
+        let mut from_env: Vec<&String> = self.from_env.iter().filter(|v| v.len() >= 6).collect();
+        from_env.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for (_, p) in &mut problems {
+            for value in &from_env {
+                if p.message.contains(value.as_str()) {
+                    p.message = p.message.replace(value.as_str(), "***");
+                }
+                if let Some(hint) = &mut p.hint
+                    && hint.contains(value.as_str())
+                {
+                    *hint = hint.replace(value.as_str(), "***");
+                }
+            }
+        }
         match policy {
             Some(policy) if problems.is_empty() => Ok(policy),
             _ => {
@@ -816,7 +835,10 @@ impl<'t> Cx<'t> {
                     return s.to_string();
                 }
                 match env(name) {
-                    Some(value) => out.push_str(&value),
+                    Some(value) => {
+                        out.push_str(&value);
+                        self.from_env.push(value);
+                    }
                     None => missing.push(name.to_string()),
                 }
                 rest = &tail[end + 1..];

@@ -6,9 +6,11 @@ mod integration {
     mod archive;
     mod cli;
     mod config;
+    mod crash;
     mod daemon;
     mod dump;
     mod dump_props;
+    mod hostile;
     mod ops;
     mod store;
 }
