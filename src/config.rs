@@ -1991,6 +1991,173 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// The policy reference (`docs/policy.md`), generated from the same schema editors use, so the
+/// documentation cannot drift from the parser: every section and key with its type, default and
+/// description.
+pub fn reference_markdown() -> String {
+    use std::fmt::Write as _;
+    let schema = json_schema();
+    let defs = schema.get("$defs").cloned().unwrap_or(Json::Null);
+    let resolve = |v: &Json| -> Json {
+        match v.get("$ref").and_then(Json::as_str) {
+            Some(r) => {
+                let name = r.trim_start_matches("#/$defs/");
+                let mut target = defs.get(name).cloned().unwrap_or(Json::Null);
+                // Keep the referring property's own description and default.
+                if let (Json::Object(t), Json::Object(src)) = (&mut target, v) {
+                    for key in ["description", "default"] {
+                        if let Some(x) = src.get(key) {
+                            t.insert(key.into(), x.clone());
+                        }
+                    }
+                }
+                target
+            }
+            None => v.clone(),
+        }
+    };
+    let kind = |v: &Json| -> String {
+        let v = resolve(v);
+        if let Some(values) = v.get("enum").and_then(Json::as_array) {
+            return values
+                .iter()
+                .map(|x| format!("`{}`", x.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" \\| ");
+        }
+        if let Some(alts) = v.get("oneOf").and_then(Json::as_array) {
+            let consts: Vec<String> = alts
+                .iter()
+                .filter_map(|a| a.get("const").and_then(Json::as_str))
+                .map(|c| format!("`{c}`"))
+                .collect();
+            if !consts.is_empty() {
+                return consts.join(" \\| ");
+            }
+        }
+        match v.get("type") {
+            Some(Json::String(t)) if t == "array" => {
+                let item = v.get("items").map(&resolve);
+                let inner = item
+                    .as_ref()
+                    .and_then(|i| i.get("type"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("value");
+                format!("array of {inner}")
+            }
+            Some(Json::String(t)) if t == "object" => "table".into(),
+            Some(Json::String(t)) => t.clone(),
+            _ => "value".into(),
+        }
+    };
+    let default = |v: &Json| -> String {
+        match v.get("default") {
+            None => "—".into(),
+            Some(Json::String(s)) => format!("`\"{s}\"`"),
+            Some(other) => format!("`{other}`"),
+        }
+    };
+    let cell = |s: &str| s.replace('\n', " ").replace('|', "\\|");
+    let mut out = String::new();
+    out.push_str(
+        "# Policy reference\n\n\
+         Every key of `patina.toml`, generated from the schema (`schemas/patina.schema.json`) by \
+         `config::reference_markdown`; a test fails when this file drifts. Strings may read the \
+         environment with `${VAR}` (`$${` is a literal `${`); relative paths are resolved against \
+         the policy file's directory. Durations: `30s 15m 2h 7d 12w`, and `12mo` (calendar \
+         months) for retention. Schedules: 5-field cron (`minute hour day-of-month month \
+         day-of-week`, Sunday is 0 or 7 or `SUN`) or `@hourly @daily @weekly @monthly @yearly`, \
+         read in `[daemon] timezone`; a job in a DST gap runs once, at the first instant after \
+         it. Unknown keys are errors.\n",
+    );
+    let props = schema
+        .get("properties")
+        .and_then(Json::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let order = [
+        ("daemon", "[daemon]"),
+        ("storage", "[storage]"),
+        ("priorities", "[priorities.<level>]"),
+        ("retention", "[retention]"),
+        ("cloudflare", "[cloudflare]"),
+        ("database", "[[database]]"),
+        ("alerts", "[alerts]"),
+        ("alert", "[[alert]]"),
+    ];
+    for (key, title) in order {
+        let Some(section) = props.get(key) else {
+            continue;
+        };
+        let mut section = resolve(section);
+        if let Some(items) = section.get("items") {
+            let description = section.get("description").cloned();
+            section = resolve(items);
+            if let (Some(d), Json::Object(m)) = (description, &mut section) {
+                m.insert("description".into(), d);
+            }
+        }
+        if key == "priorities" {
+            // Each level holds the same table; document the level names and the table once.
+            let levels: Vec<String> = section
+                .get("properties")
+                .and_then(Json::as_object)
+                .map(|m| m.keys().map(|k| format!("`{k}`")).collect())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "\n## `{title}`\n\n{} Levels: {}.\n",
+                cell(
+                    section
+                        .get("description")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                ),
+                levels.join(", ")
+            );
+            section = defs.get("Priority").cloned().unwrap_or(Json::Null);
+        } else {
+            let _ = writeln!(
+                out,
+                "\n## `{title}`\n\n{}\n",
+                cell(
+                    section
+                        .get("description")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                )
+            );
+        }
+        let required: Vec<&str> = section
+            .get("required")
+            .and_then(Json::as_array)
+            .map(|r| r.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        out.push_str("| key | type | default | description |\n|---|---|---|---|\n");
+        if let Some(fields) = section.get("properties").and_then(Json::as_object) {
+            for (name, field) in fields {
+                let d = if required.contains(&name.as_str()) {
+                    "required".to_string()
+                } else {
+                    default(field)
+                };
+                let _ = writeln!(
+                    out,
+                    "| `{name}` | {} | {d} | {} |",
+                    kind(field),
+                    cell(
+                        field
+                            .get("description")
+                            .and_then(Json::as_str)
+                            .unwrap_or_default()
+                    )
+                );
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

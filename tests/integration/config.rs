@@ -271,3 +271,18 @@ fn the_checked_in_schema_is_current() {
          `cargo run -- schema > schemas/patina.schema.json`"
     );
 }
+
+#[test]
+fn the_policy_reference_is_generated_from_the_schema() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/policy.md");
+    let generated = patina::config::reference_markdown();
+    if std::env::var_os("PATINA_UPDATE_DOCS").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        std::fs::write(path, &generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "docs/policy.md is out of date: regenerate with `PATINA_UPDATE_DOCS=1 cargo test --test integration policy_reference`"
+    );
+}
