@@ -10,6 +10,7 @@ mod integration {
     mod daemon;
     mod dump;
     mod dump_props;
+    mod faults;
     mod hostile;
     mod ops;
     mod store;
