@@ -47,7 +47,7 @@ fn policy_text(dbs: &[&str], sinks: &str) -> String {
     let mut s = String::from(
         "[daemon]\ntick = \"1s\"\n\n[storage]\nurl = \"file://backups\"\n\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n\n[alerts]\nstale_after = 2\n\
-         max_duration = \"45m\"\nsize_deviation = 0.5\n\n",
+         max_duration = \"45m\"\nsize_deviation = 0.5\ndaily_summary = \"0 8 * * *\"\n\n",
     );
     s.push_str(sinks);
     for name in dbs {
@@ -607,6 +607,40 @@ async fn a_job_running_past_max_duration_alerts_while_running_once() {
     assert_eq!(
         embed["description"],
         "backup job long-job has been running for 45m 1s (limit 45m)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_summary_is_sent_once_per_fire_with_every_database() {
+    let rx = Receiver::start().await;
+    let sinks = sink("ops", "webhook", &rx.url("/ops"), &["summary"]);
+    let w = World::new(&["alpha", "ghost"], &["ghost"], &sinks, fast()).await;
+    w.job("job-1", &["alpha", "ghost"]).await;
+    // Starting after today's 08:00 would not send yesterday's summary: the first tick only
+    // sets the baseline.
+    w.alerts.evaluate();
+    w.clock.set(t("2026-11-22T08:00:00Z"));
+    for _ in 0..5 {
+        w.alerts.evaluate();
+        w.clock.advance(chrono::Duration::minutes(1));
+    }
+    w.settle().await;
+    let got = rx.to("/ops");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["type"], "daily_summary");
+    assert_eq!(body["jobs"], 1);
+    assert_eq!(body["failedJobs"], 1);
+    assert_eq!(
+        body["databases"],
+        json!([
+            {"database": "alpha", "lastSuccess": T0, "size": format_bytes(w.size_of("alpha")), "trend": "—"},
+            {"database": "ghost", "lastSuccess": null, "size": null, "trend": "—"},
+        ])
+    );
+    assert_eq!(
+        body["abnormal"],
+        json!(["ghost failing since 2026-11-22T03:00:00Z"])
     );
 }
 
