@@ -114,6 +114,25 @@ const MIGRATIONS: &[&str] = &[
       detail TEXT
     );
     "#,
+    // 3: alert deliveries: one row per attempt (DESIGN §9).
+    r#"
+    CREATE TABLE alert_deliveries (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      sink TEXT NOT NULL,                 -- the [[alert]] name
+      sink_kind TEXT NOT NULL,            -- webhook | discord | slack | healthchecks
+      event TEXT NOT NULL,                -- failure | success | … | start | test
+      state TEXT NOT NULL,                -- firing | reminder | resolved
+      dedup_key TEXT NOT NULL,
+      attempt INTEGER NOT NULL,           -- 1, 2, …
+      result TEXT NOT NULL,               -- success | retry | failure (the last two: final)
+      status_code INTEGER,                -- HTTP status, when there was a response
+      error TEXT,                         -- never contains the URL or header values
+      queued_at INTEGER NOT NULL,
+      attempted_at INTEGER NOT NULL
+    );
+    CREATE INDEX idx_alert_deliveries_at ON alert_deliveries(attempted_at DESC);
+    CREATE INDEX idx_alert_deliveries_key ON alert_deliveries(dedup_key);
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -214,6 +233,39 @@ pub struct JobRow {
     pub total_size_bytes: i64,
     pub duration_ms: Option<i64>,
     pub error_message: Option<String>,
+}
+
+/// One attempt to deliver an alert, as recorded.
+#[derive(Debug, Clone)]
+pub struct AlertAttempt<'a> {
+    pub sink: &'a str,
+    pub sink_kind: &'a str,
+    pub event: &'a str,
+    pub state: &'a str,
+    pub dedup_key: &'a str,
+    pub attempt: u32,
+    /// `success`, `retry` (another attempt follows) or `failure` (given up).
+    pub result: &'a str,
+    pub status_code: Option<u16>,
+    pub error: Option<&'a str>,
+    pub queued_at: DateTime<Utc>,
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// An alert delivery attempt read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertAttemptRow {
+    pub sink: String,
+    pub sink_kind: String,
+    pub event: String,
+    pub state: String,
+    pub dedup_key: String,
+    pub attempt: u32,
+    pub result: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub queued_at: i64,
+    pub attempted_at: i64,
 }
 
 impl Catalog {
@@ -640,6 +692,139 @@ impl Catalog {
             )
             .map_err(self.q("record a reload"))?;
         Ok(())
+    }
+
+    /// Record one attempt to deliver an alert.
+    pub fn record_alert_attempt(&self, a: &AlertAttempt<'_>) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO alert_deliveries (sink, sink_kind, event, state, dedup_key, attempt,
+                   result, status_code, error, queued_at, attempted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    a.sink,
+                    a.sink_kind,
+                    a.event,
+                    a.state,
+                    a.dedup_key,
+                    a.attempt as i64,
+                    a.result,
+                    a.status_code.map(i64::from),
+                    a.error,
+                    a.queued_at.timestamp(),
+                    a.attempted_at.timestamp()
+                ],
+            )
+            .map_err(self.q("record an alert delivery"))?;
+        Ok(())
+    }
+
+    /// The most recent alert delivery attempts, newest first.
+    pub fn alert_attempts(&self, limit: usize) -> Result<Vec<AlertAttemptRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sink, sink_kind, event, state, dedup_key, attempt, result, status_code,
+                        error, queued_at, attempted_at
+                 FROM alert_deliveries ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.q("list alert deliveries"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(AlertAttemptRow {
+                    sink: r.get(0)?,
+                    sink_kind: r.get(1)?,
+                    event: r.get(2)?,
+                    state: r.get(3)?,
+                    dedup_key: r.get(4)?,
+                    attempt: r.get::<_, i64>(5)? as u32,
+                    result: r.get(6)?,
+                    status_code: r.get::<_, Option<i64>>(7)?.map(|c| c as u16),
+                    error: r.get(8)?,
+                    queued_at: r.get(9)?,
+                    attempted_at: r.get(10)?,
+                })
+            })
+            .map_err(self.q("list alert deliveries"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("list alert deliveries"))
+    }
+
+    /// Final delivery outcomes counted by (sink, event, result) over the whole history — the
+    /// same numbers as `patina_alerts_sent_total`, surviving restarts. `result` is `success`
+    /// or `failure` (retries are attempts, not outcomes).
+    pub fn alert_sent_counts(&self) -> Result<Vec<(String, String, String, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sink, event, result, count(*) FROM alert_deliveries
+                 WHERE result IN ('success', 'failure')
+                 GROUP BY sink, event, result ORDER BY sink, event, result",
+            )
+            .map_err(self.q("count alert deliveries"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+            })
+            .map_err(self.q("count alert deliveries"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("count alert deliveries"))
+    }
+
+    /// Sizes of a database's newest daily dumps (deleted by retention or not), newest first,
+    /// leaving out `except` (the dump being judged).
+    pub fn recent_dump_sizes(
+        &self,
+        database: &str,
+        except: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<u64>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT size_bytes FROM backup_inventory
+                 WHERE database_name = ?1 AND tier = 'daily' AND (?2 IS NULL OR r2_key != ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?3",
+            )
+            .map_err(self.q("read dump sizes"))?;
+        let rows = stmt
+            .query_map(params![database, except, limit as i64], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(self.q("read dump sizes"))?;
+        rows.map(|r| r.map(|s| s as u64))
+            .collect::<Result<_, _>>()
+            .map_err(self.q("read dump sizes"))
+    }
+
+    /// The newest committed (not deleted) backup of each database: (completed at, size).
+    pub fn latest_backups(&self) -> Result<BTreeMap<String, (DateTime<Utc>, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT database_name, created_at, size_bytes FROM backup_inventory i
+                 WHERE deleted_at IS NULL AND tier = 'daily' AND created_at =
+                   (SELECT max(created_at) FROM backup_inventory j
+                    WHERE j.database_name = i.database_name AND j.deleted_at IS NULL
+                      AND j.tier = 'daily')",
+            )
+            .map_err(self.q("read latest backups"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(self.q("read latest backups"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (db, at, size) = row.map_err(self.q("read latest backups"))?;
+            let at = DateTime::<Utc>::from_timestamp(at, 0).unwrap_or_default();
+            out.insert(db, (at, size as u64));
+        }
+        Ok(out)
     }
 
     /// Fill an empty catalog from manifests alone (`patina catalog rebuild`): the inventory,

@@ -85,6 +85,18 @@ enum Command {
         /// How long running backups may finish after SIGTERM before they are aborted.
         #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
         shutdown_grace: Duration,
+        /// How long one alert delivery request may take.
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+        alert_timeout: Duration,
+        /// The wait before an alert delivery's second try (doubling for each further try, up
+        /// to three tries).
+        #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_duration)]
+        alert_retry_backoff: Duration,
+    },
+    /// Send alerts by hand.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
     },
     /// Show what the daemon would do now (or at --at), and why, without doing it.
     Plan {
@@ -151,6 +163,17 @@ enum Command {
     },
     /// Print the manual page (roff) to stdout: `patina man > /usr/local/share/man/man1/patina.1`.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertCommand {
+    /// Send a clearly marked test message to every alert sink (or the one named) and report
+    /// each HTTP outcome; backups are not touched.
+    Test {
+        /// The `[[alert]]` name (default: all sinks).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,11 +248,21 @@ fn init_logging(format: LogFormat) {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Run { shutdown_grace } => {
+        Command::Run {
+            shutdown_grace,
+            alert_timeout,
+            alert_retry_backoff,
+        } => {
             let policy = load_policy(&cli.config)?;
             let options = crate::daemon::Options {
                 config: cli.config.clone(),
                 shutdown_grace,
+                alert_delivery: crate::alert::DeliveryConfig {
+                    timeout: alert_timeout,
+                    backoff: alert_retry_backoff,
+                    max_backoff: alert_retry_backoff.saturating_mul(3),
+                    ..crate::alert::DeliveryConfig::default()
+                },
             };
             let rt = runtime()?;
             let result = rt.block_on(crate::daemon::run(
@@ -326,6 +359,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .context("write the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alert {
+            command: AlertCommand::Test { name },
+        } => {
+            let policy = load_policy(&cli.config)?;
+            alert_test(&policy, name.as_deref())
+        }
         Command::Catalog {
             command: CatalogCommand::Rebuild,
         } => {
@@ -333,6 +372,47 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             runtime()?.block_on(rebuild_catalog(policy))
         }
     }
+}
+
+/// `patina alert test [NAME]`: one test message per sink, one line per outcome.
+fn alert_test(policy: &Policy, name: Option<&str>) -> Result<ExitCode, Failure> {
+    if let Some(n) = name
+        && !policy.sinks.iter().any(|s| s.name == n)
+    {
+        let known: Vec<&str> = policy.sinks.iter().map(|s| s.name.as_str()).collect();
+        return Err(Failure::usage(
+            anyhow!("no alert sink named {n:?}"),
+            Some(if known.is_empty() {
+                "add an [[alert]] section to the policy file".into()
+            } else {
+                format!("declared sinks: {}", known.join(", "))
+            }),
+        ));
+    }
+    if policy.sinks.is_empty() {
+        println!("no alert sinks are configured");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes = runtime()?.block_on(crate::alert::Alerts::send_test(
+        policy,
+        name,
+        Duration::from_secs(10),
+    ));
+    let mut failed = false;
+    for o in &outcomes {
+        match &o.result {
+            Ok(code) => println!("{:<24} {:<13} ok (HTTP {code})", o.sink, o.kind),
+            Err(e) => {
+                failed = true;
+                println!("{:<24} {:<13} FAILED  {e}", o.sink, o.kind);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn load_policy(path: &Path) -> Result<Policy, Failure> {
@@ -912,6 +992,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("expected a duration like 30s, 15m or 2h, got {s:?}"))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,

@@ -19,12 +19,16 @@ use notify::Watcher;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::alert::{Alerts, DeliveryConfig};
 use crate::backup::{self, Clock, Observer};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config;
 use crate::policy::Policy;
 use crate::reconcile::Reconciler;
 use crate::store::{Store, StoreError};
+
+/// How long pending alert deliveries may finish at exit.
+pub const ALERT_GRACE: Duration = Duration::from_secs(5);
 
 /// Name of the lock file in the state directory.
 pub const LOCK_FILE: &str = "patina.lock";
@@ -62,6 +66,8 @@ pub struct Options {
     pub config: PathBuf,
     /// How long running jobs may finish after SIGTERM before they are aborted.
     pub shutdown_grace: Duration,
+    /// Timeouts and retries of alert deliveries.
+    pub alert_delivery: DeliveryConfig,
 }
 
 /// The held lock on a state directory; released when dropped (or when the process dies).
@@ -163,13 +169,22 @@ pub async fn run(
         "patina daemon started"
     );
     let policy = Arc::new(policy);
-    let reconciler = Arc::new(Reconciler::new(
+    let alerts = Alerts::start(
         Arc::clone(&policy),
-        store,
         Arc::clone(&catalog),
         Arc::clone(&clock),
-        Arc::new(LogObserver),
-    ));
+        options.alert_delivery.clone(),
+    );
+    let reconciler = Arc::new(
+        Reconciler::new(
+            Arc::clone(&policy),
+            store,
+            Arc::clone(&catalog),
+            Arc::clone(&clock),
+            Arc::new(LogObserver),
+        )
+        .with_alerts(alerts.clone()),
+    );
 
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
     let _watcher = watch_config(&options.config, changed_tx)?;
@@ -225,6 +240,7 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
         }
+        alerts.evaluate();
     }
 
     let running = reconciler.running();
@@ -242,6 +258,7 @@ pub async fn run(
             "grace period over: running backups were aborted (nothing was committed for them)"
         );
     }
+    alerts.shutdown(ALERT_GRACE).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -325,6 +342,10 @@ fn reload_policy(
             };
             let new = Arc::new(new);
             reconciler.set_policy(Arc::clone(&new), store);
+            if let Some(alerts) = reconciler.alerts() {
+                alerts.set_policy(Arc::clone(&new));
+                alerts.config_valid();
+            }
             if let Err(e) = catalog
                 .lock()
                 .expect("catalog lock")
@@ -339,6 +360,9 @@ fn reload_policy(
                 config = %path.display(),
                 "reload aborted, the previous policy keeps running:\n{message}"
             );
+            if let Some(alerts) = reconciler.alerts() {
+                alerts.config_invalid(&path.display().to_string(), &message);
+            }
             if let Err(e) = catalog
                 .lock()
                 .expect("catalog lock")

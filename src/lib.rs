@@ -5,6 +5,7 @@
 //! as a parameter; adapters (`store`, `source`, `catalog`) sit behind narrow interfaces; `backup`,
 //! `restore` and `cli` compose them.
 
+pub mod alert;
 pub mod archive;
 pub mod backup;
 pub mod catalog;

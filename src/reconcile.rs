@@ -22,6 +22,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::alert::Alerts;
 use crate::archive;
 use crate::backup::{self, Clock, JobRequest, Observer};
 use crate::catalog::{Catalog, CatalogError};
@@ -122,6 +123,7 @@ pub struct Reconciler {
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     archive_facts: Mutex<HashMap<String, ArchiveFacts>>,
     observer: Arc<dyn Observer>,
+    alerts: Option<Alerts>,
 }
 
 impl Reconciler {
@@ -149,7 +151,20 @@ impl Reconciler {
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
             archive_facts: Mutex::new(HashMap::new()),
             observer,
+            alerts: None,
         }
+    }
+
+    /// Raise alerts from jobs (start, failure/success, duration, size), passes (drift, an
+    /// archive waiting too long) and archives (failed, built) through `alerts`.
+    pub fn with_alerts(mut self, alerts: Alerts) -> Reconciler {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// The alert handle, if alerts are wired in.
+    pub fn alerts(&self) -> Option<&Alerts> {
+        self.alerts.as_ref()
     }
 
     /// Swap the policy (and storage, if it changed) for the next pass; running jobs finish
@@ -313,6 +328,9 @@ impl Reconciler {
             storage_requests: requests,
             ..PassReport::default()
         };
+        if let Some(alerts) = &self.alerts {
+            alerts.plan_observed(&plan);
+        }
 
         for a in &plan.adoptions {
             report.storage_requests += 1;
@@ -449,16 +467,23 @@ impl Reconciler {
         let permits = Arc::clone(&self.permits);
         let observer = Arc::clone(&self.observer);
         let names = started.clone();
+        let alerts = self.alerts.clone();
         self.tasks.lock().await.spawn(async move {
             let guard = RunningGuard {
                 running,
                 names: names.clone(),
             };
+            if let Some(a) = &alerts {
+                a.job_started(request.job_id.as_deref().unwrap_or_default(), &names);
+            }
             let report = backup::run_job_limited(&ctx, request, observer, Some(permits)).await;
             match report {
                 Ok(r) => {
                     let failed = r.failed();
                     tracing::info!(job = %r.job_id, databases = names.len(), failed, "job finished");
+                    if let Some(a) = &alerts {
+                        a.job_finished(&r);
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "job could not be recorded"),
             }
@@ -480,6 +505,7 @@ impl Reconciler {
         let archiving = Arc::clone(&self.archiving);
         let catalog = Arc::clone(&self.catalog);
         let clock = Arc::clone(&self.clock);
+        let alerts = self.alerts.clone();
         self.tasks.lock().await.spawn(async move {
             let result = build_archive(&store, week, &dump_manifests, &policy, &clock).await;
             match result {
@@ -488,8 +514,16 @@ impl Reconciler {
                         tracing::error!(error = %e, "archive committed but not recorded");
                     }
                     tracing::info!(week = %week, members = m.members.len(), size = m.size, "weekly archive committed");
+                    if let Some(a) = &alerts {
+                        a.archive_committed(&week.to_string());
+                    }
                 }
-                Err(e) => tracing::error!(week = %week, error = %e, "weekly archive failed"),
+                Err(e) => {
+                    tracing::error!(week = %week, error = %e, "weekly archive failed");
+                    if let Some(a) = &alerts {
+                        a.archive_failed(&week.to_string(), &e);
+                    }
+                }
             }
             archiving.store(false, Ordering::SeqCst);
         });

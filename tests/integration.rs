@@ -3,6 +3,7 @@
 mod support;
 
 mod integration {
+    mod alerts;
     mod archive;
     mod cli;
     mod config;

@@ -1,0 +1,329 @@
+//! When to alert (pure): the thresholds of `[alerts]` applied to facts, and the de-duplication
+//! of conditions that persist. No I/O and no clock of its own — `now` is always a parameter.
+//!
+//! Rules (DESIGN §9, issue 5):
+//!
+//! - `size_anomaly`: a dump whose size is off the median of that database's previous
+//!   [`SIZE_HISTORY`] committed dumps by more than `alerts.size_deviation` (relative). Needs at
+//!   least [`MIN_SIZE_HISTORY`] earlier dumps, so a new database's first days stay quiet.
+//! - `stale`: no committed backup within `stale_after` × the schedule's current interval (the
+//!   gap between its latest fire time and the next one). A database never backed up counts
+//!   from when the daemon started watching.
+//! - `duration`: a job running (or having run) longer than `alerts.max_duration`.
+//! - Persisting conditions (stale, config_invalid, archive waits) go through [`Tracker`]: an
+//!   alert when the condition starts, a reminder every `reminder` interval while it persists
+//!   (if configured), one `resolved` alert when it clears — never one per tick. One-shot facts
+//!   (a job's failure, a drifted key, a slow job) are sent once per key ([`Tracker::once`]).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Alert, AlertState, Subject};
+use crate::schedule::Schedule;
+
+/// How many earlier dumps the size median is taken over.
+pub const SIZE_HISTORY: usize = 7;
+
+/// Fewer earlier dumps than this: no size verdict yet.
+pub const MIN_SIZE_HISTORY: usize = 3;
+
+/// How many one-shot keys are remembered (oldest forgotten first).
+const ONCE_MEMORY: usize = 4096;
+
+/// The median of `sizes` (the lower middle for an even count); `None` when empty.
+pub fn median(sizes: &[u64]) -> Option<u64> {
+    if sizes.is_empty() {
+        return None;
+    }
+    let mut s = sizes.to_vec();
+    s.sort_unstable();
+    Some(s[(s.len() - 1) / 2])
+}
+
+/// A size verdict: `Some((median, relative deviation))` when `size` is off the median of
+/// `history` (the previous dumps, newest first; only the first [`SIZE_HISTORY`] count) by more
+/// than `limit`.
+pub fn size_anomaly(size: u64, history: &[u64], limit: f64) -> Option<(u64, f64)> {
+    let history = &history[..history.len().min(SIZE_HISTORY)];
+    if history.len() < MIN_SIZE_HISTORY {
+        return None;
+    }
+    let median = median(history)?;
+    if median == 0 {
+        return None;
+    }
+    let deviation = (size as f64 - median as f64) / median as f64;
+    (deviation.abs() > limit).then_some((median, deviation))
+}
+
+/// The window within which a database must have a committed backup: `stale_after` times the
+/// schedule's current interval. `None` when the schedule has no fire time around `now`.
+pub fn stale_window(schedule: &Schedule, stale_after: u32, now: DateTime<Utc>) -> Option<Duration> {
+    let last = schedule.latest_at_or_before(now)?;
+    let next = schedule.next_after(last)?;
+    Some((next - last) * stale_after.max(1) as i32)
+}
+
+/// True when the newest backup (or, without one, the start of observation) is older than
+/// `window` at `now`.
+pub fn is_stale(last: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
+    now - last > window
+}
+
+/// True when a job started at `started` has run longer than `limit` at `now`.
+pub fn over_time(started: DateTime<Utc>, now: DateTime<Utc>, limit: std::time::Duration) -> bool {
+    Duration::from_std(limit).is_ok_and(|limit| now - started > limit)
+}
+
+/// The relative change of `size` against the median of `history` (for the daily trend).
+pub fn trend(size: u64, history: &[u64]) -> Option<f64> {
+    let history = &history[..history.len().min(SIZE_HISTORY)];
+    let median = median(history)?;
+    (median > 0).then(|| (size as f64 - median as f64) / median as f64)
+}
+
+/// De-duplicates alerts: remembers which conditions are active and which one-shot keys were
+/// already sent.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    active: BTreeMap<String, Active>,
+    sent: BTreeSet<String>,
+    sent_order: VecDeque<String>,
+    /// Re-notify a persisting condition this often; `None`: never.
+    pub reminder: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Active {
+    subject: Subject,
+    since: DateTime<Utc>,
+    last_sent: DateTime<Utc>,
+}
+
+impl Tracker {
+    pub fn new(reminder: Option<Duration>) -> Tracker {
+        Tracker {
+            reminder,
+            ..Tracker::default()
+        }
+    }
+
+    /// The complete set of active conditions of one family (key prefix, e.g. `stale:`) now:
+    /// new keys fire, keys no longer present resolve, the rest stay quiet (their facts are
+    /// refreshed for reminders and the summary).
+    pub fn observe(
+        &mut self,
+        family: &str,
+        current: Vec<(String, Subject)>,
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let keys: BTreeSet<String> = current.iter().map(|(k, _)| k.clone()).collect();
+        let gone: Vec<String> = self
+            .active
+            .keys()
+            .filter(|k| k.starts_with(family) && !keys.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            out.extend(self.clear(&key, now));
+        }
+        for (key, subject) in current {
+            out.extend(self.raise(&key, subject, now));
+        }
+        out
+    }
+
+    /// Set one condition; fires only when it was not already active.
+    pub fn raise(&mut self, key: &str, subject: Subject, now: DateTime<Utc>) -> Option<Alert> {
+        if let Some(a) = self.active.get_mut(key) {
+            a.subject = subject;
+            return None;
+        }
+        self.active.insert(
+            key.to_string(),
+            Active {
+                subject: subject.clone(),
+                since: now,
+                last_sent: now,
+            },
+        );
+        Some(Alert::new(subject, AlertState::Firing, key, now))
+    }
+
+    /// Clear one condition; resolves only when it was active.
+    pub fn clear(&mut self, key: &str, now: DateTime<Utc>) -> Option<Alert> {
+        let a = self.active.remove(key)?;
+        let mut alert = Alert::new(a.subject, AlertState::Resolved, key, now);
+        alert.since = Some(a.since);
+        Some(alert)
+    }
+
+    /// A one-shot fact: sent the first time its key is seen, never again.
+    pub fn once(&mut self, key: &str, subject: Subject, now: DateTime<Utc>) -> Option<Alert> {
+        if !self.sent.insert(key.to_string()) {
+            return None;
+        }
+        self.sent_order.push_back(key.to_string());
+        if self.sent_order.len() > ONCE_MEMORY
+            && let Some(old) = self.sent_order.pop_front()
+        {
+            self.sent.remove(&old);
+        }
+        Some(Alert::new(subject, AlertState::Firing, key, now))
+    }
+
+    /// True when this one-shot key was already sent.
+    pub fn was_sent(&self, key: &str) -> bool {
+        self.sent.contains(key)
+    }
+
+    /// Reminders for the conditions that persisted a whole `reminder` interval since they
+    /// were last sent.
+    pub fn reminders(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        let Some(every) = self.reminder else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, a) in &mut self.active {
+            if now - a.last_sent >= every {
+                a.last_sent = now;
+                let mut alert = Alert::new(a.subject.clone(), AlertState::Reminder, key, now);
+                alert.since = Some(a.since);
+                out.push(alert);
+            }
+        }
+        out
+    }
+
+    /// The active conditions (key, facts, since), for the daily summary.
+    pub fn active(&self) -> impl Iterator<Item = (&str, &Subject, DateTime<Utc>)> {
+        self.active
+            .iter()
+            .map(|(k, a)| (k.as_str(), &a.subject, a.since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn stale(db: &str) -> Subject {
+        Subject::Stale {
+            database: db.into(),
+            last_success: None,
+            window: Duration::days(2),
+        }
+    }
+
+    #[test]
+    fn the_median_takes_the_lower_middle() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[5]), Some(5));
+        assert_eq!(median(&[9, 1, 5]), Some(5));
+        assert_eq!(median(&[1, 2, 3, 100]), Some(2));
+    }
+
+    #[test]
+    fn size_anomalies_need_history_and_a_real_deviation() {
+        // Too little history: quiet.
+        assert_eq!(size_anomaly(10, &[100, 100], 0.5), None);
+        // Within 50%: quiet, on both sides, exactly at the limit too.
+        assert_eq!(size_anomaly(150, &[100, 100, 100], 0.5), None);
+        assert_eq!(size_anomaly(50, &[100, 100, 100], 0.5), None);
+        // A shrunken database alerts.
+        assert_eq!(size_anomaly(40, &[100, 101, 99], 0.5), Some((100, -0.6)));
+        // So does a sudden growth.
+        assert_eq!(size_anomaly(300, &[100, 100, 100], 0.5), Some((100, 2.0)));
+        // Only the 7 newest count: older history is ignored.
+        let h = [100, 100, 100, 100, 100, 100, 100, 5, 5, 5, 5, 5, 5, 5, 5];
+        assert_eq!(size_anomaly(100, &h, 0.5), None);
+        // A median of zero gives no verdict.
+        assert_eq!(size_anomaly(100, &[0, 0, 0], 0.5), None);
+    }
+
+    #[test]
+    fn stale_is_a_number_of_schedule_intervals() {
+        let daily = Schedule::parse("0 3 * * *", chrono_tz::UTC).unwrap();
+        let now = t("2026-11-22T10:00:00Z");
+        let w = stale_window(&daily, 2, now).unwrap();
+        assert_eq!(w, Duration::days(2));
+        assert!(!is_stale(t("2026-11-20T10:00:00Z"), w, now));
+        assert!(is_stale(t("2026-11-20T09:59:59Z"), w, now));
+        let half_hourly = Schedule::parse("*/30 * * * *", chrono_tz::UTC).unwrap();
+        assert_eq!(
+            stale_window(&half_hourly, 3, now).unwrap(),
+            Duration::minutes(90)
+        );
+    }
+
+    #[test]
+    fn over_time_is_strictly_longer_than_the_limit() {
+        let s = t("2026-11-22T03:00:00Z");
+        let limit = std::time::Duration::from_secs(45 * 60);
+        assert!(!over_time(s, t("2026-11-22T03:45:00Z"), limit));
+        assert!(over_time(s, t("2026-11-22T03:45:01Z"), limit));
+    }
+
+    #[test]
+    fn a_persisting_condition_fires_once_reminds_then_resolves() {
+        let mut tr = Tracker::new(Some(Duration::hours(24)));
+        let t0 = t("2026-11-22T10:00:00Z");
+        let fired = tr.observe("stale:", vec![("stale:a".into(), stale("a"))], t0);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].state, AlertState::Firing);
+        // 20 ticks later, still stale: nothing.
+        for i in 1..=20 {
+            let now = t0 + Duration::minutes(i);
+            assert!(
+                tr.observe("stale:", vec![("stale:a".into(), stale("a"))], now)
+                    .is_empty()
+            );
+            assert!(tr.reminders(now).is_empty());
+        }
+        // A day later: one reminder, then quiet again.
+        let later = t0 + Duration::hours(24);
+        let r = tr.reminders(later);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, AlertState::Reminder);
+        assert_eq!(r[0].since, Some(t0));
+        assert!(tr.reminders(later + Duration::minutes(1)).is_empty());
+        // Another family's observation leaves it alone.
+        assert!(tr.observe("drift:", vec![], later).is_empty());
+        // Cleared: one resolved.
+        let resolved = tr.observe("stale:", vec![], later + Duration::hours(1));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].state, AlertState::Resolved);
+        assert_eq!(resolved[0].key, "stale:a");
+        assert!(
+            tr.observe("stale:", vec![], later + Duration::hours(2))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn without_a_reminder_interval_there_are_no_reminders() {
+        let mut tr = Tracker::new(None);
+        let t0 = t("2026-11-22T10:00:00Z");
+        tr.raise("config_invalid", stale("x"), t0).unwrap();
+        assert!(tr.reminders(t0 + Duration::days(30)).is_empty());
+        assert!(tr.raise("config_invalid", stale("x"), t0).is_none());
+        assert!(tr.clear("config_invalid", t0).is_some());
+        assert!(tr.clear("config_invalid", t0).is_none());
+    }
+
+    #[test]
+    fn one_shot_keys_are_sent_once() {
+        let mut tr = Tracker::new(None);
+        let t0 = t("2026-11-22T10:00:00Z");
+        assert!(tr.once("duration:j1", stale("a"), t0).is_some());
+        assert!(tr.once("duration:j1", stale("a"), t0).is_none());
+        assert!(tr.was_sent("duration:j1"));
+        assert!(tr.once("duration:j2", stale("a"), t0).is_some());
+    }
+}

@@ -1,0 +1,555 @@
+//! Alerts: the events operators need (DESIGN §9), de-duplicated, rendered for each sink kind
+//! and delivered off the backup path.
+//!
+//! The parts:
+//!
+//! - [`Alert`] / [`Subject`]: what happened, as plain data.
+//! - [`conditions`] (pure): thresholds and de-duplication, with `now` passed in.
+//! - [`webhook`], [`discord`], [`slack`], [`healthchecks`] (pure): one [`Outgoing`] request per
+//!   alert and sink kind; each documents its payload.
+//! - [`Alerts`] (in `delivery`): the handle the reconciler and the daemon raise events through.
+//!   Raising never blocks and never fails: it routes the alert to the sinks that listen to its
+//!   event and puts the deliveries on a bounded queue. A background worker sends them, each
+//!   with a timeout, retried with exponential backoff and jitter (429 `Retry-After` honoured),
+//!   every attempt recorded in the catalog (`alert_deliveries`) and every final outcome counted
+//!   for `patina_alerts_sent_total{sink,event,result}` ([`Alerts::sent_counts`]).
+//!
+//! Where events come from: the reconciler's job task (`job_started`, `job_finished`: start
+//! pings, failure/success, duration, size_anomaly), its pass (`plan_observed`: drift, an
+//! archive waiting too long) and archive task (`archive_failed`); the daemon's reload path
+//! (`config_invalid` / `config_valid`) and tick (`evaluate`: stale, still-running jobs over
+//! time, the daily summary, reminders).
+//!
+//! Secrets: sink URLs and header values are only read where a request is built; errors are
+//! stripped of URLs and scrubbed of both before they are logged or recorded.
+
+pub mod conditions;
+mod delivery;
+pub mod discord;
+pub mod healthchecks;
+pub mod slack;
+pub mod webhook;
+
+use chrono::{DateTime, Utc};
+
+pub use delivery::{Alerts, DeliveryConfig, SentCount, TestOutcome};
+
+use crate::policy::{AlertEvent, AlertSink, SinkKind};
+
+/// Whether a condition starts, persists (a reminder) or ends. One-shot facts always fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Firing,
+    Reminder,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Reminder => "reminder",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert: what happened, its state, when, and its de-duplication key.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub subject: Subject,
+    pub state: AlertState,
+    pub at: DateTime<Utc>,
+    /// De-duplication key, e.g. `stale:groveauth`, `failure:<job id>`.
+    pub key: String,
+    /// When the condition started (reminders and resolutions).
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Alert {
+    pub fn new(subject: Subject, state: AlertState, key: &str, at: DateTime<Utc>) -> Alert {
+        Alert {
+            subject,
+            state,
+            at,
+            key: key.to_string(),
+            since: None,
+        }
+    }
+
+    /// The policy event this alert belongs to; `None` for job-start pings and test messages,
+    /// which are routed by sink kind instead.
+    pub fn event(&self) -> Option<AlertEvent> {
+        Some(match &self.subject {
+            Subject::JobStarted { .. } | Subject::Test => return None,
+            Subject::Job(j) if j.failed() > 0 => AlertEvent::Failure,
+            Subject::Job(_) => AlertEvent::Success,
+            Subject::Duration { .. } => AlertEvent::Duration,
+            Subject::SizeAnomaly { .. } => AlertEvent::SizeAnomaly,
+            Subject::Stale { .. } => AlertEvent::Stale,
+            Subject::ArchiveFailed { .. } => AlertEvent::ArchiveFailed,
+            Subject::Drift { .. } => AlertEvent::Drift,
+            Subject::ConfigInvalid { .. } => AlertEvent::ConfigInvalid,
+            Subject::Summary(_) => AlertEvent::Summary,
+        })
+    }
+
+    /// The `event` label of metrics and the catalog.
+    pub fn event_label(&self) -> &'static str {
+        match (&self.subject, self.event()) {
+            (Subject::JobStarted { .. }, _) => "start",
+            (Subject::Test, _) => "test",
+            (_, Some(e)) => e.as_str(),
+            (_, None) => "other",
+        }
+    }
+
+    /// True when `sink` should receive this alert.
+    pub fn wanted_by(&self, sink: &AlertSink) -> bool {
+        match (&self.subject, self.event()) {
+            // The healthchecks start ping goes to every healthchecks sink that hears job ends.
+            (Subject::JobStarted { .. }, _) => {
+                sink.kind == SinkKind::Healthchecks
+                    && (sink.on.contains(&AlertEvent::Success)
+                        || sink.on.contains(&AlertEvent::Failure))
+            }
+            (Subject::Test, _) => true,
+            (_, Some(e)) => sink.on.contains(&e),
+            (_, None) => false,
+        }
+    }
+
+    /// A short title with the outcome (chat sinks).
+    pub fn title(&self) -> String {
+        let resolved = self.state == AlertState::Resolved;
+        let reminder = if self.state == AlertState::Reminder {
+            " (still)"
+        } else {
+            ""
+        };
+        let t = match &self.subject {
+            Subject::JobStarted { .. } => "▶️ Patina backup started".to_string(),
+            Subject::Job(j) => match j.status() {
+                JobStatus::Success => "✅ Patina backup completed".into(),
+                JobStatus::PartialFailure => "⚠️ Patina backup partially failed".into(),
+                JobStatus::Failure => "❌ Patina backup failed".into(),
+            },
+            Subject::Duration { finished, .. } => {
+                if *finished {
+                    "⏱️ Patina backup took too long".into()
+                } else {
+                    "⏱️ Patina backup is taking too long".into()
+                }
+            }
+            Subject::SizeAnomaly { database, .. } => format!("📉 Unusual backup size: {database}"),
+            Subject::Stale { database, .. } if resolved => {
+                format!("✅ Backups current again: {database}")
+            }
+            Subject::Stale { database, .. } => format!("🕰️ Backups stale: {database}"),
+            Subject::ArchiveFailed { week, .. } if resolved => {
+                format!("✅ Weekly archive {week} no longer waiting")
+            }
+            Subject::ArchiveFailed { week, .. } => format!("❌ Weekly archive {week} failed"),
+            Subject::Drift { .. } => "❗ Committed backups vanished from storage".into(),
+            Subject::ConfigInvalid { .. } if resolved => "✅ Patina policy valid again".into(),
+            Subject::ConfigInvalid { .. } => "❌ Patina policy reload rejected".into(),
+            Subject::Summary(_) => "📋 Patina daily summary".into(),
+            Subject::Test => "🔔 Patina test alert".into(),
+        };
+        format!("{t}{reminder}")
+    }
+
+    /// True when the alert reports something wrong (red), false when good news (green).
+    pub fn is_bad(&self) -> bool {
+        match &self.subject {
+            Subject::Job(j) => j.failed() > 0,
+            Subject::Summary(d) => !d.abnormal.is_empty() || d.failed_jobs > 0,
+            Subject::JobStarted { .. } | Subject::Test => false,
+            _ => self.state != AlertState::Resolved,
+        }
+    }
+
+    /// One line for logs, plain text sinks and fallbacks.
+    pub fn headline(&self) -> String {
+        let resolved = self.state == AlertState::Resolved;
+        let still = if self.state == AlertState::Reminder {
+            "still: "
+        } else {
+            ""
+        };
+        let text = match &self.subject {
+            Subject::JobStarted { job_id, databases } => {
+                format!(
+                    "backup job {job_id} started ({} databases)",
+                    databases.len()
+                )
+            }
+            Subject::Job(j) => match j.status() {
+                JobStatus::Success => format!(
+                    "backup completed: {}/{} databases",
+                    j.successful(),
+                    j.results.len()
+                ),
+                JobStatus::PartialFailure => format!(
+                    "backup partially failed: {} of {} databases failed ({})",
+                    j.failed(),
+                    j.results.len(),
+                    j.failed_names().join(", ")
+                ),
+                JobStatus::Failure => format!(
+                    "backup failed: all {} databases failed ({})",
+                    j.results.len(),
+                    j.failed_names().join(", ")
+                ),
+            },
+            Subject::Duration {
+                job_id,
+                elapsed,
+                limit,
+                finished,
+                ..
+            } => format!(
+                "backup job {job_id} {} {} (limit {})",
+                if *finished {
+                    "took"
+                } else {
+                    "has been running for"
+                },
+                format_duration(*elapsed),
+                format_duration(*limit)
+            ),
+            Subject::SizeAnomaly {
+                database,
+                size,
+                median,
+                deviation,
+                ..
+            } => format!(
+                "{database}: dump size {} is {} the median {} of its recent dumps ({:+.0}%)",
+                format_bytes(*size),
+                if *deviation < 0.0 { "below" } else { "above" },
+                format_bytes(*median),
+                deviation * 100.0
+            ),
+            Subject::Stale {
+                database,
+                last_success,
+                ..
+            } if resolved => format!(
+                "{database}: backups are current again (last committed {})",
+                last_success.map_or("never".into(), timestamp)
+            ),
+            Subject::Stale {
+                database,
+                last_success,
+                window,
+            } => format!(
+                "{database}: no committed backup within {} (last: {})",
+                format_duration(window.to_std().unwrap_or_default()),
+                last_success.map_or("never".into(), timestamp)
+            ),
+            Subject::ArchiveFailed { week, error } if resolved => {
+                format!("weekly archive {week}: no longer waiting ({error})")
+            }
+            Subject::ArchiveFailed { week, error } => {
+                format!("weekly archive {week} failed: {error}")
+            }
+            Subject::Drift { keys } => format!(
+                "{} committed backup(s) vanished from storage: {}",
+                keys.len(),
+                keys.join(", ")
+            ),
+            Subject::ConfigInvalid { file, .. } if resolved => {
+                format!("{file}: the policy file is valid again and was reloaded")
+            }
+            Subject::ConfigInvalid { file, problems } => format!(
+                "{file}: reload rejected, the previous policy keeps running: {}",
+                problems.first().map(String::as_str).unwrap_or("invalid")
+            ),
+            Subject::Summary(d) => format!(
+                "daily summary: {} databases, {} jobs in the last 24h ({} with failures), {} problems",
+                d.databases.len(),
+                d.jobs,
+                d.failed_jobs,
+                d.abnormal.len()
+            ),
+            Subject::Test => "test message from patina: this sink is wired correctly".into(),
+        };
+        format!("{still}{text}")
+    }
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// A job began (healthchecks `/start`).
+    JobStarted {
+        job_id: String,
+        databases: Vec<String>,
+    },
+    /// A job ended (failure or success).
+    Job(JobSummary),
+    /// A job ran longer than `alerts.max_duration`.
+    Duration {
+        job_id: String,
+        databases: Vec<String>,
+        started_at: DateTime<Utc>,
+        elapsed: std::time::Duration,
+        limit: std::time::Duration,
+        /// False while the job is still running.
+        finished: bool,
+    },
+    /// A dump far off the recent median size.
+    SizeAnomaly {
+        database: String,
+        job_id: String,
+        key: String,
+        size: u64,
+        median: u64,
+        /// Relative: -0.6 is 60% smaller.
+        deviation: f64,
+        limit: f64,
+    },
+    /// No committed backup within the stale window.
+    Stale {
+        database: String,
+        last_success: Option<DateTime<Utc>>,
+        window: chrono::Duration,
+    },
+    /// A weekly archive failed, or waited too long for running backups.
+    ArchiveFailed { week: String, error: String },
+    /// Committed backups vanished from storage (data keys).
+    Drift { keys: Vec<String> },
+    /// A reload was rejected; the first problems, each with file:line:column.
+    ConfigInvalid { file: String, problems: Vec<String> },
+    /// The daily digest.
+    Summary(Digest),
+    /// `patina alert test`.
+    Test,
+}
+
+/// A finished job, as alerts show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    /// In the order the databases were served.
+    pub results: Vec<DbOutcome>,
+}
+
+/// One database's outcome in a job: the stored size, or the error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbOutcome {
+    pub database: String,
+    pub result: Result<u64, String>,
+}
+
+/// `success` | `partial_failure` | `failure` (the webhook's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Success,
+    PartialFailure,
+    Failure,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "success",
+            JobStatus::PartialFailure => "partial_failure",
+            JobStatus::Failure => "failure",
+        }
+    }
+}
+
+impl JobSummary {
+    pub fn from_report(report: &crate::backup::JobReport) -> JobSummary {
+        JobSummary {
+            job_id: report.job_id.clone(),
+            started_at: report.started_at,
+            completed_at: report.completed_at,
+            results: report
+                .results
+                .iter()
+                .map(|(name, r)| DbOutcome {
+                    database: name.clone(),
+                    result: r.as_ref().map(|m| m.size).map_err(|e| e.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn successful(&self) -> usize {
+        self.results.iter().filter(|r| r.result.is_ok()).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.successful()
+    }
+
+    pub fn failed_names(&self) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|r| r.result.is_err())
+            .map(|r| r.database.as_str())
+            .collect()
+    }
+
+    pub fn total_size(&self) -> u64 {
+        self.results
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok())
+            .sum()
+    }
+
+    pub fn duration(&self) -> std::time::Duration {
+        (self.completed_at - self.started_at)
+            .to_std()
+            .unwrap_or_default()
+    }
+
+    pub fn status(&self) -> JobStatus {
+        match (self.successful(), self.failed()) {
+            (_, 0) => JobStatus::Success,
+            (0, _) => JobStatus::Failure,
+            _ => JobStatus::PartialFailure,
+        }
+    }
+}
+
+/// The daily digest.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Digest {
+    pub databases: Vec<DigestRow>,
+    /// Jobs started in the last 24 hours, and how many had failed databases.
+    pub jobs: usize,
+    pub failed_jobs: usize,
+    /// Anything abnormal now (active conditions), one line each.
+    pub abnormal: Vec<String>,
+}
+
+/// One database in the digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestRow {
+    pub database: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub size: Option<u64>,
+    /// Relative change of the newest dump against the median of the ones before.
+    pub trend: Option<f64>,
+}
+
+impl DigestRow {
+    /// `+3%`, `-60%`, `stable` (within 1%), or `—` without history.
+    pub fn trend_text(&self) -> String {
+        match self.trend {
+            None => "—".into(),
+            Some(t) if t.abs() < 0.01 => "stable".into(),
+            Some(t) => format!("{:+.0}%", t * 100.0),
+        }
+    }
+}
+
+/// An HTTP request a sink wants sent: appended to the sink's URL, with this body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Appended to the sink URL (`/start`, `/fail` for healthchecks; empty otherwise).
+    pub path: &'static str,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+/// The request for `alert` on a sink of `kind`; `None` when that kind has nothing to send.
+pub fn render(kind: SinkKind, alert: &Alert) -> Option<Outgoing> {
+    match kind {
+        SinkKind::Webhook => webhook::render(alert),
+        SinkKind::Discord => discord::render(alert),
+        SinkKind::Slack => slack::render(alert),
+        SinkKind::Healthchecks => healthchecks::render(alert),
+    }
+}
+
+/// Bytes for people: `512 B`, `212 KB`, `2.1 MB` (1024-based, one decimal, `.0` dropped).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes} B");
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
+/// Durations for people: `45s`, `12m 5s`, `2h 3m`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 if s.is_multiple_of(60) => format!("{}m", s / 60),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
+        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// RFC 3339 in UTC with whole seconds and `Z` (`2024-12-08T03:01:30Z`).
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_like_the_seed() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(212 * 1024), "212 KB");
+        assert_eq!(format_bytes(2_202_010), "2.1 MB");
+        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5 GB");
+        let s = std::time::Duration::from_secs;
+        assert_eq!(format_duration(s(45)), "45s");
+        assert_eq!(format_duration(s(52)), "52s");
+        assert_eq!(format_duration(s(725)), "12m 5s");
+        assert_eq!(format_duration(s(2700)), "45m");
+        assert_eq!(format_duration(s(7380)), "2h 3m");
+        assert_eq!(format_duration(s(7200)), "2h");
+    }
+
+    #[test]
+    fn job_status_follows_the_results() {
+        let t = "2026-11-22T03:00:00Z".parse().unwrap();
+        let job = |results: Vec<Result<u64, String>>| JobSummary {
+            job_id: "j".into(),
+            started_at: t,
+            completed_at: t,
+            results: results
+                .into_iter()
+                .enumerate()
+                .map(|(i, result)| DbOutcome {
+                    database: format!("db{i}"),
+                    result,
+                })
+                .collect(),
+        };
+        assert_eq!(job(vec![Ok(1), Ok(2)]).status(), JobStatus::Success);
+        assert_eq!(
+            job(vec![Ok(1), Err("x".into())]).status(),
+            JobStatus::PartialFailure
+        );
+        assert_eq!(job(vec![Err("x".into())]).status(), JobStatus::Failure);
+        assert_eq!(job(vec![Ok(1), Ok(2)]).total_size(), 3);
+    }
+}
