@@ -8,5 +8,6 @@ mod integration {
     mod config;
     mod daemon;
     mod dump;
+    mod http;
     mod store;
 }

@@ -28,7 +28,7 @@ fn t(s: &str) -> DateTime<Utc> {
 /// A policy over `dir` with the given databases (name, priority, schedule).
 fn policy_text(storage: &str, dbs: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!(
-        "[daemon]\ntick = \"1s\"\nconcurrency = 2\n\n[storage]\nurl = \"{storage}\"\n\n\
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"1s\"\nconcurrency = 2\n\n[storage]\nurl = \"{storage}\"\n\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n[priorities.high]\nschedule = \"0 3 * * *\"\n\
          [priorities.normal]\nschedule = \"0 3 * * *\"\n\n{extra}\n"
     );
