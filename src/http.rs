@@ -1450,11 +1450,15 @@ async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
                 };
                 let when = DateTime::<Utc>::from_timestamp(job.started_at, 0)
                     .map_or("—".into(), |t| local_time(t, tz));
+                let outcome = match (job.status.as_str(), job.failed_count) {
+                    ("completed", n) if n > 0 => "partial",
+                    (other, _) => other,
+                };
                 format!(
                     r#"<tr><td>{}</td><td>{}</td><td class="st-{}">{}</td><td>{}/{}</td><td>{} · {}</td></tr>"#,
                     esc(&when),
                     trigger,
-                    esc(&job.status),
+                    esc(outcome),
                     esc(&status_text),
                     job.successful_count,
                     job.total_databases,
