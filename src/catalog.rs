@@ -750,27 +750,6 @@ impl Catalog {
             .map_err(self.q("list alert deliveries"))
     }
 
-    /// Final delivery outcomes counted by (sink, event, result) over the whole history — the
-    /// same numbers as `patina_alerts_sent_total`, surviving restarts. `result` is `success`
-    /// or `failure` (retries are attempts, not outcomes).
-    pub fn alert_sent_counts(&self) -> Result<Vec<(String, String, String, u64)>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT sink, event, result, count(*) FROM alert_deliveries
-                 WHERE result IN ('success', 'failure')
-                 GROUP BY sink, event, result ORDER BY sink, event, result",
-            )
-            .map_err(self.q("count alert deliveries"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
-            })
-            .map_err(self.q("count alert deliveries"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(self.q("count alert deliveries"))
-    }
-
     /// Sizes of a database's newest daily dumps (deleted by retention or not), newest first,
     /// leaving out `except` (the dump being judged).
     pub fn recent_dump_sizes(
@@ -924,6 +903,313 @@ fn insert_inventory(
             m.job_id
         ],
     )
+}
+
+/// The inventory as the status page's summary query sees it: committed dumps not deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InventorySummary {
+    pub total_backups: u64,
+    pub unique_days: u64,
+    pub total_bytes: u64,
+    /// Oldest and newest `backup_date` (`YYYY-MM-DD`).
+    pub oldest_date: Option<String>,
+    pub newest_date: Option<String>,
+}
+
+/// One day of the status page's daily history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRow {
+    pub date: String,
+    pub count: u64,
+    pub bytes: u64,
+    /// The databases backed up that day.
+    pub databases: Vec<String>,
+}
+
+/// A job with who started it and why (manual triggers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDetail {
+    pub job: JobRow,
+    pub initiated_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The newest successful backup of one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSuccess {
+    /// Unix seconds: the newest committed backup, from results or the inventory (adopted
+    /// backups have no result row).
+    pub at: i64,
+    /// Size and duration of the newest recorded successful result, when there is one.
+    pub size_bytes: Option<u64>,
+    pub duration_ms: Option<i64>,
+}
+
+/// Everything the metrics read from the catalog at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct MetricFacts {
+    pub last_success: BTreeMap<String, LastSuccess>,
+    /// `(database, status)` → results recorded (`success` | `failed`).
+    pub results: BTreeMap<(String, String), u64>,
+    /// Durations of successful backups, in milliseconds.
+    pub durations_ms: Vec<i64>,
+    /// Dumps and weekly archives deleted by retention.
+    pub retention_deleted_daily: u64,
+    pub retention_deleted_weekly: u64,
+    /// Dumps not deleted, and their bytes.
+    pub live_daily_objects: u64,
+    pub live_daily_bytes: u64,
+    /// Weekly archives present, and their bytes.
+    pub weekly_objects: u64,
+    pub weekly_bytes: u64,
+    /// `result` → reloads recorded.
+    pub reloads: BTreeMap<String, u64>,
+    /// The newest reload's result, and the newest successful reload (unix seconds).
+    pub last_reload_ok: Option<bool>,
+    pub last_reload_success_at: Option<i64>,
+    /// Newest passed verification per database (unix seconds).
+    pub verified: BTreeMap<String, i64>,
+    /// `(sink, event, result)` → deliveries; see [`Catalog::alert_delivery_counts`].
+    pub alerts: BTreeMap<(String, String, String), u64>,
+}
+
+// Read queries for the HTTP status endpoints and the metrics (DESIGN §7, §8). They read only.
+impl Catalog {
+    /// The seed status page's summary query, plus the oldest date.
+    pub fn inventory_summary(&self) -> Result<InventorySummary, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT backup_date), coalesce(SUM(size_bytes), 0),
+                        MIN(backup_date), MAX(backup_date)
+                 FROM backup_inventory WHERE deleted_at IS NULL",
+                [],
+                |r| {
+                    Ok(InventorySummary {
+                        total_backups: r.get::<_, i64>(0)? as u64,
+                        unique_days: r.get::<_, i64>(1)? as u64,
+                        total_bytes: r.get::<_, i64>(2)? as u64,
+                        oldest_date: r.get(3)?,
+                        newest_date: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(self.q("summarize the inventory"))
+    }
+
+    /// The seed status page's daily history query: the newest `limit` days with backups.
+    pub fn daily_history(&self, limit: usize) -> Result<Vec<DayRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT backup_date, COUNT(*), coalesce(SUM(size_bytes), 0),
+                        group_concat(DISTINCT database_name)
+                 FROM backup_inventory WHERE deleted_at IS NULL
+                 GROUP BY backup_date ORDER BY backup_date DESC LIMIT ?1",
+            )
+            .map_err(self.q("read the daily history"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                let names: Option<String> = r.get(3)?;
+                Ok(DayRow {
+                    date: r.get(0)?,
+                    count: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    databases: names
+                        .map(|n| n.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .map_err(self.q("read the daily history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("read the daily history"))
+    }
+
+    /// The newest jobs (the seed's reliability query orders the same way), with who started
+    /// them; `running_only` keeps the jobs still running.
+    pub fn jobs_detail(
+        &self,
+        limit: usize,
+        running_only: bool,
+    ) -> Result<Vec<JobDetail>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT job_id, started_at, completed_at, status, trigger_type, total_databases,
+                        coalesce(successful_count, 0), coalesce(failed_count, 0),
+                        coalesce(total_size_bytes, 0), duration_ms, error_message,
+                        initiated_by, reason
+                 FROM backup_jobs WHERE (?2 = 0 OR status = 'running')
+                 ORDER BY started_at DESC, id DESC LIMIT ?1",
+            )
+            .map_err(self.q("list jobs"))?;
+        let rows = stmt
+            .query_map(params![limit as i64, running_only as i64], |r| {
+                Ok(JobDetail {
+                    job: JobRow {
+                        job_id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        completed_at: r.get(2)?,
+                        status: r.get(3)?,
+                        trigger_type: r.get(4)?,
+                        total_databases: r.get(5)?,
+                        successful_count: r.get(6)?,
+                        failed_count: r.get(7)?,
+                        total_size_bytes: r.get(8)?,
+                        duration_ms: r.get(9)?,
+                        error_message: r.get(10)?,
+                    },
+                    initiated_by: r.get(11)?,
+                    reason: r.get(12)?,
+                })
+            })
+            .map_err(self.q("list jobs"))?;
+        rows.collect::<Result<_, _>>().map_err(self.q("list jobs"))
+    }
+
+    /// Everything `/metrics` reads from the catalog, in one go.
+    pub fn metric_facts(&self) -> Result<MetricFacts, CatalogError> {
+        let err = self.q("read metrics");
+        let mut f = MetricFacts::default();
+        let result: rusqlite::Result<()> = (|| {
+            let mut stmt = self.conn.prepare(
+                "SELECT database_name, max(created_at) FROM backup_inventory GROUP BY database_name",
+            )?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (db, at) = row?;
+                f.last_success.insert(
+                    db,
+                    LastSuccess {
+                        at,
+                        size_bytes: None,
+                        duration_ms: None,
+                    },
+                );
+            }
+            let mut stmt = self.conn.prepare(
+                "SELECT r.database_name, r.completed_at, r.size_bytes, r.duration_ms
+                 FROM backup_results r
+                 WHERE r.status = 'success' AND r.id = (SELECT max(s.id) FROM backup_results s
+                   WHERE s.database_name = r.database_name AND s.status = 'success')",
+            )?;
+            for row in stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })? {
+                let (db, at, size, duration) = row?;
+                let e = f.last_success.entry(db).or_insert(LastSuccess {
+                    at,
+                    size_bytes: None,
+                    duration_ms: None,
+                });
+                e.at = e.at.max(at);
+                e.size_bytes = size.map(|s| s as u64);
+                e.duration_ms = duration;
+            }
+            let mut stmt = self.conn.prepare(
+                "SELECT database_name, status, count(*) FROM backup_results GROUP BY 1, 2",
+            )?;
+            for row in stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })? {
+                let (db, status, n) = row?;
+                f.results.insert((db, status), n as u64);
+            }
+            let mut stmt = self.conn.prepare(
+                "SELECT duration_ms FROM backup_results
+                 WHERE status = 'success' AND duration_ms IS NOT NULL",
+            )?;
+            f.durations_ms = stmt
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<Result<_, _>>()?;
+            (f.live_daily_objects, f.live_daily_bytes) = self.conn.query_row(
+                "SELECT count(*), coalesce(sum(size_bytes), 0) FROM backup_inventory
+                 WHERE deleted_at IS NULL",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?;
+            f.retention_deleted_daily = self.conn.query_row(
+                "SELECT count(*) FROM backup_inventory WHERE deleted_reason = 'retention'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            (f.retention_deleted_weekly, f.weekly_objects, f.weekly_bytes) = self.conn.query_row(
+                "SELECT count(deleted_at), count(*) - count(deleted_at),
+                        coalesce(sum(CASE WHEN deleted_at IS NULL THEN size_bytes END), 0)
+                 FROM weekly_archives",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT result, count(*) FROM config_reloads GROUP BY result")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (result, n) = row?;
+                f.reloads.insert(result, n as u64);
+            }
+            f.last_reload_ok = self
+                .conn
+                .query_row(
+                    "SELECT result FROM config_reloads ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .map(|r| r == "success");
+            f.last_reload_success_at = self.conn.query_row(
+                "SELECT max(at) FROM config_reloads WHERE result = 'success'",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut stmt = self.conn.prepare(
+                "SELECT database_name, max(verified_at) FROM verifications
+                 WHERE status = 'ok' GROUP BY database_name",
+            )?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (db, at) = row?;
+                f.verified.insert(db, at);
+            }
+            f.alerts = self.alert_delivery_counts()?;
+            Ok(())
+        })();
+        result.map_err(err)?;
+        Ok(f)
+    }
+
+    /// Final alert delivery outcomes by `(sink, event, result)` for
+    /// `patina_alerts_sent_total` (retried attempts are not counted; a delivery counts once).
+    pub fn alert_delivery_counts(
+        &self,
+    ) -> rusqlite::Result<BTreeMap<(String, String, String), u64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sink, event, result, count(*) FROM alert_deliveries
+             WHERE result IN ('success', 'failure') GROUP BY 1, 2, 3",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ),
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        rows.collect()
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub enum DaemonError {
     },
     #[error("install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("{0}")]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Settings of a daemon run that are not policy.
@@ -185,6 +187,21 @@ pub async fn run(
         )
         .with_alerts(alerts.clone()),
     );
+    // Bound before the first pass: a taken port fails the start, naming the address.
+    let listener = crate::http::bind(policy.daemon.listen).await?;
+    let http_state = crate::http::AppState::new(
+        Arc::clone(&reconciler),
+        Arc::clone(&catalog),
+        Arc::clone(&clock),
+    );
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| policy.daemon.listen.to_string(), |a| a.to_string());
+    tracing::info!(listen = %bound, "serving /healthz, /metrics, the API and /ui");
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(crate::http::serve(listener, http_state, async {
+        let _ = http_stopped.await;
+    }));
 
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
     let _watcher = watch_config(&options.config, changed_tx)?;
@@ -257,6 +274,14 @@ pub async fn run(
         tracing::warn!(
             "grace period over: running backups were aborted (nothing was committed for them)"
         );
+    }
+    // The server answers (health, status) while jobs finish; then it stops too.
+    let _ = http_stop.send(());
+    if tokio::time::timeout(Duration::from_secs(5), http)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still in flight after 5s were dropped");
     }
     alerts.shutdown(ALERT_GRACE).await;
     tracing::info!("stopped");

@@ -13,6 +13,7 @@ mod integration {
     mod dump_props;
     mod faults;
     mod hostile;
+    mod http;
     mod ops;
     mod store;
 }

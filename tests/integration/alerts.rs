@@ -278,7 +278,7 @@ async fn a_partial_failure_reaches_every_sink_kind_in_its_exact_shape() {
             ("team".into(), "failure", "success", 1),
         ]
     );
-    let from_catalog = w.catalog.lock().unwrap().alert_sent_counts().unwrap();
+    let from_catalog = w.catalog.lock().unwrap().alert_delivery_counts().unwrap();
     assert_eq!(from_catalog.len(), 5);
 
     // A retry of the same failing database stays quiet; its recovery is sent once, also to

@@ -28,7 +28,7 @@ fn t(s: &str) -> DateTime<Utc> {
 /// A policy over `dir` with the given databases (name, priority, schedule).
 fn policy_text(storage: &str, dbs: &[(&str, &str, &str)], extra: &str) -> String {
     let mut s = format!(
-        "[daemon]\ntick = \"1s\"\nconcurrency = 2\n\n[storage]\nurl = \"{storage}\"\n\n\
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"1s\"\nconcurrency = 2\n\n[storage]\nurl = \"{storage}\"\n\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n[priorities.high]\nschedule = \"0 3 * * *\"\n\
          [priorities.normal]\nschedule = \"0 3 * * *\"\n\n{extra}\n"
     );
@@ -592,7 +592,7 @@ fn the_daemon_catches_up_reloads_ignores_bad_edits_and_stops_on_sigterm() {
         d.log().contains("reload aborted")
     });
     assert!(d.log().contains("patina.toml:"), "{}", d.log());
-    let reloads: Vec<(String, Option<String>)> = {
+    let read_reloads = || -> Vec<(String, Option<String>)> {
         let c = rusqlite::Connection::open(p.join(".patina/patina.db")).unwrap();
         let mut stmt = c
             .prepare("SELECT result, detail FROM config_reloads ORDER BY id")
@@ -602,6 +602,11 @@ fn the_daemon_catches_up_reloads_ignores_bad_edits_and_stops_on_sigterm() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
+    // The refusal is logged just before it is recorded: wait for the record.
+    wait_for("the refusal to be recorded", &d, || {
+        read_reloads().last().is_some_and(|r| r.0 == "failure")
+    });
+    let reloads = read_reloads();
     assert_eq!(reloads.last().unwrap().0, "failure", "{reloads:?}");
     assert!(reloads.iter().any(|r| r.0 == "success"));
 
