@@ -6,6 +6,7 @@ mod integration {
     mod archive;
     mod cli;
     mod config;
+    mod d1;
     mod daemon;
     mod dump;
     mod store;

@@ -1,4 +1,5 @@
 //! Test support: real servers and tools the integration tests talk to.
 
+pub mod d1;
 pub mod s3;
 pub mod sqlite3;
