@@ -691,3 +691,39 @@ fn check_reports_missing_credentials_and_never_prints_the_token() {
     assert_code(&o, 2);
     assert!(text(&o).contains("CF_API_TOKEN"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn query_mode_never_reads_excluded_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = demo_copy(dir.path());
+    let server = D1Server::start();
+    server.add_database(ID_A, &source);
+    let client = Client::new(&cloudflare(&server, &server.token), fast()).unwrap();
+    let exclude = vec!["sessions".to_string()];
+    let snap = client
+        .snapshot(&SnapshotRequest {
+            database: "groveauth",
+            id: ID_A,
+            mode: D1Mode::Query,
+            scratch_dir: &dir.path().join("scratch"),
+            exclude_tables: &exclude,
+        })
+        .await
+        .unwrap();
+    let seen = server.seen();
+    assert!(
+        seen.iter()
+            .filter(|s| s.body.contains("sessions"))
+            .all(|s| s.body.contains("sqlite_master") || s.body.contains("table_list")),
+        "{seen:#?}"
+    );
+    let tables: i64 = Connection::open(snap.path())
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'sessions'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+}
