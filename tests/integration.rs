@@ -8,6 +8,7 @@ mod integration {
     mod cli;
     mod config;
     mod crash;
+    mod d1;
     mod daemon;
     mod dump;
     mod dump_props;

@@ -1,3 +1,4 @@
 //! Database sources: each produces one consistent snapshot of a database as a Patina SQL dump.
 
+pub mod d1;
 pub mod sqlite;

@@ -57,7 +57,7 @@ impl Setup {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -83,7 +83,7 @@ fn policy(storage: &str, databases: &[(&str, &str)]) -> String {
     s
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -93,7 +93,7 @@ fn text(o: &Output) -> String {
 }
 
 #[track_caller]
-fn assert_code(o: &Output, code: i32) {
+pub(crate) fn assert_code(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "{}", text(o));
 }
 
@@ -137,7 +137,7 @@ fn reference_dump(db: &Path) -> String {
 
 /// Assert two databases hold the same content, printing only the first difference.
 #[track_caller]
-fn assert_same_content(a: &Path, b: &Path) {
+pub(crate) fn assert_same_content(a: &Path, b: &Path) {
     let (x, y) = (reference_dump(a), reference_dump(b));
     if x != y {
         let line = x.lines().zip(y.lines()).position(|(l, r)| l != r);
@@ -161,7 +161,7 @@ fn assert_same_content(a: &Path, b: &Path) {
     }
 }
 
-fn integrity(db: &Path) -> String {
+pub(crate) fn integrity(db: &Path) -> String {
     let o = Command::new(sqlite3())
         .arg(db)
         .arg("PRAGMA integrity_check; PRAGMA foreign_key_check;")

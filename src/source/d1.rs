@@ -1,0 +1,1282 @@
+//! Cloudflare D1 source: one database read through the D1 REST API and materialised into a
+//! scratch SQLite file, which the SQLite source then dumps like any other.
+//!
+//! Why a scratch file (and not a second dump writer): the dump Patina stores for a D1 database
+//! is then byte-for-byte the format of a SQLite source, with the same header, the same
+//! deterministic order and the same manifest facts (tables, row counts, schema hash), so
+//! restore, verify, retention and the status page need no D1 case at all. The cost is disk space
+//! for one copy of the database under `{state_dir}/scratch`, removed when the [`Snapshot`] is
+//! dropped (success, failure or panic alike). Memory stays bounded in both modes.
+//!
+//! Two ways in, chosen per database with `mode` (DESIGN §6):
+//!
+//! - **export** (default): `POST /accounts/{account}/d1/database/{id}/export` with
+//!   `{"output_format":"polling"}`, then the same call with `current_bookmark` until the status is
+//!   `complete`; the `signed_url` is downloaded as a stream into a scratch `.sql` file (the
+//!   Cloudflare token is never sent to that URL) and replayed with [`sqlite::load`], which takes
+//!   D1's `PRAGMA defer_foreign_keys` and `CREATE TABLE IF NOT EXISTS` as they are. The export is
+//!   one consistent snapshot and its `at_bookmark` goes into the manifest (usable with
+//!   `wrangler d1 time-travel restore --bookmark`). While an export runs, D1 serves no other
+//!   queries on that database; Cloudflare cancels an export that is no longer polled, so an
+//!   export still `active` after [`Options::export_limit`] is abandoned by simply stopping.
+//! - **query**: `sqlite_master` and `PRAGMA table_list` / `table_xinfo` through `/query`, then
+//!   each table in pages of [`Options::page_size`] rows — keyset on the rowid (`WHERE rowid > ?`)
+//!   for rowid tables, `LIMIT/OFFSET` ordered by the primary key for `WITHOUT ROWID` tables. Every
+//!   value travels as `typeof()` plus an exact text form (integers as decimal text, REAL as
+//!   `printf('%!.17g')`, TEXT and BLOB as hex), because D1's JSON loses integers beyond 2^53,
+//!   infinities and the bytes of BLOBs. Pages are separate requests: unlike an export this is
+//!   not a single point-in-time snapshot while the database is being written to, and there is no
+//!   bookmark. It is the fallback for databases the export refuses (virtual tables such as
+//!   FTS5): an export that fails for that reason is retried in query mode automatically.
+//!
+//! Every call carries `Authorization: Bearer`, a timeout, and is retried on 429 (honouring
+//! `Retry-After`), 5xx and transport errors with exponential backoff, within one retry budget per
+//! database backup ([`Options::retry_budget`], [`Options::max_retries`]). 401/403, 404, an
+//! `error` status, a refused signed URL and malformed responses become a [`D1Error`] naming the
+//! database. The token never appears in an error: reqwest errors are stripped of their URL and
+//! any text from the server is scrubbed of it.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::dump::quote_ident;
+use crate::policy::{Cloudflare, D1Mode, Secret};
+use crate::source::sqlite::{self, SourceError};
+
+/// The permission a token needs, in the words of the Cloudflare dashboard.
+pub const TOKEN_PERMISSION: &str = "\"D1 Read\" (Account → D1 → Read)";
+
+/// Timings and limits of the client. The defaults suit the real API; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Limit for one API call (the download uses [`Options::read_timeout`] instead).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Longest silence while downloading the export.
+    pub read_timeout: Duration,
+    /// Pause between two polls of an `active` export.
+    pub poll_interval: Duration,
+    /// An export still `active` after this long is abandoned.
+    pub export_limit: Duration,
+    /// Total time one database backup may spend waiting before retries.
+    pub retry_budget: Duration,
+    /// Retries (not counting first attempts) one database backup may make.
+    pub max_retries: u32,
+    /// First backoff after a 5xx or transport error; doubles up to [`Options::max_backoff`].
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Rows per `/query` page in query mode.
+    pub page_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            export_limit: Duration::from_secs(30 * 60),
+            retry_budget: Duration::from_secs(5 * 60),
+            max_retries: 10,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            page_size: 500,
+        }
+    }
+}
+
+/// Why reading a D1 database failed. Every message names the Patina database.
+#[derive(Debug, thiserror::Error)]
+pub enum D1Error {
+    #[error(
+        "read d1 database {database}: Cloudflare refused the API token (HTTP {status}{detail}) — the token needs the {TOKEN_PERMISSION} permission on this account; check api_token and account_id in [cloudflare]"
+    )]
+    Unauthorized {
+        database: String,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "read d1 database {database}: Cloudflare has no D1 database {id} in this account (HTTP 404) — check id in patina.toml against `wrangler d1 list` and account_id in [cloudflare]"
+    )]
+    NotFound { database: String, id: String },
+    #[error(
+        "read d1 database {database}: {action} failed after {attempts} attempts ({last}) — Cloudflare is rate limiting or unavailable; the next scheduled run tries again"
+    )]
+    RetriesExhausted {
+        database: String,
+        action: &'static str,
+        attempts: u32,
+        last: String,
+    },
+    #[error("read d1 database {database}: {action}: {message}")]
+    Api {
+        database: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("read d1 database {database}: the export failed: {message}{hint}")]
+    ExportFailed {
+        database: String,
+        message: String,
+        hint: String,
+    },
+    #[error(
+        "read d1 database {database}: the export was still active after {waited} and was abandoned (Cloudflare cancels an export that is no longer polled; while it runs the database serves no other queries) — retry at a quieter time, or set mode = \"query\" for this database"
+    )]
+    ExportTimeout { database: String, waited: String },
+    #[error(
+        "read d1 database {database}: download of the export was refused (HTTP {status}) — the signed URL has probably expired; the next run exports again"
+    )]
+    SignedUrlRefused { database: String, status: u16 },
+    #[error(
+        "read d1 database {database}: unexpected response from the D1 API ({action}): {detail}"
+    )]
+    Malformed {
+        database: String,
+        action: &'static str,
+        detail: String,
+    },
+    #[error("read d1 database {database}: {action}: {detail}")]
+    Http {
+        database: String,
+        action: &'static str,
+        detail: String,
+    },
+    #[error("read d1 database {database}: scratch file {}: {source}", .path.display())]
+    Scratch {
+        database: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read d1 database {database}: {source}")]
+    Load {
+        database: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("read d1 database {database}: write scratch copy {}: {message}", .path.display())]
+    Materialise {
+        database: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest<'a> {
+    /// The Patina database name (for messages and scratch file names).
+    pub database: &'a str,
+    /// The D1 database id (UUID).
+    pub id: &'a str,
+    pub mode: D1Mode,
+    /// Where scratch files go (`{state_dir}/scratch`); created if missing.
+    pub scratch_dir: &'a Path,
+    /// Tables not read at all in query mode (export mode downloads them; the dump leaves them out).
+    pub exclude_tables: &'a [String],
+}
+
+/// A D1 database copied into a scratch SQLite file; the files are removed on drop.
+#[derive(Debug)]
+pub struct Snapshot {
+    path: PathBuf,
+    bookmark: Option<String>,
+    mode: D1Mode,
+    files: Vec<PathBuf>,
+}
+
+impl Snapshot {
+    /// The scratch SQLite file holding the copy.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The D1 bookmark the export was taken at (export mode only).
+    pub fn bookmark(&self) -> Option<&str> {
+        self.bookmark.as_deref()
+    }
+
+    /// The mode that produced the copy (query after an automatic fallback).
+    pub fn mode(&self) -> D1Mode {
+        self.mode
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        for f in &self.files {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = f.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+        }
+    }
+}
+
+/// A client for one account's D1 databases.
+pub struct Client {
+    http: reqwest::Client,
+    api_url: String,
+    account_id: String,
+    token: Secret,
+    options: Options,
+}
+
+/// Per-backup state: the database's name and id and what is left of the retry budget.
+struct Call<'a> {
+    database: &'a str,
+    id: &'a str,
+    retries: u32,
+    waited: Duration,
+}
+
+impl Client {
+    pub fn new(cloudflare: &Cloudflare, options: Options) -> Result<Client, D1Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("patina/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| D1Error::Http {
+                database: String::new(),
+                action: "create HTTP client",
+                detail: e.without_url().to_string(),
+            })?;
+        Ok(Client {
+            http,
+            api_url: cloudflare.api_url.trim_end_matches('/').to_string(),
+            account_id: cloudflare.account_id.clone(),
+            token: cloudflare.api_token.clone(),
+            options,
+        })
+    }
+
+    /// Copy the database into a scratch SQLite file, in the requested mode (falling back from
+    /// export to query mode when the export refuses the database's virtual tables).
+    pub async fn snapshot(&self, req: &SnapshotRequest<'_>) -> Result<Snapshot, D1Error> {
+        std::fs::create_dir_all(req.scratch_dir).map_err(|source| D1Error::Scratch {
+            database: req.database.to_string(),
+            path: req.scratch_dir.to_path_buf(),
+            source,
+        })?;
+        let mut call = Call {
+            database: req.database,
+            id: req.id,
+            retries: 0,
+            waited: Duration::ZERO,
+        };
+        match req.mode {
+            D1Mode::Query => self.query_copy(&mut call, req).await,
+            D1Mode::Export => match self.export_copy(&mut call, req).await {
+                Err(D1Error::ExportFailed { message, .. }) if refuses_virtual(&message) => {
+                    tracing::warn!(
+                        database = req.database,
+                        "the D1 export refused the database ({message}); reading it in query mode instead — set mode = \"query\" to skip the export"
+                    );
+                    self.query_copy(&mut call, req).await
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn endpoint(&self, id: &str, verb: &str) -> String {
+        format!(
+            "{}/accounts/{}/d1/database/{}/{verb}",
+            self.api_url, self.account_id, id
+        )
+    }
+
+    /// Replaces the token in text that came from the server.
+    fn scrub(&self, text: &str) -> String {
+        let token = self.token.expose();
+        let text = if token.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(token, "***")
+        };
+        let mut short: String = text.chars().take(300).collect();
+        if short.len() < text.len() {
+            short.push('…');
+        }
+        short
+    }
+
+    /// Sends a request built by `make`, retrying 429, 5xx and transport errors within the
+    /// budget. Returns the first other response, whatever its status.
+    async fn send(
+        &self,
+        call: &mut Call<'_>,
+        action: &'static str,
+        make: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+    ) -> Result<reqwest::Response, D1Error> {
+        let mut backoff = self.options.backoff;
+        let mut attempts = 1u32;
+        loop {
+            let (last, wait) = match make().send().await {
+                Ok(r) if r.status().as_u16() == 429 => {
+                    let wait = retry_after(r.headers()).unwrap_or(backoff);
+                    (format!("HTTP 429, Retry-After {}", fmt_wait(wait)), wait)
+                }
+                Ok(r) if r.status().is_server_error() => {
+                    (format!("HTTP {}", r.status().as_u16()), backoff)
+                }
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
+                    (transport(&e), backoff)
+                }
+                Err(e) => {
+                    return Err(D1Error::Http {
+                        database: call.database.to_string(),
+                        action,
+                        detail: transport(&e),
+                    });
+                }
+            };
+            let over_budget = call.waited + wait > self.options.retry_budget;
+            if call.retries >= self.options.max_retries || over_budget {
+                return Err(D1Error::RetriesExhausted {
+                    database: call.database.to_string(),
+                    action,
+                    attempts,
+                    last: if over_budget {
+                        format!("{last}: beyond the retry budget")
+                    } else {
+                        last
+                    },
+                });
+            }
+            tracing::debug!(database = call.database, action, "retrying after {last}");
+            tokio::time::sleep(wait).await;
+            call.retries += 1;
+            call.waited += wait;
+            attempts += 1;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+
+    /// One API call: POST `body` to `verb`, check the status and the Cloudflare envelope, and
+    /// return `result`.
+    async fn api(
+        &self,
+        call: &mut Call<'_>,
+        action: &'static str,
+        verb: &str,
+        body: &Json,
+    ) -> Result<Json, D1Error> {
+        let url = self.endpoint(call.id, verb);
+        let make = || {
+            self.http
+                .post(&url)
+                .bearer_auth(self.token.expose())
+                .timeout(self.options.request_timeout)
+                .json(body)
+        };
+        let response = self.send(call, action, &make).await?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| D1Error::Http {
+            database: call.database.to_string(),
+            action,
+            detail: transport(&e),
+        })?;
+        let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
+        let messages = envelope
+            .as_ref()
+            .map(|e| self.scrub(&e.error_text()))
+            .unwrap_or_default();
+        let detail = if messages.is_empty() {
+            String::new()
+        } else {
+            format!(": {messages}")
+        };
+        match status {
+            401 | 403 => {
+                return Err(D1Error::Unauthorized {
+                    database: call.database.to_string(),
+                    status,
+                    detail,
+                });
+            }
+            404 => {
+                return Err(D1Error::NotFound {
+                    database: call.database.to_string(),
+                    id: call.id.to_string(),
+                });
+            }
+            _ => {}
+        }
+        let Some(envelope) = envelope else {
+            return Err(D1Error::Malformed {
+                database: call.database.to_string(),
+                action,
+                detail: format!(
+                    "HTTP {status}, not a Cloudflare API response: {:?}",
+                    self.scrub(&text)
+                ),
+            });
+        };
+        if !(200..300).contains(&status) || !envelope.success {
+            return Err(D1Error::Api {
+                database: call.database.to_string(),
+                action,
+                message: if messages.is_empty() {
+                    format!("HTTP {status} without an error message")
+                } else {
+                    format!("HTTP {status}: {messages}")
+                },
+            });
+        }
+        envelope.result.ok_or_else(|| D1Error::Malformed {
+            database: call.database.to_string(),
+            action,
+            detail: "the response has no \"result\"".into(),
+        })
+    }
+
+    // ---- export mode ----
+
+    async fn export_copy(
+        &self,
+        call: &mut Call<'_>,
+        req: &SnapshotRequest<'_>,
+    ) -> Result<Snapshot, D1Error> {
+        let (bookmark, signed_url) = self.export(call).await?;
+        let stem = req.scratch_dir.join(format!(
+            "d1-{}-{}",
+            req.database,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let sql_path = stem.with_extension("sql");
+        let db_path = stem.with_extension("db");
+        let snapshot = Snapshot {
+            path: db_path.clone(),
+            bookmark: Some(bookmark),
+            mode: D1Mode::Export,
+            files: vec![sql_path.clone(), db_path.clone()],
+        };
+        self.download(call, &signed_url, &sql_path).await?;
+        let database = req.database.to_string();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&sql_path).map_err(|source| D1Error::Scratch {
+                database: database.clone(),
+                path: sql_path.clone(),
+                source,
+            })?;
+            // rusqlite's SQLite enforces foreign keys by default and a D1 export only defers
+            // them (each statement commits on its own here): switch them off, as the sqlite3
+            // shell has them, so tables load in any order.
+            let reader = std::io::Read::chain(&b"PRAGMA foreign_keys=OFF;\n"[..], file);
+            let loaded = sqlite::load(&mut BufReader::with_capacity(1 << 16, reader), &db_path)
+                .map_err(|source| D1Error::Load {
+                    database: database.clone(),
+                    source,
+                });
+            let _ = std::fs::remove_file(&sql_path);
+            loaded
+        })
+        .await;
+        match loaded {
+            Ok(Ok(_)) => Ok(snapshot),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(D1Error::Materialise {
+                database: req.database.to_string(),
+                path: snapshot.path.clone(),
+                message: join.to_string(),
+            }),
+        }
+    }
+
+    /// Runs the polling export flow; returns the bookmark and the signed URL.
+    async fn export(&self, call: &mut Call<'_>) -> Result<(String, String), D1Error> {
+        const ACTION: &str = "export";
+        let started = Instant::now();
+        let mut bookmark: Option<String> = None;
+        let malformed = |call: &Call<'_>, detail: String| D1Error::Malformed {
+            database: call.database.to_string(),
+            action: ACTION,
+            detail,
+        };
+        loop {
+            let mut body = json!({ "output_format": "polling" });
+            if let Some(b) = &bookmark {
+                body["current_bookmark"] = Json::String(b.clone());
+            }
+            let result = self.api(call, ACTION, "export", &body).await?;
+            let result: ExportResult = serde_json::from_value(result)
+                .map_err(|e| malformed(call, format!("export result: {e}")))?;
+            if let Some(b) = result.at_bookmark {
+                bookmark = Some(b);
+            }
+            match result.status.as_deref() {
+                Some("complete") => {
+                    let url = result.result.and_then(|r| r.signed_url).ok_or_else(|| {
+                        malformed(call, "a complete export without result.signed_url".into())
+                    })?;
+                    let bookmark = bookmark.ok_or_else(|| {
+                        malformed(call, "a complete export without at_bookmark".into())
+                    })?;
+                    return Ok((bookmark, url));
+                }
+                Some("error") => {
+                    let message = self.scrub(
+                        result
+                            .error
+                            .as_deref()
+                            .unwrap_or("Cloudflare gave no reason"),
+                    );
+                    let hint = if refuses_virtual(&message) {
+                        " — the export cannot read virtual tables; set mode = \"query\" for this database"
+                    } else {
+                        ""
+                    };
+                    return Err(D1Error::ExportFailed {
+                        database: call.database.to_string(),
+                        message,
+                        hint: hint.into(),
+                    });
+                }
+                Some("active") => {
+                    if bookmark.is_none() {
+                        return Err(malformed(
+                            call,
+                            "an active export without at_bookmark".into(),
+                        ));
+                    }
+                    if started.elapsed() >= self.options.export_limit {
+                        return Err(D1Error::ExportTimeout {
+                            database: call.database.to_string(),
+                            waited: fmt_wait(self.options.export_limit),
+                        });
+                    }
+                    tokio::time::sleep(self.options.poll_interval).await;
+                }
+                other => {
+                    return Err(malformed(call, format!("export status {other:?}")));
+                }
+            }
+        }
+    }
+
+    /// Streams the signed URL into `target`. The Cloudflare token is not sent there.
+    async fn download(
+        &self,
+        call: &mut Call<'_>,
+        signed_url: &str,
+        target: &Path,
+    ) -> Result<(), D1Error> {
+        const ACTION: &str = "download the export";
+        let make = || self.http.get(signed_url);
+        let response = self.send(call, ACTION, &make).await?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => {}
+            401 | 403 | 404 | 410 => {
+                return Err(D1Error::SignedUrlRefused {
+                    database: call.database.to_string(),
+                    status,
+                });
+            }
+            _ => {
+                return Err(D1Error::Http {
+                    database: call.database.to_string(),
+                    action: ACTION,
+                    detail: format!("HTTP {status}"),
+                });
+            }
+        }
+        let scratch_err = |source| D1Error::Scratch {
+            database: call.database.to_string(),
+            path: target.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(target).await.map_err(scratch_err)?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| D1Error::Http {
+                database: call.database.to_string(),
+                action: ACTION,
+                detail: format!("interrupted: {}", transport(&e)),
+            })?;
+            file.write_all(&chunk).await.map_err(scratch_err)?;
+        }
+        file.flush().await.map_err(scratch_err)?;
+        Ok(())
+    }
+
+    // ---- query mode ----
+
+    /// Runs one statement through `/query`; returns its rows as JSON objects.
+    async fn query(
+        &self,
+        call: &mut Call<'_>,
+        action: &'static str,
+        sql: &str,
+    ) -> Result<Vec<Map<String, Json>>, D1Error> {
+        let result = self
+            .api(call, action, "query", &json!({ "sql": sql, "params": [] }))
+            .await?;
+        let malformed = |detail: String| D1Error::Malformed {
+            database: call.database.to_string(),
+            action,
+            detail,
+        };
+        let mut results: Vec<QueryResult> =
+            serde_json::from_value(result).map_err(|e| malformed(format!("query result: {e}")))?;
+        if results.len() != 1 {
+            return Err(malformed(format!(
+                "{} result sets for one statement",
+                results.len()
+            )));
+        }
+        let one = results.pop().expect("one result");
+        if one.success == Some(false) {
+            return Err(D1Error::Api {
+                database: call.database.to_string(),
+                action,
+                message: "the statement failed".into(),
+            });
+        }
+        Ok(one.results)
+    }
+
+    async fn query_copy(
+        &self,
+        call: &mut Call<'_>,
+        req: &SnapshotRequest<'_>,
+    ) -> Result<Snapshot, D1Error> {
+        let path = req.scratch_dir.join(format!(
+            "d1-{}-{}.db",
+            req.database,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let snapshot = Snapshot {
+            path: path.clone(),
+            bookmark: None,
+            mode: D1Mode::Query,
+            files: vec![path.clone()],
+        };
+        // A blocking writer thread applies what the fetcher sends; the channel bounds memory
+        // to a couple of pages.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Op>(2);
+        let writer = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || write_scratch(&path, rx))
+        };
+        let fetched = self.fetch_all(call, req, &tx).await;
+        drop(tx);
+        let written = writer.await;
+        let materialise = |message: String| D1Error::Materialise {
+            database: req.database.to_string(),
+            path: path.clone(),
+            message,
+        };
+        match (fetched, written) {
+            // The writer stopping early is reported with its own reason.
+            (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(Ok(()))) => Ok(snapshot),
+            (Ok(()), Ok(Err(message))) => Err(materialise(message)),
+            (Ok(()), Err(join)) => Err(materialise(join.to_string())),
+        }
+    }
+
+    async fn fetch_all(
+        &self,
+        call: &mut Call<'_>,
+        req: &SnapshotRequest<'_>,
+        tx: &tokio::sync::mpsc::Sender<Op>,
+    ) -> Result<(), D1Error> {
+        let malformed = |action: &'static str, detail: String| D1Error::Malformed {
+            database: req.database.to_string(),
+            action,
+            detail,
+        };
+        // The writer only stops early on an error, which `query_copy` reports.
+        let writer_gone = || D1Error::Materialise {
+            database: req.database.to_string(),
+            path: req.scratch_dir.to_path_buf(),
+            message: "the scratch writer stopped".into(),
+        };
+
+        const SCHEMA: &str = "read the schema";
+        let rows = self
+            .query(
+                call,
+                SCHEMA,
+                "SELECT type, name, tbl_name, sql FROM sqlite_master",
+            )
+            .await?;
+        let mut objects = Vec::new();
+        for row in &rows {
+            let text = |k: &str| row.get(k).and_then(Json::as_str).map(str::to_string);
+            let (Some(kind), Some(name), Some(tbl_name)) =
+                (text("type"), text("name"), text("tbl_name"))
+            else {
+                return Err(malformed(SCHEMA, format!("sqlite_master row {row:?}")));
+            };
+            objects.push(Object {
+                kind,
+                name,
+                tbl_name,
+                sql: text("sql"),
+            });
+        }
+        let table_list = self.query(call, SCHEMA, "PRAGMA table_list").await?;
+        let listed = |name: &str| {
+            table_list.iter().find(|r| {
+                r.get("schema").and_then(Json::as_str) == Some("main")
+                    && r.get("name").and_then(Json::as_str) == Some(name)
+            })
+        };
+        let is_shadow = |name: &str| {
+            listed(name)
+                .and_then(|r| r.get("type"))
+                .and_then(Json::as_str)
+                == Some("shadow")
+        };
+        let excluded = |name: &str| {
+            req.exclude_tables.iter().any(|x| {
+                x == name
+                    || (name.len() > x.len()
+                        && name.starts_with(x.as_str())
+                        && name[x.len()..].starts_with('_')
+                        && is_shadow(name))
+            })
+        };
+        let has_sequence = objects.iter().any(|o| o.name == "sqlite_sequence");
+        objects.retain(|o| {
+            matches!(o.kind.as_str(), "table" | "index" | "view" | "trigger")
+                && o.sql.is_some()
+                && !is_internal(&o.name)
+                && !is_internal(&o.tbl_name)
+                && !excluded(&o.name)
+                && !excluded(&o.tbl_name)
+        });
+        objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+
+        let send = |op| async move { tx.send(op).await.map_err(|_| writer_gone()) };
+        let mut virtuals = Vec::new();
+        let mut copied = Vec::new();
+        for o in objects.iter().filter(|o| o.kind == "table") {
+            let sql = o.sql.clone().unwrap_or_default();
+            if is_virtual(&sql) {
+                virtuals.push((o.name.clone(), sql));
+                continue;
+            }
+            send(Op::Exec(sql)).await?;
+            let without_rowid = listed(&o.name)
+                .and_then(|r| r.get("wr"))
+                .and_then(Json::as_i64)
+                .unwrap_or(0)
+                != 0;
+            self.copy_table(call, &o.name, without_rowid, tx, &writer_gone)
+                .await?;
+            copied.push(o.name.clone());
+        }
+        for (name, sql) in virtuals {
+            send(Op::VirtualTable { name, sql }).await?;
+        }
+        for kind in ["index", "view", "trigger"] {
+            for o in objects.iter().filter(|o| o.kind == kind) {
+                send(Op::Exec(o.sql.clone().unwrap_or_default())).await?;
+            }
+        }
+        if has_sequence {
+            const SEQ: &str = "read sqlite_sequence";
+            let rows = self
+                .query(
+                    call,
+                    SEQ,
+                    "SELECT name, CAST(seq AS TEXT) AS seq FROM sqlite_sequence ORDER BY name",
+                )
+                .await?;
+            let mut seqs = Vec::new();
+            for row in rows {
+                let name = row.get("name").and_then(Json::as_str);
+                let seq = row
+                    .get("seq")
+                    .and_then(Json::as_str)
+                    .and_then(|s| s.parse::<i64>().ok());
+                match (name, seq) {
+                    (Some(n), Some(s)) if copied.iter().any(|c| c == n) => {
+                        seqs.push((n.to_string(), s))
+                    }
+                    (Some(_), Some(_)) => {}
+                    _ => return Err(malformed(SEQ, format!("sqlite_sequence row {row:?}"))),
+                }
+            }
+            send(Op::Sequence(seqs)).await?;
+        }
+        Ok(())
+    }
+
+    /// Pages through one table, sending each page to the writer.
+    async fn copy_table(
+        &self,
+        call: &mut Call<'_>,
+        table: &str,
+        without_rowid: bool,
+        tx: &tokio::sync::mpsc::Sender<Op>,
+        writer_gone: &(dyn Fn() -> D1Error + Sync),
+    ) -> Result<(), D1Error> {
+        const ACTION: &str = "read a table";
+        let malformed = |detail: String| D1Error::Malformed {
+            database: call.database.to_string(),
+            action: ACTION,
+            detail,
+        };
+        let info = self
+            .query(
+                call,
+                ACTION,
+                &format!("PRAGMA table_xinfo({})", quote_ident(table)),
+            )
+            .await?;
+        let mut columns = Vec::new();
+        let mut all_names = Vec::new();
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        for row in &info {
+            let Some(name) = row.get("name").and_then(Json::as_str) else {
+                return Err(malformed(format!("table_xinfo row {row:?}")));
+            };
+            let hidden = row.get("hidden").and_then(Json::as_i64).unwrap_or(0);
+            let pk_pos = row.get("pk").and_then(Json::as_i64).unwrap_or(0);
+            all_names.push(name.to_ascii_lowercase());
+            if pk_pos > 0 {
+                pk.push((pk_pos, name.to_string()));
+            }
+            // 2 and 3: generated columns, recomputed on insert.
+            if hidden != 2 && hidden != 3 {
+                columns.push(name.to_string());
+            }
+        }
+        if columns.is_empty() {
+            return Err(malformed(format!("no columns for table {table:?}")));
+        }
+        pk.sort();
+        let rowid = if without_rowid {
+            None
+        } else {
+            ["rowid", "_rowid_", "oid"]
+                .into_iter()
+                .find(|alias| !all_names.iter().any(|c| c == alias))
+        };
+        let mut select = String::from("SELECT ");
+        if let Some(r) = rowid {
+            select.push_str(&format!("CAST({r} AS TEXT) AS \"k\", "));
+        }
+        for (i, c) in columns.iter().enumerate() {
+            let q = quote_ident(c);
+            if i > 0 {
+                select.push_str(", ");
+            }
+            select.push_str(&format!(
+                "typeof({q}) AS \"t{i}\", CASE typeof({q}) WHEN 'null' THEN NULL \
+                 WHEN 'integer' THEN CAST({q} AS TEXT) WHEN 'real' THEN printf('%!.17g', {q}) \
+                 ELSE hex({q}) END AS \"v{i}\""
+            ));
+        }
+        select.push_str(" FROM ");
+        select.push_str(&quote_ident(table));
+        let page = self.options.page_size.max(1);
+        let mut after: Option<i64> = None;
+        let mut offset = 0u64;
+        loop {
+            let sql = match (rowid, after) {
+                (Some(r), None) => format!("{select} ORDER BY {r} LIMIT {page}"),
+                (Some(r), Some(k)) => {
+                    format!("{select} WHERE {r} > {k} ORDER BY {r} LIMIT {page}")
+                }
+                (None, _) => {
+                    let order = if pk.is_empty() {
+                        String::new()
+                    } else {
+                        let cols: Vec<String> = pk.iter().map(|(_, c)| quote_ident(c)).collect();
+                        format!(" ORDER BY {}", cols.join(","))
+                    };
+                    format!("{select}{order} LIMIT {page} OFFSET {offset}")
+                }
+            };
+            let rows = self.query(call, ACTION, &sql).await?;
+            let n = rows.len();
+            let mut values = Vec::with_capacity(n);
+            for row in &rows {
+                if rowid.is_some() {
+                    let k = row
+                        .get("k")
+                        .and_then(Json::as_str)
+                        .and_then(|k| k.parse::<i64>().ok())
+                        .ok_or_else(|| malformed(format!("row of {table:?} without its rowid")))?;
+                    after = Some(k);
+                }
+                let mut out = Vec::with_capacity(columns.len());
+                for (i, column) in columns.iter().enumerate() {
+                    out.push(
+                        decode(row.get(&format!("t{i}")), row.get(&format!("v{i}"))).ok_or_else(
+                            || malformed(format!("value of column {column:?} in {table:?}")),
+                        )?,
+                    );
+                }
+                values.push(out);
+            }
+            if !values.is_empty() {
+                tx.send(Op::Rows {
+                    table: table.to_string(),
+                    columns: columns.clone(),
+                    rows: values,
+                })
+                .await
+                .map_err(|_| writer_gone())?;
+            }
+            offset += n as u64;
+            if n < page as usize {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The Cloudflare API envelope.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+    #[serde(default)]
+    result: Option<Json>,
+}
+
+impl Envelope {
+    fn error_text(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| match e.code {
+                Some(c) => format!("{} (code {c})", e.message),
+                None => e.message.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiMessage {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct ExportResult {
+    #[serde(default)]
+    at_bookmark: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    result: Option<ExportFile>,
+}
+
+#[derive(Deserialize)]
+struct ExportFile {
+    #[serde(default)]
+    signed_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct QueryResult {
+    #[serde(default)]
+    results: Vec<Map<String, Json>>,
+    #[serde(default)]
+    success: Option<bool>,
+}
+
+struct Object {
+    kind: String,
+    name: String,
+    tbl_name: String,
+    sql: Option<String>,
+}
+
+/// A value read in query mode, decoded from its exact text form.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(*i),
+            Cell::Real(r) => ValueRef::Real(*r),
+            Cell::Text(t) => ValueRef::Text(t),
+            Cell::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn decode(kind: Option<&Json>, value: Option<&Json>) -> Option<Cell> {
+    let text = || value.and_then(Json::as_str);
+    Some(match kind?.as_str()? {
+        "null" => Cell::Null,
+        "integer" => Cell::Integer(text()?.parse().ok()?),
+        "real" => Cell::Real(parse_real(text()?)?),
+        "text" => Cell::Text(hex::decode(text()?).ok()?),
+        "blob" => Cell::Blob(hex::decode(text()?).ok()?),
+        _ => return None,
+    })
+}
+
+/// SQLite's `printf('%!.17g')`: decimal, or `Inf` / `-Inf`.
+fn parse_real(s: &str) -> Option<f64> {
+    match s.trim_start_matches('+') {
+        "Inf" | "inf" | "Infinity" => Some(f64::INFINITY),
+        "-Inf" | "-inf" | "-Infinity" => Some(f64::NEG_INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// What the query-mode fetcher asks the scratch writer to do.
+enum Op {
+    /// A schema statement (CREATE TABLE, INDEX, VIEW, TRIGGER).
+    Exec(String),
+    Rows {
+        table: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Cell>>,
+    },
+    /// A virtual table's schema row, written the way the dump writer does (its shadow tables
+    /// hold the data and are copied as ordinary tables).
+    VirtualTable { name: String, sql: String },
+    /// `sqlite_sequence` as in the source.
+    Sequence(Vec<(String, i64)>),
+}
+
+fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result<(), String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    // Tables arrive in name order, children before parents: no foreign key checks here.
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF;")
+        .map_err(|e| e.to_string())?;
+    while let Some(op) = rx.blocking_recv() {
+        match op {
+            Op::Exec(sql) => conn
+                .execute_batch(&sql)
+                .map_err(|e| format!("{e} in {sql}"))?,
+            Op::Rows {
+                table,
+                columns,
+                rows,
+            } => {
+                let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+                let marks = vec!["?"; cols.len()].join(",");
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({marks})",
+                    quote_ident(&table),
+                    cols.join(",")
+                );
+                let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+                {
+                    let mut stmt = tx.prepare(&sql).map_err(|e| e.to_string())?;
+                    for row in &rows {
+                        stmt.execute(rusqlite::params_from_iter(row.iter()))
+                            .map_err(|e| format!("insert into {table:?}: {e}"))?;
+                    }
+                }
+                tx.commit().map_err(|e| e.to_string())?;
+            }
+            Op::VirtualTable { name, sql } => {
+                conn.execute_batch("PRAGMA writable_schema=ON")
+                    .map_err(|e| e.to_string())?;
+                conn.execute(
+                    "INSERT INTO sqlite_master (type,name,tbl_name,rootpage,sql) VALUES ('table',?1,?1,0,?2)",
+                    (&name, &sql),
+                )
+                .map_err(|e| format!("virtual table {name:?}: {e}"))?;
+                conn.execute_batch("PRAGMA writable_schema=OFF")
+                    .map_err(|e| e.to_string())?;
+            }
+            Op::Sequence(seqs) => {
+                let exists: bool = conn
+                    .query_row(
+                        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| e.to_string())?;
+                if exists {
+                    conn.execute("DELETE FROM sqlite_sequence", [])
+                        .map_err(|e| e.to_string())?;
+                    for (name, seq) in seqs {
+                        conn.execute(
+                            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                            (&name, seq),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Internal tables never copied: SQLite's own and Cloudflare's (`_cf_KV`, …), as in the SQLite
+/// source.
+fn is_internal(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("sqlite_") || lower.starts_with("_cf_")
+}
+
+fn is_virtual(sql: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    matches!(
+        (words.next(), words.next()),
+        (Some(a), Some(b)) if a.eq_ignore_ascii_case("CREATE") && b.eq_ignore_ascii_case("VIRTUAL")
+    )
+}
+
+/// Whether an export error says the export cannot handle the database's virtual tables
+/// (Cloudflare: "cannot export databases with Virtual Tables (fts5)").
+fn refuses_virtual(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("virtual table")
+}
+
+/// `Retry-After` in seconds (the HTTP-date form falls back to the backoff).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A transport error without its URL (a signed URL carries a credential).
+fn transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut detail = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail
+}
+
+fn fmt_wait(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Restore instructions for a D1 database, for the restore guide: with wrangler from a
+/// downloaded dump, or with D1 Time Travel (no download, last 30 days). `database` is the
+/// Patina name (the guide assumes the D1 database has the same name), `id` the D1 id and `date`
+/// the backup's `YYYY-MM-DD`.
+pub fn restore_steps(database: &str, id: &str, date: &str) -> Vec<String> {
+    let file = format!("{database}-{date}.sql");
+    let d1_file = format!("{database}-{date}.d1.sql");
+    vec![
+        format!(
+            "1. Download the backup: curl -fH \"Authorization: Bearer $PATINA_API_TOKEN\" -o {file} \"$PATINA_URL/download/{date}/{database}\" (or without Patina: zstd -dc daily/{date}/{database}/<time>.sql.zst > {file})"
+        ),
+        format!(
+            "2. Review it: head -50 {file}; tail -20 {file} — it drops and recreates every table it contains"
+        ),
+        format!(
+            "3. Make it D1-ready (D1 runs a file as one transaction and refuses BEGIN/COMMIT): sed -e '/^BEGIN TRANSACTION;$/d' -e '/^COMMIT;$/d' -e '/^PRAGMA foreign_keys=ON;$/d' -e 's/^PRAGMA foreign_keys=OFF;$/PRAGMA defer_foreign_keys=TRUE;/' {file} > {d1_file}"
+        ),
+        format!(
+            "4. Execute: wrangler d1 execute {database} --remote --file={d1_file} (D1 database id {id}; use its name from `wrangler d1 list` if it differs)"
+        ),
+        format!(
+            "5. Verify: wrangler d1 execute {database} --remote --command=\"SELECT name FROM sqlite_master WHERE type = 'table'\" and compare row counts with the backup's manifest"
+        ),
+        format!(
+            "Alternative, D1 Time Travel (last 30 days, no download): wrangler d1 time-travel info {database}"
+        ),
+        format!(
+            "Then: wrangler d1 time-travel restore {database} --timestamp=\"{date}T03:00:00Z\" (the time of the backup, or --bookmark=<bookmark from the manifest>)"
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_exactly_from_their_text_forms() {
+        let j = |s: &str| Json::String(s.into());
+        let t = |k: &str, v: Json| decode(Some(&j(k)), Some(&v));
+        assert_eq!(t("null", Json::Null), Some(Cell::Null));
+        assert_eq!(
+            t("integer", j("-9223372036854775808")),
+            Some(Cell::Integer(i64::MIN))
+        );
+        assert_eq!(t("real", j("Inf")), Some(Cell::Real(f64::INFINITY)));
+        assert_eq!(t("real", j("-Inf")), Some(Cell::Real(f64::NEG_INFINITY)));
+        assert_eq!(t("real", j("0.10000000000000001")), Some(Cell::Real(0.1)));
+        assert_eq!(t("text", j("C3A9")), Some(Cell::Text("é".into())));
+        assert_eq!(t("blob", j("00FF")), Some(Cell::Blob(vec![0, 255])));
+        assert_eq!(t("blob", j("zz")), None);
+        assert_eq!(
+            t("integer", Json::from(3)),
+            None,
+            "numbers must come as text"
+        );
+        assert_eq!(t("weird", j("1")), None);
+    }
+
+    #[test]
+    fn the_export_refusal_of_virtual_tables_is_recognised() {
+        assert!(refuses_virtual(
+            "cannot export databases with Virtual Tables (fts5)"
+        ));
+        assert!(!refuses_virtual("internal error"));
+    }
+
+    #[test]
+    fn restore_steps_use_wrangler_and_time_travel() {
+        let steps = restore_steps(
+            "groveauth",
+            "45eae4c7-8ae7-4078-9218-8e1677a4360f",
+            "2026-11-22",
+        );
+        let all = steps.join("\n");
+        assert!(
+            all.contains(
+                "wrangler d1 execute groveauth --remote --file=groveauth-2026-11-22.d1.sql"
+            )
+        );
+        assert!(all.contains("/download/2026-11-22/groveauth"));
+        assert!(all.contains("wrangler d1 time-travel info groveauth"));
+        assert!(all.contains("wrangler d1 time-travel restore groveauth --timestamp="));
+        assert!(all.contains("45eae4c7-8ae7-4078-9218-8e1677a4360f"));
+    }
+}
