@@ -1061,6 +1061,10 @@ async fn restore_guide(
             })
             .unwrap_or(policy.storage.compression),
         base_url: &base_url,
+        d1_id: declared.and_then(|d| match &d.source {
+            SourceSpec::D1 { id, .. } => Some(id.as_str()),
+            SourceSpec::Sqlite { .. } => None,
+        }),
     };
     let source = declared.map(|d| match &d.source {
         SourceSpec::Sqlite { path } => {
@@ -1103,6 +1107,8 @@ pub struct GuideFacts<'a> {
     pub compression: Compression,
     /// `http://host:port` of this server.
     pub base_url: &'a str,
+    /// The D1 database id, for kind `d1`.
+    pub d1_id: Option<&'a str>,
 }
 
 /// Step-by-step restore instructions for a database's kind. Add a kind by adding an arm.
@@ -1123,28 +1129,24 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
         Compression::None => format!("(stored uncompressed: {db}-{date}.sql is the dump)"),
     };
     match f.kind {
-        "d1" => json!({
-            "method1_wrangler": {
-                "name": "Wrangler CLI (recommended)",
-                "steps": [
-                    format!("1. Download the backup: {download}"),
-                    format!("2. Review the SQL file: head -50 {db}-{date}.sql"),
-                    format!("3. Execute: wrangler d1 execute {db} --remote --file={db}-{date}.sql"),
-                    format!("4. Verify: wrangler d1 execute {db} --remote --command=\"SELECT name FROM sqlite_master WHERE type='table'\""),
-                ],
-                "warning": "This will DROP and recreate tables. All existing data will be replaced.",
-            },
-            "method2_timetravel": {
-                "name": "D1 Time Travel (last 30 days)",
-                "steps": [
-                    format!("1. Get available restore points: wrangler d1 time-travel info {db}"),
-                    format!("2. Restore to a timestamp: wrangler d1 time-travel restore {db} --timestamp=\"{}\"",
-                        f.taken_at.as_ref().and_then(Value::as_str).unwrap_or("2026-11-22T03:00:00Z")),
-                    "3. Verify the restoration".to_string(),
-                ],
-                "note": "Time Travel is faster and does not need a download, but only reaches back 30 days.",
-            },
-        }),
+        "d1" => {
+            // The wrangler steps live with the D1 source: they include making the dump
+            // D1-ready (D1 refuses BEGIN/COMMIT in an executed file).
+            let mut steps = crate::source::d1::restore_steps(db, f.d1_id.unwrap_or("<id>"), &date);
+            let time_travel = steps.split_off(steps.len().saturating_sub(2));
+            json!({
+                "method1_wrangler": {
+                    "name": "Wrangler CLI (recommended)",
+                    "steps": steps,
+                    "warning": "This will DROP and recreate tables. All existing data will be replaced.",
+                },
+                "method2_timetravel": {
+                    "name": "D1 Time Travel (last 30 days)",
+                    "steps": time_travel,
+                    "note": "Time Travel is faster and does not need a download, but only reaches back 30 days.",
+                },
+            })
+        }
         _ => json!({
             "method1_patina": {
                 "name": "patina restore (recommended)",
@@ -1515,6 +1517,40 @@ fn capitalize(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_d1_restore_guide_makes_the_dump_d1_ready_and_offers_time_travel() {
+        let g = restore_instructions(&GuideFacts {
+            database: "groveauth",
+            kind: "d1",
+            date: Some("2026-11-22".into()),
+            taken_at: None,
+            location: None,
+            compression: Compression::Zstd,
+            base_url: "http://127.0.0.1:9477",
+            d1_id: Some("45eae4c7-8ae7-4078-9218-8e1677a4360f"),
+        });
+        let wrangler = g["method1_wrangler"]["steps"].to_string();
+        assert!(
+            wrangler.contains("wrangler d1 execute groveauth --remote --file="),
+            "{wrangler}"
+        );
+        assert!(
+            wrangler.contains("BEGIN TRANSACTION"),
+            "the D1-ready step: {wrangler}"
+        );
+        assert!(
+            wrangler.contains("45eae4c7-8ae7-4078-9218-8e1677a4360f"),
+            "{wrangler}"
+        );
+        let tt = g["method2_timetravel"]["steps"].to_string();
+        assert!(
+            tt.contains("wrangler d1 time-travel info groveauth"),
+            "{tt}"
+        );
+        assert!(tt.contains("time-travel restore groveauth"), "{tt}");
+    }
+
     use super::*;
 
     #[test]
