@@ -116,6 +116,48 @@ pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, DaemonError> {
     Ok(StateLock { _file: file })
 }
 
+/// The one-line summary for `systemctl status`:
+/// "2 databases, last backup 03:00:41, next 03:00 tomorrow" (times in the policy's timezone).
+pub fn status_line(reconciler: &Reconciler, now: chrono::DateTime<chrono::Utc>) -> String {
+    let policy = reconciler.policy();
+    let tz = policy.daemon.timezone;
+    let n = policy.databases.iter().filter(|d| d.enabled).count();
+    let mut parts = vec![format!("{n} database{}", if n == 1 { "" } else { "s" })];
+    let snapshot = reconciler.snapshot();
+    if !snapshot.running.is_empty() {
+        parts.push(format!("{} running", snapshot.running.len()));
+    }
+    if let Some(last) = snapshot.last_backup {
+        parts.push(format!(
+            "last backup {}",
+            last.with_timezone(&tz).format("%H:%M:%S")
+        ));
+    }
+    let next = policy
+        .databases
+        .iter()
+        .filter(|d| d.enabled)
+        .filter_map(|d| d.schedule.next_after(now))
+        .min();
+    if let Some(next) = next {
+        let local = next.with_timezone(&tz);
+        let today = now.with_timezone(&tz).date_naive();
+        let day = match (local.date_naive() - today).num_days() {
+            0 => "today".to_string(),
+            1 => "tomorrow".to_string(),
+            _ => local.format("%a %d %b").to_string(),
+        };
+        parts.push(format!("next {} {day}", local.format("%H:%M")));
+    }
+    if let Some(e) = snapshot.last_pass.and_then(|p| p.error) {
+        parts.push(format!(
+            "storage problem: {}",
+            e.chars().take(80).collect::<String>()
+        ));
+    }
+    parts.join(", ")
+}
+
 /// Logs each backup as one event (database, size, duration, result).
 pub struct LogObserver;
 
@@ -212,6 +254,7 @@ pub async fn run(
 
     let mut tick_every = policy.daemon.tick;
     let mut ticker = new_ticker(tick_every);
+    crate::systemd::ready(&status_line(&reconciler, clock()));
     loop {
         let reload = tokio::select! {
             _ = ticker.tick() => false,
@@ -229,12 +272,16 @@ pub async fn run(
             _ = interrupt.recv() => break,
             _ = &mut shutdown => break,
         };
-        if reload
-            && let Some(new) = reload_policy(&options.config, &reconciler, &catalog, &clock)
-            && new.daemon.tick != tick_every
-        {
-            tick_every = new.daemon.tick;
-            ticker = new_ticker(tick_every);
+        if reload {
+            crate::systemd::reloading();
+            let applied = reload_policy(&options.config, &reconciler, &catalog, &clock);
+            crate::systemd::reloaded(&status_line(&reconciler, clock()));
+            if let Some(new) = applied
+                && new.daemon.tick != tick_every
+            {
+                tick_every = new.daemon.tick;
+                ticker = new_ticker(tick_every);
+            }
         }
         match reconciler.run_once().await {
             Ok(report) => {
@@ -258,7 +305,11 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
         }
         alerts.evaluate();
+        // The loop is alive: feed the watchdog (WatchdogSec= restarts a stuck loop).
+        crate::systemd::watchdog();
+        crate::systemd::status(&status_line(&reconciler, clock()));
     }
+    crate::systemd::stopping();
 
     let running = reconciler.running();
     if running.is_empty() {

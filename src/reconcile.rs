@@ -108,6 +108,8 @@ pub struct Snapshot {
     pub archiving: bool,
     pub last_pass: Option<PassSummary>,
     pub last_success: Option<DateTime<Utc>>,
+    /// When this daemon last committed a backup.
+    pub last_backup: Option<DateTime<Utc>>,
     pub requests: crate::store::RequestCounts,
 }
 
@@ -118,6 +120,7 @@ pub struct Reconciler {
     clock: Clock,
     running: Arc<Mutex<BTreeSet<String>>>,
     archiving: Arc<AtomicBool>,
+    last_backup: Arc<Mutex<Option<DateTime<Utc>>>>,
     permits: Arc<Semaphore>,
     permits_total: AtomicU64,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
@@ -146,6 +149,7 @@ impl Reconciler {
             clock,
             running: Arc::new(Mutex::new(BTreeSet::new())),
             archiving: Arc::new(AtomicBool::new(false)),
+            last_backup: Arc::default(),
             permits: Arc::new(Semaphore::new(concurrency)),
             permits_total: AtomicU64::new(concurrency as u64),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
@@ -208,6 +212,7 @@ impl Reconciler {
             archiving: self.archiving.load(Ordering::SeqCst),
             last_pass: state.last_pass.clone(),
             last_success: state.last_success,
+            last_backup: *self.last_backup.lock().expect("last backup lock"),
             requests: state.store.requests(),
         }
     }
@@ -466,6 +471,7 @@ impl Reconciler {
         let running = Arc::clone(&self.running);
         let permits = Arc::clone(&self.permits);
         let observer = Arc::clone(&self.observer);
+        let last_backup = Arc::clone(&self.last_backup);
         let names = started.clone();
         let alerts = self.alerts.clone();
         self.tasks.lock().await.spawn(async move {
@@ -481,6 +487,15 @@ impl Reconciler {
                 Ok(r) => {
                     let failed = r.failed();
                     tracing::info!(job = %r.job_id, databases = names.len(), failed, "job finished");
+                    let newest = r
+                        .results
+                        .iter()
+                        .filter_map(|(_, o)| o.as_ref().ok().map(|m| m.completed_at))
+                        .max();
+                    if let Some(t) = newest {
+                        let mut last = last_backup.lock().expect("last backup lock");
+                        *last = Some(last.map_or(t, |l| l.max(t)));
+                    }
                     if let Some(a) = &alerts {
                         a.job_finished(&r);
                     }

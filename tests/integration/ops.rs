@@ -156,3 +156,70 @@ fn json_logs_carry_one_event_per_backup() {
     assert!(committed["seconds"].as_f64().is_some());
     assert_eq!(committed["level"], "INFO");
 }
+
+#[test]
+fn the_daemon_speaks_sd_notify() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::copy(
+        Path::new(ROOT).join("examples/data/demo-app.db"),
+        p.join("demo.db"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("patina.toml"),
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"1s\"\n[storage]\nurl = \"file://backups\"\n\
+         [priorities.critical]\nschedule = \"0 3 * * *\"\n\
+         [[database]]\nname = \"demo\"\nkind = \"sqlite\"\npath = \"demo.db\"\npriority = \"critical\"\n",
+    )
+    .unwrap();
+    let socket_path = p.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patina"))
+        .args(["run", "--shutdown-grace", "5s"])
+        .current_dir(p)
+        .env_remove("PATINA_CONFIG")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("PATINA_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 1024];
+        while !seen.contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in:\n{seen}");
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+    };
+    wait_for("READY=1");
+    wait_for("WATCHDOG=1");
+    wait_for("STATUS=1 database");
+    wait_for("last backup");
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-HUP");
+    wait_for("RELOADING=1");
+    signal("-TERM");
+    wait_for("STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
