@@ -223,3 +223,93 @@ fn the_daemon_speaks_sd_notify() {
     wait_for("STOPPING=1");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// The metric names of DESIGN §8 (the HTTP tests check a live scrape carries every one).
+fn exposed_metrics() -> std::collections::BTreeSet<String> {
+    [
+        "build_info",
+        "config_last_reload_successful",
+        "config_last_reload_success_timestamp_seconds",
+        "config_reloads_total",
+        "databases",
+        "backup_last_success_timestamp_seconds",
+        "backup_last_duration_seconds",
+        "backup_last_size_bytes",
+        "backups_total",
+        "backup_duration_seconds_bucket",
+        "backup_duration_seconds_sum",
+        "backup_duration_seconds_count",
+        "next_backup_timestamp_seconds",
+        "backup_expected_interval_seconds",
+        "inventory_objects",
+        "inventory_bytes",
+        "retention_deleted_objects_total",
+        "reconcile_duration_seconds",
+        "reconcile_last_success_timestamp_seconds",
+        "verify_last_success_timestamp_seconds",
+        "alerts_sent_total",
+        "storage_requests_total",
+        "jobs_running",
+    ]
+    .iter()
+    .map(|n| format!("patina_{n}"))
+    .collect()
+}
+
+fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("patina_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    out
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_and_use_real_metric_names() {
+    let ok = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "promtool is required: apt-get install -y --no-install-recommends prometheus (or run .ci/run)"
+    );
+    let rules = Path::new(ROOT).join("examples/prometheus/alerts.yml");
+    let o = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(Path::new(ROOT).join("examples/prometheus/scrape.yml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let exposed = exposed_metrics();
+    assert!(
+        exposed.contains("patina_backup_last_success_timestamp_seconds"),
+        "{exposed:?}"
+    );
+    let rules = std::fs::read_to_string(rules).unwrap();
+    let dashboard =
+        std::fs::read_to_string(Path::new(ROOT).join("examples/grafana/patina.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(parsed["panels"].as_array().unwrap().len() >= 10);
+    for (file, text) in [("alerts.yml", &rules), ("patina.json", &dashboard)] {
+        for name in referenced_metrics(text) {
+            assert!(
+                exposed.contains(&name),
+                "{file} uses {name}, which Patina does not expose"
+            );
+        }
+    }
+}
