@@ -16,5 +16,6 @@ mod integration {
     mod hostile;
     mod http;
     mod ops;
+    mod source_faults;
     mod store;
 }
