@@ -311,6 +311,11 @@ struct RawAlerts {
     stale_after: Option<u32>,
     /// When the daily summary is sent (cron); unset: never.
     daily_summary: Option<String>,
+    /// A condition that persists (stale, failing, drift, invalid config) is alerted when it
+    /// starts, again after this long while it lasts, and once when it resolves; "off": never
+    /// again until it resolves.
+    #[schemars(extend("default" = "24h"), regex(pattern = r"^([0-9]+(s|m|h|d|w)|off)$"))]
+    renotify: Option<String>,
 }
 
 /// An alert sink.
@@ -573,10 +578,13 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let a = &policy.alerts;
     let _ = writeln!(
         out,
-        "\nalerts:       max duration {}, size deviation {}, stale after {} intervals",
+        "\nalerts:       max duration {}, size deviation {}, stale after {} intervals, renotify {}",
         Span::Seconds(a.max_duration.as_secs()),
         a.size_deviation,
-        a.stale_after
+        a.stale_after,
+        a.renotify
+            .map(|d| Span::Seconds(d.as_secs()).to_string())
+            .unwrap_or_else(|| "off".into())
     );
     if let Some(summary) = &a.daily_summary {
         let _ = writeln!(
@@ -1716,11 +1724,16 @@ impl<'t> Cx<'t> {
             Some(expr) => self.schedule("alerts.daily_summary", expr, tz).map(Some),
             None => Some(None),
         };
+        let renotify = match raw.renotify.as_deref().unwrap_or("24h") {
+            "off" => Some(None),
+            text => self.duration("alerts.renotify", text).map(Some),
+        };
         Some(AlertSettings {
             max_duration: max_duration?,
             size_deviation: deviation_ok.then_some(size_deviation)?,
             stale_after: raw.stale_after.unwrap_or(2),
             daily_summary: daily_summary?,
+            renotify: renotify?,
         })
     }
 
@@ -2640,7 +2653,7 @@ databases (3):
     schedule:   0 3 * * *
     enabled:    no
 
-alerts:       max duration 45m, size deviation 0.5, stale after 2 intervals
+alerts:       max duration 45m, size deviation 0.5, stale after 2 intervals, renotify 1d
   daily summary: 0 8 * * *  next: 2026-11-23 08:00 CET, 2026-11-24 08:00 CET, 2026-11-25 08:00 CET
 alert sinks (1):
   ops (discord, url ***): failure, stale

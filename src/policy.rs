@@ -273,6 +273,9 @@ pub struct AlertSettings {
     pub stale_after: u32,
     /// When the daily digest is sent; `None`: never.
     pub daily_summary: Option<Schedule>,
+    /// How often a persisting condition is alerted again; `None`: only when it starts and
+    /// when it resolves.
+    pub renotify: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

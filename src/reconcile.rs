@@ -320,6 +320,17 @@ impl Reconciler {
         if result.is_ok() {
             state.last_success = Some(at);
         }
+        let location = state.store.location("");
+        drop(state);
+        if let Some(alerts) = &self.alerts {
+            match &result {
+                Ok(_) => alerts.storage_reachable(),
+                Err(ReconcileError::Listing(e)) => {
+                    alerts.storage_unreachable(&location, &e.to_string())
+                }
+                Err(_) => {}
+            }
+        }
         result.map(|(report, _)| report)
     }
 

@@ -47,9 +47,6 @@ pub struct DeliveryConfig {
     pub max_retry_after: Duration,
     /// Deliveries pending at most; more are dropped (and counted).
     pub queue: usize,
-    /// Re-notify persisting conditions (stale, config invalid, failing databases) this often;
-    /// `None`: never.
-    pub reminder: Option<Duration>,
 }
 
 impl Default for DeliveryConfig {
@@ -61,7 +58,6 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(120),
             queue: 1024,
-            reminder: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -127,6 +123,14 @@ struct Delivery {
     queued_at: DateTime<Utc>,
 }
 
+/// `[alerts] renotify` as the tracker's reminder interval.
+fn renotify_of(policy: &Policy) -> Option<chrono::Duration> {
+    policy
+        .alerts
+        .renotify
+        .and_then(|r| chrono::Duration::from_std(r).ok())
+}
+
 impl Alerts {
     /// Start the delivery worker (needs a tokio runtime) for `policy`'s sinks.
     pub fn start(
@@ -136,9 +140,7 @@ impl Alerts {
         config: DeliveryConfig,
     ) -> Alerts {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let reminder = config
-            .reminder
-            .and_then(|r| chrono::Duration::from_std(r).ok());
+        let reminder = renotify_of(&policy);
         let shared = Arc::new(Shared {
             config,
             clock,
@@ -168,6 +170,7 @@ impl Alerts {
     /// Use a reloaded policy's sinks and thresholds from now on (queued deliveries keep the
     /// sink they were routed to).
     pub fn set_policy(&self, policy: Arc<Policy>) {
+        self.watch().tracker.reminder = renotify_of(&policy);
         *self.inner.policy.lock().expect("alerts policy") = policy;
     }
 
@@ -408,6 +411,28 @@ impl Alerts {
     pub fn config_valid(&self) {
         let now = self.now();
         let alert = self.watch().tracker.clear("config_invalid", now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
+    /// Storage could not be listed: raised once while it lasts (reminded, then resolved).
+    pub fn storage_unreachable(&self, location: &str, error: &str) {
+        let now = self.now();
+        let subject = Subject::StorageUnreachable {
+            location: location.to_string(),
+            error: error.to_string(),
+        };
+        let alert = self.watch().tracker.raise("storage", subject, now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
+    /// A listing succeeded: an outage before it resolves.
+    pub fn storage_reachable(&self) {
+        let now = self.now();
+        let alert = self.watch().tracker.clear("storage", now);
         if let Some(a) = alert {
             self.raise(a);
         }

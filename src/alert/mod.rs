@@ -89,6 +89,7 @@ impl Alert {
             Subject::Stale { .. } => AlertEvent::Stale,
             Subject::ArchiveFailed { .. } => AlertEvent::ArchiveFailed,
             Subject::Drift { .. } => AlertEvent::Drift,
+            Subject::StorageUnreachable { .. } => AlertEvent::Failure,
             Subject::ConfigInvalid { .. } => AlertEvent::ConfigInvalid,
             Subject::Summary(_) => AlertEvent::Summary,
         })
@@ -151,6 +152,8 @@ impl Alert {
             }
             Subject::ArchiveFailed { week, .. } => format!("❌ Weekly archive {week} failed"),
             Subject::Drift { .. } => "❗ Committed backups vanished from storage".into(),
+            Subject::StorageUnreachable { .. } if resolved => "✅ Storage reachable again".into(),
+            Subject::StorageUnreachable { .. } => "❌ Patina cannot reach its storage".into(),
             Subject::ConfigInvalid { .. } if resolved => "✅ Patina policy valid again".into(),
             Subject::ConfigInvalid { .. } => "❌ Patina policy reload rejected".into(),
             Subject::Summary(_) => "📋 Patina daily summary".into(),
@@ -259,6 +262,12 @@ impl Alert {
                 keys.len(),
                 keys.join(", ")
             ),
+            Subject::StorageUnreachable { location, .. } if resolved => {
+                format!("{location}: storage is reachable again")
+            }
+            Subject::StorageUnreachable { location, error } => format!(
+                "{location}: storage cannot be listed — no backup can be committed and nothing is pruned until it can: {error}"
+            ),
             Subject::ConfigInvalid { file, .. } if resolved => {
                 format!("{file}: the policy file is valid again and was reloaded")
             }
@@ -320,6 +329,9 @@ pub enum Subject {
     ArchiveFailed { week: String, error: String },
     /// Committed backups vanished from storage (data keys).
     Drift { keys: Vec<String> },
+    /// Storage cannot be listed: no backup can be committed and nothing is pruned (a
+    /// persisting condition, under the `failure` event).
+    StorageUnreachable { location: String, error: String },
     /// A reload was rejected; the first problems, each with file:line:column.
     ConfigInvalid { file: String, problems: Vec<String> },
     /// The daily digest.

@@ -111,6 +111,10 @@ pub fn payload(alert: &Alert) -> Option<Value> {
             json!({ "week": week, "error": error }),
         ),
         Subject::Drift { keys } => with(base("backup_drift"), json!({ "keys": keys })),
+        Subject::StorageUnreachable { location, error } => with(
+            base("storage_unreachable"),
+            json!({ "location": location, "error": error }),
+        ),
         Subject::ConfigInvalid { file, problems } => with(
             base("config_invalid"),
             json!({ "file": file, "errors": problems }),

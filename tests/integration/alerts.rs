@@ -38,7 +38,6 @@ fn fast() -> DeliveryConfig {
         timeout: Duration::from_secs(2),
         max_retry_after: Duration::from_secs(2),
         queue: 64,
-        reminder: Some(Duration::from_secs(24 * 3600)),
     }
 }
 

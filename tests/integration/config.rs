@@ -286,3 +286,32 @@ fn the_policy_reference_is_generated_from_the_schema() {
         "docs/policy.md is out of date: regenerate with `PATINA_UPDATE_DOCS=1 cargo test --test integration policy_reference`"
     );
 }
+
+#[test]
+fn renotify_defaults_to_a_day_and_can_be_turned_off() {
+    let load = |extra: &str| {
+        patina::config::from_str(
+            &format!(
+                "[priorities.critical]\nschedule = \"0 3 * * *\"\n{extra}\n\
+                 [[database]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n"
+            ),
+            "patina.toml",
+            std::path::Path::new("/srv"),
+            &|_| None,
+        )
+    };
+    let p = load("").unwrap();
+    assert_eq!(
+        p.alerts.renotify,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    let p = load("[alerts]\nrenotify = \"6h\"\n").unwrap();
+    assert_eq!(
+        p.alerts.renotify,
+        Some(std::time::Duration::from_secs(6 * 3600))
+    );
+    let p = load("[alerts]\nrenotify = \"off\"\n").unwrap();
+    assert_eq!(p.alerts.renotify, None);
+    let e = load("[alerts]\nrenotify = \"sometimes\"\n").unwrap_err();
+    assert!(e.to_string().contains("renotify"), "{e}");
+}

@@ -228,3 +228,69 @@ async fn an_outage_fails_backups_cleanly_and_deletes_nothing_until_it_heals() {
     );
     assert!(r.reconciler.snapshot().last_pass.unwrap().error.is_none());
 }
+
+#[tokio::test]
+async fn a_storage_outage_alerts_once_and_resolves_when_it_heals() {
+    use crate::support::receiver::Receiver;
+    use patina::alert::{Alerts, DeliveryConfig};
+
+    let rx = Receiver::start().await;
+    let mut r = rig("").await;
+    // A policy with a webhook sink listening to failures.
+    let text = format!(
+        "[storage]\nurl = \"memory://\"\n[priorities.critical]\nschedule = \"0 3 * * *\"\n\
+         [[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{}\"\non = [\"failure\"]\n\
+         [[database]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"app.db\"\npriority = \"critical\"\n",
+        rx.url("/hook")
+    );
+    let policy =
+        Arc::new(patina::config::from_str(&text, "patina.toml", r._dir.path(), &|_| None).unwrap());
+    let alerts = Alerts::start(
+        Arc::clone(&policy),
+        Arc::clone(&r.catalog),
+        r.clock.clock(),
+        DeliveryConfig {
+            backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(50),
+            timeout: Duration::from_secs(2),
+            ..DeliveryConfig::default()
+        },
+    );
+    r.reconciler = Reconciler::new(
+        Arc::clone(&policy),
+        r.store.clone(),
+        Arc::clone(&r.catalog),
+        r.clock.clock(),
+        Arc::new(Quiet),
+    )
+    .with_alerts(alerts.clone());
+    r.reconciler.run_once().await.unwrap();
+    r.reconciler.wait_idle().await;
+
+    r.proxy.outage(Fault::Unavailable);
+    for _ in 0..20 {
+        r.clock.advance(chrono::Duration::minutes(1));
+        assert!(r.reconciler.run_once().await.is_err());
+    }
+    let got = rx.wait_for("/hook", 1, Duration::from_secs(10)).await;
+    let alert = got[0].json();
+    assert_eq!(alert["type"], "storage_unreachable", "{alert}");
+    assert_eq!(alert["state"], "firing");
+    assert!(
+        alert["location"].as_str().unwrap().starts_with("s3://"),
+        "{alert}"
+    );
+
+    r.proxy.heal();
+    r.clock.advance(chrono::Duration::minutes(1));
+    r.reconciler.run_once().await.unwrap();
+    r.reconciler.wait_idle().await;
+    let got = rx.wait_for("/hook", 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "one alert when it started, one when it resolved — no storm"
+    );
+    assert_eq!(got[1].json()["state"], "resolved");
+    alerts.shutdown(Duration::from_secs(2)).await;
+}
