@@ -508,29 +508,12 @@ impl Catalog {
     pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRow>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT job_id, started_at, completed_at, status, trigger_type, total_databases,
-                        coalesce(successful_count, 0), coalesce(failed_count, 0),
-                        coalesce(total_size_bytes, 0), duration_ms, error_message
-                 FROM backup_jobs ORDER BY started_at DESC, id DESC LIMIT ?1",
-            )
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM backup_jobs ORDER BY started_at DESC, id DESC LIMIT ?1"
+            ))
             .map_err(self.q("list jobs"))?;
         let rows = stmt
-            .query_map(params![limit as i64], |r| {
-                Ok(JobRow {
-                    job_id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    completed_at: r.get(2)?,
-                    status: r.get(3)?,
-                    trigger_type: r.get(4)?,
-                    total_databases: r.get(5)?,
-                    successful_count: r.get(6)?,
-                    failed_count: r.get(7)?,
-                    total_size_bytes: r.get(8)?,
-                    duration_ms: r.get(9)?,
-                    error_message: r.get(10)?,
-                })
-            })
+            .query_map(params![limit as i64], job_row)
             .map_err(self.q("list jobs"))?;
         rows.collect::<Result<_, _>>().map_err(self.q("list jobs"))
     }
@@ -869,6 +852,28 @@ impl Catalog {
     }
 }
 
+/// The columns [`job_row`] reads, in its order.
+const JOB_COLUMNS: &str = "job_id, started_at, completed_at, status, trigger_type, \
+     total_databases, coalesce(successful_count, 0), coalesce(failed_count, 0), \
+     coalesce(total_size_bytes, 0), duration_ms, error_message";
+
+/// A `backup_jobs` row selected with [`JOB_COLUMNS`] first.
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        job_id: r.get(0)?,
+        started_at: r.get(1)?,
+        completed_at: r.get(2)?,
+        status: r.get(3)?,
+        trigger_type: r.get(4)?,
+        total_databases: r.get(5)?,
+        successful_count: r.get(6)?,
+        failed_count: r.get(7)?,
+        total_size_bytes: r.get(8)?,
+        duration_ms: r.get(9)?,
+        error_message: r.get(10)?,
+    })
+}
+
 fn insert_inventory(
     conn: &Connection,
     m: &Manifest,
@@ -1033,31 +1038,16 @@ impl Catalog {
     ) -> Result<Vec<JobDetail>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT job_id, started_at, completed_at, status, trigger_type, total_databases,
-                        coalesce(successful_count, 0), coalesce(failed_count, 0),
-                        coalesce(total_size_bytes, 0), duration_ms, error_message,
-                        initiated_by, reason
-                 FROM backup_jobs WHERE (?2 = 0 OR status = 'running')
-                 ORDER BY started_at DESC, id DESC LIMIT ?1",
-            )
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS}, initiated_by, reason
+                     FROM backup_jobs WHERE (?2 = 0 OR status = 'running')
+                     ORDER BY started_at DESC, id DESC LIMIT ?1"
+            ))
             .map_err(self.q("list jobs"))?;
         let rows = stmt
             .query_map(params![limit as i64, running_only as i64], |r| {
                 Ok(JobDetail {
-                    job: JobRow {
-                        job_id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        completed_at: r.get(2)?,
-                        status: r.get(3)?,
-                        trigger_type: r.get(4)?,
-                        total_databases: r.get(5)?,
-                        successful_count: r.get(6)?,
-                        failed_count: r.get(7)?,
-                        total_size_bytes: r.get(8)?,
-                        duration_ms: r.get(9)?,
-                        error_message: r.get(10)?,
-                    },
+                    job: job_row(r)?,
                     initiated_by: r.get(11)?,
                     reason: r.get(12)?,
                 })
