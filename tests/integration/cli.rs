@@ -98,16 +98,7 @@ pub(crate) fn assert_code(o: &Output, code: i32) {
 }
 
 fn sqlite3() -> &'static str {
-    let ok = Command::new("sqlite3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the sqlite3 program is required: apt-get install -y sqlite3 (or run .ci/run)"
-    );
-    "sqlite3"
+    crate::support::require("sqlite3", "apt-get install -y sqlite3")
 }
 
 /// A database's whole content as the `sqlite3` program sees it: the schema, then every table's

@@ -639,14 +639,10 @@ async fn every_endpoint_against_real_backups_on_s3() {
 
 /// `promtool check metrics` on a scrape; a missing promtool fails the test with an install hint.
 fn promtool_check(text: &str, dir: &Path) {
-    let out = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-        .expect(
-            "promtool is required: apt-get install -y --no-install-recommends prometheus \
-             (or run .ci/run)",
-        );
-    assert!(out.status.success());
+    crate::support::require(
+        "promtool",
+        "apt-get install -y --no-install-recommends prometheus",
+    );
     let file = dir.join("scrape.txt");
     std::fs::write(&file, text).unwrap();
     let out = std::process::Command::new("promtool")

@@ -16,16 +16,7 @@ fn patina(args: &[&str]) -> std::process::Output {
 }
 
 fn systemd_analyze() -> &'static str {
-    let ok = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "systemd-analyze is required (apt-get install -y systemd)"
-    );
-    "systemd-analyze"
+    crate::support::require("systemd-analyze", "apt-get install -y systemd")
 }
 
 /// The shipped unit, with ExecStart pointing at this build (verify checks the binary exists).
@@ -270,14 +261,9 @@ fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn prometheus_rules_pass_promtool_and_use_real_metric_names() {
-    let ok = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "promtool is required: apt-get install -y --no-install-recommends prometheus (or run .ci/run)"
+    crate::support::require(
+        "promtool",
+        "apt-get install -y --no-install-recommends prometheus",
     );
     let rules = Path::new(ROOT).join("examples/prometheus/alerts.yml");
     let o = Command::new("promtool")
