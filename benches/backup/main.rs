@@ -473,10 +473,7 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                     let mut init = cmd("restic", &["init", "--repo", &repo_s, "-q"]);
                     init.env("RESTIC_PASSWORD", "bench");
                     pipeline(vec![init], None, None);
-                    let mut backup = cmd(
-                        "restic",
-                        &["backup", "--repo", &repo_s, "-q", "--no-scan", &db_s],
-                    );
+                    let mut backup = cmd("restic", &["backup", "--repo", &repo_s, "-q", &db_s]);
                     backup
                         .env("RESTIC_PASSWORD", "bench")
                         .env("RESTIC_CACHE_DIR", dir.join("cache"));

@@ -324,7 +324,8 @@ fn nasty_database_round_trips_through_sqlite3_and_load() {
     // 2. Our loader.
     let by_load = dir.path().join("by-load.db");
     let loaded = sqlite::load(&mut BufReader::new(sql.as_slice()), &by_load).unwrap();
-    assert!(loaded.statements as usize > nasty_reals().len());
+    // Rows are batched into multi-row INSERTs: fewer statements than rows, but some.
+    assert!(loaded.statements > 10 && loaded.statements < summary.row_count);
 
     for restored in [&by_shell, &by_load] {
         // _cf_KV was not dumped: compare without it.
