@@ -415,7 +415,7 @@ fn dump_compressed(
 }
 
 /// Buffers in flight between the dumping and the compressing thread.
-const PIPE_DEPTH: usize = 4;
+const PIPE_DEPTH: usize = 8;
 /// Size of one such buffer.
 const PIPE_CHUNK: usize = 256 * 1024;
 

@@ -334,9 +334,88 @@ pub fn push_real(b: &mut Vec<u8>, r: f64) {
     } else if r.abs() < 1e-290 {
         // Multiplying by a power of two is exact here (the result is a normal number).
         let _ = write!(b, "({:.16e}/{TWO_POW_500_TEXT})", r * TWO_POW_500);
-    } else {
+    } else if !push_real_17_fast(b, r) {
         let _ = write!(b, "{r:.16e}");
     }
+}
+
+/// `10^i` for `i` in `0..=22`.
+const POW10: [u128; 23] = {
+    let mut t = [1u128; 23];
+    let mut i = 1;
+    while i < 23 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Writes exactly what `format!("{r:.16e}")` writes (17 significant digits, correctly rounded)
+/// for a finite normal `r` with `1e-6 <= |r| < 1e17`, with integer arithmetic: `r = m·2^e`, so
+/// `r·10^p` is `m·10^p` shifted, which fits in a `u128` in this range. Returns `false` (and
+/// writes nothing) outside that range and on an exact tie, which the formatter then handles.
+fn push_real_17_fast(b: &mut Vec<u8>, r: f64) -> bool {
+    const LOW: u128 = 10_000_000_000_000_000; // 10^16
+    const HIGH: u128 = 100_000_000_000_000_000; // 10^17
+    let bits = r.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 || biased == 0x7ff {
+        return false;
+    }
+    let m = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let e = biased - 1075; // r = ±m·2^e
+    // The decimal exponent: floor(log10 2^(biased-1023)) (exact for these exponents), which
+    // is k or k - 1; the loop corrects it from the exact integer part.
+    let mut k = ((biased - 1023) * 78_913) >> 18;
+    for _ in 0..3 {
+        if !(-6..=16).contains(&k) {
+            return false;
+        }
+        let n = m * POW10[(16 - k) as usize]; // < 2^53 · 10^22 < 2^127
+        let (q, rounds_up) = if e >= 0 {
+            if n.leading_zeros() <= e as u32 {
+                return false;
+            }
+            (n << e, false)
+        } else {
+            let s = (-e) as u32;
+            if s >= 127 {
+                return false;
+            }
+            let rem = n & ((1u128 << s) - 1);
+            let half = 1u128 << (s - 1);
+            if rem == half {
+                return false; // a tie: leave the rounding rule to the formatter
+            }
+            (n >> s, rem > half)
+        };
+        if q < LOW {
+            k -= 1;
+            continue;
+        }
+        if q >= HIGH {
+            k += 1;
+            continue;
+        }
+        let mut d = q + u128::from(rounds_up);
+        let mut exp = k;
+        if d == HIGH {
+            d = LOW;
+            exp += 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(d as u64).as_bytes();
+        if r < 0.0 {
+            b.push(b'-');
+        }
+        b.push(digits[0]);
+        b.push(b'.');
+        b.extend_from_slice(&digits[1..]);
+        b.push(b'e');
+        b.extend_from_slice(itoa::Buffer::new().format(exp).as_bytes());
+        return true;
+    }
+    false
 }
 
 /// A TEXT literal: `'…'`, or `CAST(X'…' AS TEXT)` when the bytes hold `\r`, NUL or invalid
@@ -474,6 +553,38 @@ mod tests {
             };
             assert_eq!(back.to_bits(), f.to_bits(), "{f:e} written as {s}");
         }
+    }
+
+    /// The integer fast path writes exactly what the formatter writes.
+    #[test]
+    fn fast_reals_match_the_formatter() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut samples = vec![0.1, 0.5, 1.5, 123.45, 9.999_999_999_999_999e16, 1e-6, 1e16];
+        for n in 1..80 {
+            samples.push(2f64.powi(-n));
+            samples.push(10f64.powi(n % 23 - 6) * 0.999_999_999_999_999_9);
+        }
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Random bits, and values like prices and measurements.
+            samples.push(f64::from_bits(state));
+            samples.push((state % 10_000_000) as f64 / 100.0 + 0.01);
+            samples.push((state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0);
+        }
+        let mut hits = 0;
+        for f in &samples {
+            for f in [*f, -f] {
+                let mut fast = Vec::new();
+                if push_real_17_fast(&mut fast, f) {
+                    hits += 1;
+                    assert_eq!(String::from_utf8(fast).unwrap(), format!("{f:.16e}"));
+                }
+            }
+        }
+        // Prices and measurements all take the fast path; random bits rarely do.
+        assert!(hits > samples.len(), "{hits} of {}", samples.len() * 2);
     }
 
     #[test]

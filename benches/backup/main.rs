@@ -36,6 +36,8 @@ struct Sample {
     wall: Duration,
     /// Peak resident set, KiB; for a pipeline the sum of each stage's peak.
     rss_kib: u64,
+    /// User + system CPU seconds of all stages (0 without GNU time).
+    cpu: f64,
     bytes: u64,
 }
 
@@ -148,7 +150,7 @@ fn pipeline(mut stages: Vec<Command>, stdin: Option<&Path>, stdout: Option<&Path
             let rss = tempfile_path(&format!("rss-{i}"));
             wrapped = Command::new(GNU_TIME);
             wrapped
-                .args(["-f", "%M", "-o"])
+                .args(["-f", "%M %U %S", "-o"])
                 .arg(&rss)
                 .arg(stage.get_program())
                 .args(stage.get_args());
@@ -181,6 +183,7 @@ fn pipeline(mut stages: Vec<Command>, stdin: Option<&Path>, stdout: Option<&Path
         std::mem::forget(child);
     }
     let mut rss_kib = 0u64;
+    let mut cpu = 0.0;
     for (pid, name) in pids.into_iter().zip(names) {
         let mut status = 0;
         // SAFETY: plain syscall on our own child with valid out-pointers.
@@ -197,16 +200,22 @@ fn pipeline(mut stages: Vec<Command>, stdin: Option<&Path>, stdout: Option<&Path
     }
     for f in rss_files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        rss_kib += text
+        let fields: Vec<&str> = text
             .lines()
             .last()
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if let [rss, user, sys] = fields[..] {
+            rss_kib += rss.parse::<u64>().unwrap_or(0);
+            cpu += user.parse::<f64>().unwrap_or(0.0) + sys.parse::<f64>().unwrap_or(0.0);
+        }
         let _ = std::fs::remove_file(&f);
     }
     Sample {
         wall: started.elapsed(),
         rss_kib,
+        cpu,
         bytes: stdout.map_or(0, file_size),
     }
 }
@@ -509,12 +518,13 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                 other => unreachable!("unknown case {other}"),
             };
             eprintln!(
-                "[{} {}/{}] {:<28} {:>8.2}s {:>7.1} MiB {:>12} B",
+                "[{} {}/{}] {:<28} {:>8.2}s {:>7.2}s CPU {:>7.1} MiB {:>12} B",
                 scale.name,
                 iter + 1,
                 opts.iters,
                 case.name,
                 sample.wall.as_secs_f64(),
+                sample.cpu,
                 sample.rss_kib as f64 / 1024.0,
                 sample.bytes
             );
@@ -536,15 +546,21 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
     );
     let _ = writeln!(
         out,
-        "| command | median wall | × patina time | peak RSS | output bytes | × patina bytes |"
+        "| command | median wall | × patina time | CPU (user+sys) | peak RSS | output bytes | × patina bytes |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for group in [Group::Backup, Group::Restore] {
         let med = |c: &Case| {
             let mut w: Vec<f64> = c.samples.iter().map(|s| s.wall.as_secs_f64()).collect();
             let mut r: Vec<f64> = c.samples.iter().map(|s| s.rss_kib as f64).collect();
             let mut b: Vec<f64> = c.samples.iter().map(|s| s.bytes as f64).collect();
-            (median(&mut w), median(&mut r), median(&mut b))
+            let mut u: Vec<f64> = c.samples.iter().map(|s| s.cpu).collect();
+            (
+                median(&mut w),
+                median(&mut r),
+                median(&mut b),
+                median(&mut u),
+            )
         };
         let base = cases
             .iter()
@@ -554,7 +570,7 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             if let Some(m) = c.missing {
                 let _ = writeln!(
                     out,
-                    "| `{}` | {m} not installed | | | | |",
+                    "| `{}` | {m} not installed | | | | | |",
                     c.name.replace('|', "\\|")
                 );
                 continue;
@@ -562,9 +578,9 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             if c.samples.is_empty() {
                 continue;
             }
-            let (w, r, b) = med(c);
+            let (w, r, b, u) = med(c);
             let (tw, tb) = match base {
-                Some((bw, _, bb)) => (
+                Some((bw, _, bb, _)) => (
                     format!("{:.2}×", w / bw),
                     if bb > 0.0 && b > 0.0 {
                         format!("{:.3}×", b / bb)
@@ -576,10 +592,11 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             };
             let _ = writeln!(
                 out,
-                "| `{}` | {:.2} s | {} | {:.1} MiB | {} | {} |",
+                "| `{}` | {:.2} s | {} | {:.2} s | {:.1} MiB | {} | {} |",
                 c.name.replace('|', "\\|"),
                 w,
                 tw,
+                u,
                 r / 1024.0,
                 b as u64,
                 tb
