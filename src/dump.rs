@@ -13,7 +13,8 @@
 //!   `y = x·2^500` is exact and so is the division. ±Inf is `9e999` / `-9e999`.
 //! - TEXT: `'…'` with quotes doubled, unless it contains `\r` (the shell strips `\r` before `\n`
 //!   when reading a file), NUL or invalid UTF-8: then `CAST(X'…' AS TEXT)`, byte-exact.
-//! - BLOB: `X'…'` in lowercase hex.
+//! - BLOB: `X'…'` in lowercase hex, or `CAST('…' AS BLOB)` when its bytes are such text and
+//!   at least 32 long (half the size of hex).
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -303,7 +304,7 @@ pub fn push_value(b: &mut Vec<u8>, v: Value<'_>) {
         Value::Integer(i) => push_integer(b, i),
         Value::Real(r) => push_real(b, r),
         Value::Text(t) => push_text(b, t),
-        Value::Blob(x) => push_blob(b, x),
+        Value::Blob(x) => push_blob_value(b, x),
     }
 }
 
@@ -451,6 +452,28 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     }
     t
 };
+
+/// BLOBs at least this long whose bytes are also plain text are written as text (see
+/// [`push_blob_value`]); below it the hex form is about as short.
+const BLOB_AS_TEXT_MIN: usize = 32;
+
+/// A BLOB literal: `CAST('…' AS BLOB)` when the bytes are text the shell reads back exactly
+/// (UTF-8 without `\r` or NUL, as for TEXT) — half the size of hex for the JSON and other
+/// text applications keep in BLOBs, and cheaper to write, compress and replay — else `X'…'`.
+/// Like `CAST(X'…' AS TEXT)` for TEXT, this gives the same bytes in a UTF-8 database, which
+/// is what restoring into a new file creates.
+pub fn push_blob_value(b: &mut Vec<u8>, x: &[u8]) {
+    if x.len() >= BLOB_AS_TEXT_MIN
+        && memchr::memchr2(b'\r', 0, x).is_none()
+        && simdutf8::basic::from_utf8(x).is_ok()
+    {
+        b.extend_from_slice(b"CAST(");
+        push_text(b, x);
+        b.extend_from_slice(b" AS BLOB)");
+    } else {
+        push_blob(b, x);
+    }
+}
 
 /// `X'…'` in lowercase hex; `X''` when empty.
 pub fn push_blob(b: &mut Vec<u8>, x: &[u8]) {
@@ -603,6 +626,25 @@ mod tests {
     fn blobs_are_lowercase_hex() {
         assert_eq!(lit(Value::Blob(b"")), "X''");
         assert_eq!(lit(Value::Blob(&[0x00, 0xab, 0xff, 0x10])), "X'00abff10'");
+        assert_eq!(lit(Value::Blob(b"short text")), "X'73686f72742074657874'");
+    }
+
+    #[test]
+    fn long_text_like_blobs_are_cast_from_text() {
+        let json = r#"{"items":[{"sku":"it's","qty":1}],"note":"café"}"#.as_bytes();
+        assert_eq!(
+            lit(Value::Blob(json)),
+            "CAST('{\"items\":[{\"sku\":\"it''s\",\"qty\":1}],\"note\":\"café\"}' AS BLOB)"
+        );
+        let mut crlf = json.to_vec();
+        crlf.extend_from_slice(b"\r\n");
+        assert!(lit(Value::Blob(&crlf)).starts_with("X'"));
+        let mut nul = json.to_vec();
+        nul.push(0);
+        assert!(lit(Value::Blob(&nul)).starts_with("X'"));
+        let mut invalid = json.to_vec();
+        invalid.push(0xff);
+        assert!(lit(Value::Blob(&invalid)).starts_with("X'"));
     }
 
     #[test]
