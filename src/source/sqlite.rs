@@ -487,11 +487,9 @@ fn load_into(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, Sou
     };
     let conn = Connection::open(target).map_err(|e| load_err(0, &e))?;
     // A fresh scratch file that is renamed into place only when complete and checked: no
-    // journal, no syncing, no lock traffic; a 64 MiB page cache, which is also the budget of
-    // the sorter that builds each index after the data.
+    // journal, no syncing, no lock traffic.
     conn.execute_batch(
-        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;
-         PRAGMA cache_size=-65536;",
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;",
     )
     .map_err(|e| load_err(0, &e))?;
 
