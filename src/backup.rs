@@ -3,7 +3,8 @@
 //!
 //! The pipeline for one database runs on a blocking thread (rusqlite is synchronous):
 //! `source rows → SQL text → compressor → sha256 + byte count → UploadSink`, while an async task
-//! uploads fixed-size parts. Memory does not grow with the database. The manifest is written
+//! uploads fixed-size parts. The SQL text is handed to a second thread that compresses, hashes
+//! and fills the sink, so dumping and compressing overlap on two cores. Memory does not grow with the database. The manifest is written
 //! only after the data object is stored and its size checked, with create-only semantics, so a
 //! backup either exists completely or not at all. One failing database never stops the others.
 

@@ -2,7 +2,10 @@
 //! format of DESIGN §6.
 //!
 //! [`Writer`] formats into a reusable buffer and hands it to any [`std::io::Write`] in large
-//! chunks; it knows nothing about where rows come from. Every value it writes must read back
+//! chunks; it knows nothing about where rows come from. Rows of a table go into multi-row
+//! `INSERT INTO "t" ("a","b") VALUES (…),\n(…);` statements of about [`INSERT_BATCH_BYTES`]
+//! each (one row per line), which the `sqlite3` shell and [`crate::source::sqlite::load`] both
+//! replay far faster than one statement per row. Every value it writes must read back
 //! bit-exactly through the real `sqlite3` shell (3.40 and later), which is how users restore:
 //!
 //! - REAL: SQLite 3.40's decimal parser is not correctly rounded (it scales in `long double`), so
