@@ -2,7 +2,10 @@
 //! format of DESIGN §6.
 //!
 //! [`Writer`] formats into a reusable buffer and hands it to any [`std::io::Write`] in large
-//! chunks; it knows nothing about where rows come from. Every value it writes must read back
+//! chunks; it knows nothing about where rows come from. Rows of a table go into multi-row
+//! `INSERT INTO "t" ("a","b") VALUES (…),\n(…);` statements of about [`INSERT_BATCH_BYTES`]
+//! each (one row per line), which the `sqlite3` shell and [`crate::source::sqlite::load`] both
+//! replay far faster than one statement per row. Every value it writes must read back
 //! bit-exactly through the real `sqlite3` shell (3.40 and later), which is how users restore:
 //!
 //! - REAL: SQLite 3.40's decimal parser is not correctly rounded (it scales in `long double`), so
@@ -13,7 +16,8 @@
 //!   `y = x·2^500` is exact and so is the division. ±Inf is `9e999` / `-9e999`.
 //! - TEXT: `'…'` with quotes doubled, unless it contains `\r` (the shell strips `\r` before `\n`
 //!   when reading a file), NUL or invalid UTF-8: then `CAST(X'…' AS TEXT)`, byte-exact.
-//! - BLOB: `X'…'` in lowercase hex.
+//! - BLOB: `X'…'` in lowercase hex, or `CAST('…' AS BLOB)` when its bytes are such text and
+//!   at least 32 long (half the size of hex).
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -51,8 +55,12 @@ pub enum ObjectKind {
 }
 
 const RULE: &str = "-- ================================================\n";
-/// Flush the buffer to the output once it holds this much.
+/// Hand the buffer to the output once it holds this much.
 const FLUSH_AT: usize = 256 * 1024;
+/// Rows go into one multi-row `INSERT` until it holds about this many bytes: far less text than
+/// one `INSERT` per row, and much faster to replay, while one statement stays small enough
+/// for any loader (the `sqlite3` shell included).
+pub const INSERT_BATCH_BYTES: usize = 64 * 1024;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Streams a dump into `out`, counting the bytes written.
@@ -64,6 +72,8 @@ pub struct Writer<'w> {
     insert_prefix: Vec<u8>,
     /// Values written in the current row (for the separating commas).
     row_values: usize,
+    /// Where the open `INSERT` began in the output (`bytes()`), if one is open.
+    open_insert: Option<u64>,
 }
 
 impl<'w> Writer<'w> {
@@ -74,6 +84,7 @@ impl<'w> Writer<'w> {
             written: 0,
             insert_prefix: Vec::new(),
             row_values: 0,
+            open_insert: None,
         }
     }
 
@@ -106,6 +117,7 @@ impl<'w> Writer<'w> {
         create_sql: &str,
         columns: &[String],
     ) -> io::Result<()> {
+        self.close_insert();
         let b = &mut self.buf;
         b.push(b'\n');
         push_comment_line(b, "Table: ", name);
@@ -122,6 +134,7 @@ impl<'w> Writer<'w> {
     /// `sqlite_master` (creating it would initialise fresh shadow tables); the shadow tables
     /// that hold its data are dumped as ordinary tables.
     pub fn virtual_table(&mut self, name: &str, sql: &str) -> io::Result<()> {
+        self.close_insert();
         let b = &mut self.buf;
         b.push(b'\n');
         push_comment_line(b, "Virtual table: ", name);
@@ -138,9 +151,15 @@ impl<'w> Writer<'w> {
         self.maybe_flush()
     }
 
-    /// Starts one `INSERT` row of the current table.
+    /// Starts one row of the current table: a new `INSERT … VALUES (`, or `,\n(` continuing
+    /// the open one.
     pub fn row_start(&mut self) {
-        self.buf.extend_from_slice(&self.insert_prefix);
+        if self.open_insert.is_some() {
+            self.buf.extend_from_slice(b",\n(");
+        } else {
+            self.open_insert = Some(self.bytes());
+            self.buf.extend_from_slice(&self.insert_prefix);
+        }
         self.row_values = 0;
     }
 
@@ -153,15 +172,28 @@ impl<'w> Writer<'w> {
         push_value(&mut self.buf, v);
     }
 
-    /// Ends the current row.
+    /// Ends the current row; ends the `INSERT` too once it is [`INSERT_BATCH_BYTES`] long.
     pub fn row_end(&mut self) -> io::Result<()> {
-        self.buf.extend_from_slice(b");\n");
+        self.buf.push(b')');
+        if let Some(start) = self.open_insert
+            && self.bytes() - start >= INSERT_BATCH_BYTES as u64
+        {
+            self.close_insert();
+        }
         self.maybe_flush()
+    }
+
+    /// Ends the open `INSERT`, if any.
+    fn close_insert(&mut self) {
+        if self.open_insert.take().is_some() {
+            self.buf.extend_from_slice(b";\n");
+        }
     }
 
     /// An index, view or trigger, after all table data (so triggers do not fire on restore).
     /// Views are preceded by `DROP VIEW IF EXISTS`; indexes and triggers go with their table.
     pub fn object(&mut self, kind: ObjectKind, name: &str, sql: &str) -> io::Result<()> {
+        self.close_insert();
         let b = &mut self.buf;
         if kind == ObjectKind::View {
             b.extend_from_slice(b"DROP VIEW IF EXISTS ");
@@ -174,6 +206,7 @@ impl<'w> Writer<'w> {
 
     /// Starts the `sqlite_sequence` section; rows follow with [`Writer::row_start`].
     pub fn sqlite_sequence(&mut self) -> io::Result<()> {
+        self.close_insert();
         self.buf
             .extend_from_slice(b"\n-- sqlite_sequence\nDELETE FROM sqlite_sequence;\n");
         self.insert_prefix = b"INSERT INTO sqlite_sequence (name,seq) VALUES (".to_vec();
@@ -182,6 +215,7 @@ impl<'w> Writer<'w> {
 
     /// `COMMIT; PRAGMA foreign_keys=ON;` then the footer; flushes and returns the total bytes.
     pub fn finish(mut self, duration: Duration) -> io::Result<u64> {
+        self.close_insert();
         self.buf
             .extend_from_slice(b"\nCOMMIT;\nPRAGMA foreign_keys=ON;\n");
         let size = self.bytes();
@@ -192,22 +226,25 @@ impl<'w> Writer<'w> {
         push_comment_line(b, "Duration: ", &format!("{:.3}s", duration.as_secs_f64()));
         push_comment_line(b, "Size: ", &format!("{size} bytes"));
         b.extend_from_slice(RULE.as_bytes());
-        self.flush()?;
+        self.hand_over()?;
+        self.out.flush()?;
         Ok(self.written)
     }
 
     fn maybe_flush(&mut self) -> io::Result<()> {
         if self.buf.len() >= FLUSH_AT {
-            self.flush()?;
+            self.hand_over()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    /// Writes the buffer to the output without flushing it: a compressor flushed every few
+    /// hundred KiB ends a block each time, which costs both speed and ratio.
+    fn hand_over(&mut self) -> io::Result<()> {
         self.out.write_all(&self.buf)?;
         self.written += self.buf.len() as u64;
         self.buf.clear();
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -270,27 +307,13 @@ pub fn push_value(b: &mut Vec<u8>, v: Value<'_>) {
         Value::Integer(i) => push_integer(b, i),
         Value::Real(r) => push_real(b, r),
         Value::Text(t) => push_text(b, t),
-        Value::Blob(x) => push_blob(b, x),
+        Value::Blob(x) => push_blob_value(b, x),
     }
 }
 
 /// Decimal integer; `i64::MIN` is read back as an integer by SQLite.
 pub fn push_integer(b: &mut Vec<u8>, i: i64) {
-    let mut digits = [0u8; 20];
-    let mut n = i.unsigned_abs();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if i < 0 {
-        b.push(b'-');
-    }
-    b.extend_from_slice(&digits[at..]);
+    b.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
 }
 
 /// 2^500, exact as a double and parsed exactly from this text by SQLite 3.40.
@@ -315,20 +338,100 @@ pub fn push_real(b: &mut Vec<u8>, r: f64) {
     } else if r.abs() < 1e-290 {
         // Multiplying by a power of two is exact here (the result is a normal number).
         let _ = write!(b, "({:.16e}/{TWO_POW_500_TEXT})", r * TWO_POW_500);
-    } else {
+    } else if !push_real_17_fast(b, r) {
         let _ = write!(b, "{r:.16e}");
     }
+}
+
+/// `10^i` for `i` in `0..=22`.
+const POW10: [u128; 23] = {
+    let mut t = [1u128; 23];
+    let mut i = 1;
+    while i < 23 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// Writes exactly what `format!("{r:.16e}")` writes (17 significant digits, correctly rounded)
+/// for a finite normal `r` with `1e-6 <= |r| < 1e17`, with integer arithmetic: `r = m·2^e`, so
+/// `r·10^p` is `m·10^p` shifted, which fits in a `u128` in this range. Returns `false` (and
+/// writes nothing) outside that range and on an exact tie, which the formatter then handles.
+fn push_real_17_fast(b: &mut Vec<u8>, r: f64) -> bool {
+    const LOW: u128 = 10_000_000_000_000_000; // 10^16
+    const HIGH: u128 = 100_000_000_000_000_000; // 10^17
+    let bits = r.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 || biased == 0x7ff {
+        return false;
+    }
+    let m = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let e = biased - 1075; // r = ±m·2^e
+    // The decimal exponent: floor(log10 2^(biased-1023)) (exact for these exponents), which
+    // is k or k - 1; the loop corrects it from the exact integer part.
+    let mut k = ((biased - 1023) * 78_913) >> 18;
+    for _ in 0..3 {
+        if !(-6..=16).contains(&k) {
+            return false;
+        }
+        let n = m * POW10[(16 - k) as usize]; // < 2^53 · 10^22 < 2^127
+        let (q, rounds_up) = if e >= 0 {
+            if n.leading_zeros() <= e as u32 {
+                return false;
+            }
+            (n << e, false)
+        } else {
+            let s = (-e) as u32;
+            if s >= 127 {
+                return false;
+            }
+            let rem = n & ((1u128 << s) - 1);
+            let half = 1u128 << (s - 1);
+            if rem == half {
+                return false; // a tie: leave the rounding rule to the formatter
+            }
+            (n >> s, rem > half)
+        };
+        if q < LOW {
+            k -= 1;
+            continue;
+        }
+        if q >= HIGH {
+            k += 1;
+            continue;
+        }
+        let mut d = q + u128::from(rounds_up);
+        let mut exp = k;
+        if d == HIGH {
+            d = LOW;
+            exp += 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(d as u64).as_bytes();
+        if r < 0.0 {
+            b.push(b'-');
+        }
+        b.push(digits[0]);
+        b.push(b'.');
+        b.extend_from_slice(&digits[1..]);
+        b.push(b'e');
+        b.extend_from_slice(itoa::Buffer::new().format(exp).as_bytes());
+        return true;
+    }
+    false
 }
 
 /// A TEXT literal: `'…'`, or `CAST(X'…' AS TEXT)` when the bytes hold `\r`, NUL or invalid
 /// UTF-8 (which the shell would not read back exactly).
 pub fn push_text(b: &mut Vec<u8>, t: &[u8]) {
-    let plain = !t.iter().any(|&c| c == b'\r' || c == 0) && std::str::from_utf8(t).is_ok();
+    // Both scans are vectorised: this runs for every TEXT value of the dump.
+    let plain = memchr::memchr2(b'\r', 0, t).is_none() && simdutf8::basic::from_utf8(t).is_ok();
     if plain {
         b.reserve(t.len() + 2);
         b.push(b'\'');
         let mut rest = t;
-        while let Some(q) = rest.iter().position(|&c| c == b'\'') {
+        while let Some(q) = memchr::memchr(b'\'', rest) {
             b.extend_from_slice(&rest[..=q]);
             b.push(b'\'');
             rest = &rest[q + 1..];
@@ -342,13 +445,47 @@ pub fn push_text(b: &mut Vec<u8>, t: &[u8]) {
     }
 }
 
+/// The two lowercase hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// BLOBs at least this long whose bytes are also plain text are written as text (see
+/// [`push_blob_value`]); below it the hex form is about as short.
+const BLOB_AS_TEXT_MIN: usize = 32;
+
+/// A BLOB literal: `CAST('…' AS BLOB)` when the bytes are text the shell reads back exactly
+/// (UTF-8 without `\r` or NUL, as for TEXT) — half the size of hex for the JSON and other
+/// text applications keep in BLOBs, and cheaper to write, compress and replay — else `X'…'`.
+/// Like `CAST(X'…' AS TEXT)` for TEXT, this gives the same bytes in a UTF-8 database, which
+/// is what restoring into a new file creates.
+pub fn push_blob_value(b: &mut Vec<u8>, x: &[u8]) {
+    if x.len() >= BLOB_AS_TEXT_MIN
+        && memchr::memchr2(b'\r', 0, x).is_none()
+        && simdutf8::basic::from_utf8(x).is_ok()
+    {
+        b.extend_from_slice(b"CAST(");
+        push_text(b, x);
+        b.extend_from_slice(b" AS BLOB)");
+    } else {
+        push_blob(b, x);
+    }
+}
+
 /// `X'…'` in lowercase hex; `X''` when empty.
 pub fn push_blob(b: &mut Vec<u8>, x: &[u8]) {
     b.reserve(x.len() * 2 + 3);
     b.extend_from_slice(b"X'");
-    for &c in x {
-        b.push(HEX[(c >> 4) as usize]);
-        b.push(HEX[(c & 0xf) as usize]);
+    let start = b.len();
+    b.resize(start + x.len() * 2, 0);
+    for (pair, &c) in b[start..].chunks_exact_mut(2).zip(x) {
+        pair.copy_from_slice(&HEX_PAIRS[c as usize]);
     }
     b.push(b'\'');
 }
@@ -444,6 +581,38 @@ mod tests {
         }
     }
 
+    /// The integer fast path writes exactly what the formatter writes.
+    #[test]
+    fn fast_reals_match_the_formatter() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut samples = vec![0.1, 0.5, 1.5, 123.45, 9.999_999_999_999_999e16, 1e-6, 1e16];
+        for n in 1..80 {
+            samples.push(2f64.powi(-n));
+            samples.push(10f64.powi(n % 23 - 6) * 0.999_999_999_999_999_9);
+        }
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Random bits, and values like prices and measurements.
+            samples.push(f64::from_bits(state));
+            samples.push((state % 10_000_000) as f64 / 100.0 + 0.01);
+            samples.push((state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0);
+        }
+        let mut hits = 0;
+        for f in &samples {
+            for f in [*f, -f] {
+                let mut fast = Vec::new();
+                if push_real_17_fast(&mut fast, f) {
+                    hits += 1;
+                    assert_eq!(String::from_utf8(fast).unwrap(), format!("{f:.16e}"));
+                }
+            }
+        }
+        // Prices and measurements all take the fast path; random bits rarely do.
+        assert!(hits > samples.len(), "{hits} of {}", samples.len() * 2);
+    }
+
     #[test]
     fn text_is_quoted_or_hex_cast() {
         assert_eq!(lit(Value::Text(b"")), "''");
@@ -460,6 +629,25 @@ mod tests {
     fn blobs_are_lowercase_hex() {
         assert_eq!(lit(Value::Blob(b"")), "X''");
         assert_eq!(lit(Value::Blob(&[0x00, 0xab, 0xff, 0x10])), "X'00abff10'");
+        assert_eq!(lit(Value::Blob(b"short text")), "X'73686f72742074657874'");
+    }
+
+    #[test]
+    fn long_text_like_blobs_are_cast_from_text() {
+        let json = r#"{"items":[{"sku":"it's","qty":1}],"note":"café"}"#.as_bytes();
+        assert_eq!(
+            lit(Value::Blob(json)),
+            "CAST('{\"items\":[{\"sku\":\"it''s\",\"qty\":1}],\"note\":\"café\"}' AS BLOB)"
+        );
+        let mut crlf = json.to_vec();
+        crlf.extend_from_slice(b"\r\n");
+        assert!(lit(Value::Blob(&crlf)).starts_with("X'"));
+        let mut nul = json.to_vec();
+        nul.push(0);
+        assert!(lit(Value::Blob(&nul)).starts_with("X'"));
+        let mut invalid = json.to_vec();
+        invalid.push(0xff);
+        assert!(lit(Value::Blob(&invalid)).starts_with("X'"));
     }
 
     #[test]

@@ -486,8 +486,12 @@ fn load_into(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, Sou
         message: e.to_string(),
     };
     let conn = Connection::open(target).map_err(|e| load_err(0, &e))?;
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(|e| load_err(0, &e))?;
+    // A fresh scratch file that is renamed into place only when complete and checked: no
+    // journal, no syncing, no lock traffic.
+    conn.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA locking_mode=EXCLUSIVE;",
+    )
+    .map_err(|e| load_err(0, &e))?;
 
     // One complete statement (or a line of several) at a time: `execute_batch` prepares and
     // steps statement by statement anyway, so larger batches would save nothing but would lose
@@ -512,7 +516,7 @@ fn load_into(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, Sou
         stmt.extend_from_slice(&line);
         if line.trim_ascii_end().ends_with(b";") && is_complete(&mut stmt) {
             statements += 1;
-            let text = std::str::from_utf8(&stmt)
+            let text = simdutf8::compat::from_utf8(&stmt)
                 .map_err(|e| load_err(statements, &format!("dump is not valid UTF-8: {e}")))?;
             conn.execute_batch(text)
                 .map_err(|e| load_err(statements, &e))?;
