@@ -16,6 +16,7 @@ mod integration {
     mod hostile;
     mod http;
     mod ops;
+    mod secrets;
     mod source_faults;
     mod store;
 }
