@@ -14,6 +14,7 @@ mod integration {
     mod dump_props;
     mod faults;
     mod hostile;
+    mod hostile_http;
     mod http;
     mod ops;
     mod secrets;
