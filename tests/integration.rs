@@ -18,6 +18,7 @@ mod integration {
     mod http;
     mod ops;
     mod secrets;
+    mod soak;
     mod source_faults;
     mod store;
 }
