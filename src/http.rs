@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -259,6 +260,15 @@ fn authorize(policy: &Policy, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(unauthorized("wrong bearer token"))
     }
+}
+
+/// A path segment that does not decode (e.g. `%FF`, invalid UTF-8): a JSON 400 like every
+/// other error, not axum's plain-text rejection.
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad_request(
+        format!("invalid path: {}", e.body_text()),
+        "GET / lists the endpoints; names and dates are plain ASCII",
+    )
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, ApiError> {
@@ -800,9 +810,10 @@ struct DownloadParams {
 async fn download(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path((date, db)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((date, db)) = path.map_err(path_error)?;
     let policy = s.reconciler.policy();
     authorize(&policy, &headers)?;
     let day = parse_date(&date)?;
@@ -1017,8 +1028,9 @@ fn pump(r: &mut impl Read, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>) ->
 async fn restore_guide(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(db): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    let Path(db) = path.map_err(path_error)?;
     check_database_name(&db)?;
     let policy = s.reconciler.policy();
     let name = db.clone();

@@ -14,8 +14,11 @@ mod integration {
     mod dump_props;
     mod faults;
     mod hostile;
+    mod hostile_http;
     mod http;
     mod ops;
+    mod secrets;
+    mod soak;
     mod source_faults;
     mod store;
 }

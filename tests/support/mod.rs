@@ -1,6 +1,7 @@
 //! Test support: real servers and tools the integration tests talk to.
 
 pub mod d1;
+pub mod daemon;
 pub mod faulty;
 pub mod receiver;
 pub mod s3;

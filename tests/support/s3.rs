@@ -42,11 +42,16 @@ impl S3Server {
     /// Start the server on `127.0.0.1:0` with SigV4 auth on and the bucket created.
     /// Call from within a tokio runtime (`#[tokio::test]`).
     pub async fn start() -> S3Server {
+        S3Server::start_with_keys("test-access-key", "test-secret-key-d0nt-l3ak").await
+    }
+
+    /// [`S3Server::start`] with chosen credentials (the secrets suite uses recognisable ones).
+    pub async fn start_with_keys(access_key: &str, secret_key: &str) -> S3Server {
         let root = tempfile::tempdir().expect("create the s3s-fs root");
         let bucket = "patina".to_owned();
         std::fs::create_dir(root.path().join(&bucket)).expect("create the bucket folder");
-        let access_key = "test-access-key".to_owned();
-        let secret_key = "test-secret-key-d0nt-l3ak".to_owned();
+        let access_key = access_key.to_owned();
+        let secret_key = secret_key.to_owned();
 
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs on the root folder");
         let mut service = S3ServiceBuilder::new(fs);
