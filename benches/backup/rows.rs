@@ -182,10 +182,19 @@ pub fn daemon_rows(work: &Path, idle_secs: u64, idle: bool, reload_samples: usiz
             "| window | CPU (utime+stime) | CPU per 5 min | VmRSS at start | VmRSS at end | max VmRSS (1 s samples) | VmHWM (incl. first backups) |"
         );
         let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+        // /proc/<pid>/stat counts clock ticks (10 ms at USER_HZ 100).
+        let cpu_text = |s: f64| {
+            if s > 0.0 {
+                format!("{s:.2} s")
+            } else {
+                "< 0.01 s (0 ticks)".to_string()
+            }
+        };
         let _ = writeln!(
             out,
-            "| {window:.0} s | {cpu:.3} s | {:.3} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
-            cpu * 300.0 / window,
+            "| {window:.0} s | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
+            cpu_text(cpu),
+            cpu_text(cpu * 300.0 / window),
             rss0 as f64 / 1024.0,
             rss1 as f64 / 1024.0,
             rss_max as f64 / 1024.0,
