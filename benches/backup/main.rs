@@ -11,8 +11,9 @@
 //! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
 //! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
 //!
-//! `--quick` is the small fixture with two iterations (CI runs it so the harness never rots; it
-//! reports, it never asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
+//! `--quick` is the small fixture with two iterations, a 10 s idle window and the in-memory
+//! reconcile store only, ~35 s (CI runs it so the harness never rots; it reports, it never
+//! asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
 //! reference program that is not installed is reported as such, not as a failure.
 
 mod fixture;
@@ -95,7 +96,7 @@ fn parse_args() -> Options {
             "--quick" => {
                 opts.scales = vec![fixture::SMALL];
                 opts.iters = 2;
-                opts.idle_secs = 20;
+                opts.idle_secs = 10;
                 opts.quick = true;
             }
             "--idle-secs" => {
