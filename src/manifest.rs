@@ -45,7 +45,13 @@ impl DumpId {
 
     /// `YYYY-MM-DD`, the UTC date folder.
     pub fn date(&self) -> String {
-        self.taken_at.format("%Y-%m-%d").to_string()
+        let d = self.taken_at.date_naive();
+        if (0..=9999).contains(&d.year()) {
+            // What "%Y-%m-%d" writes, without interpreting the format string each time.
+            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        } else {
+            self.taken_at.format("%Y-%m-%d").to_string()
+        }
     }
 
     fn stem(&self) -> String {
@@ -156,19 +162,51 @@ fn parse_daily(rest: &str) -> Option<ParsedKey> {
             .find_map(|c| file.strip_suffix(c.dump_suffix()).map(|ts| (ts, c)))?;
         (ts, Some(compression))
     };
-    let taken_at = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
+    let taken_at = parse_canonical_ts(ts, date)?;
     let id = DumpId {
         database: database.to_string(),
         taken_at,
     };
-    // Round-trip check: rejects non-canonical forms and a folder that disagrees with the time.
-    if id.date() != date || id.taken_at.format(TS_FORMAT).to_string() != ts {
-        return None;
-    }
     Some(match kind {
         None => ParsedKey::DumpManifest { id },
         Some(compression) => ParsedKey::DumpData { id, compression },
     })
+}
+
+/// `YYYYMMDDTHHMMSSZ` in its canonical form (what `TS_FORMAT` writes), in the date folder
+/// `YYYY-MM-DD` of the same day; `None` otherwise. The same answer as parsing with chrono and
+/// checking that both format back to the same text, without the format-string interpretation
+/// (a reconcile pass parses every key of the listing).
+fn parse_canonical_ts(ts: &str, date: &str) -> Option<DateTime<Utc>> {
+    let t = ts.as_bytes();
+    let d = date.as_bytes();
+    if t.len() != 16
+        || t[8] != b'T'
+        || t[15] != b'Z'
+        || d.len() != 10
+        || d[4] != b'-'
+        || d[7] != b'-'
+    {
+        return None;
+    }
+    let digits = |s: &[u8]| -> Option<u32> {
+        s.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    if d[..4] != t[..4] || d[5..7] != t[4..6] || d[8..10] != t[6..8] {
+        return None;
+    }
+    let year = i32::try_from(digits(&t[..4])?).ok()?;
+    let day = NaiveDate::from_ymd_opt(year, digits(&t[4..6])?, digits(&t[6..8])?)?;
+    let (hour, minute, second) = (digits(&t[9..11])?, digits(&t[11..13])?, digits(&t[13..15])?);
+    // chrono reads (and writes back) second 60 as a leap second.
+    let time = if second == 60 {
+        chrono::NaiveTime::from_hms_milli_opt(hour, minute, 59, 1000)?
+    } else {
+        chrono::NaiveTime::from_hms_opt(hour, minute, second)?
+    };
+    Some(NaiveDateTime::new(day, time).and_utc())
 }
 
 fn parse_weekly(file: &str) -> Option<ParsedKey> {
@@ -484,6 +522,53 @@ mod tests {
             "2024-12-08/groveauth.sql",
         ] {
             assert_eq!(parse_key(key), None, "{key}");
+        }
+    }
+
+    /// The hand-written timestamp parser answers as chrono's parse + round-trip check did.
+    #[test]
+    fn canonical_timestamps_as_chrono() {
+        let chrono_way = |ts: &str, date: &str| {
+            let at = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
+            (at.format("%Y-%m-%d").to_string() == date && at.format(TS_FORMAT).to_string() == ts)
+                .then_some(at)
+        };
+        for (ts, date) in [
+            ("20261122T030012Z", "2026-11-22"),
+            ("20261122T030012Z", "2026-11-21"),
+            ("20260229T000000Z", "2026-02-29"),
+            ("20240229T235959Z", "2024-02-29"),
+            ("20261122T240000Z", "2026-11-22"),
+            ("20261122T235960Z", "2026-11-22"),
+            ("20261122T031060Z", "2026-11-22"),
+            ("20261122T031061Z", "2026-11-22"),
+            ("20261322T000000Z", "2026-13-22"),
+            ("20261100T000000Z", "2026-11-00"),
+            ("2026112T0300120Z", "2026-11-2"),
+            ("20261122T030012z", "2026-11-22"),
+            ("20261122 030012Z", "2026-11-22"),
+            ("+2026112T030012Z", "+202-61-12"),
+            ("2026112+T030012Z", "2026-11-2+"),
+            ("00000101T000000Z", "0000-01-01"),
+            ("99991231T235959Z", "9999-12-31"),
+            ("20261122T030012Z", "2026/11/22"),
+            ("20261122T03001Z", "2026-11-22"),
+            ("202611220T30012Z", "2026-11-22"),
+            ("20261122T0300١Z", "2026-11-22"),
+        ] {
+            assert_eq!(
+                parse_canonical_ts(ts, date),
+                chrono_way(ts, date),
+                "{ts} in {date}"
+            );
+        }
+        for at in [
+            "0001-01-01T00:00:00Z",
+            "2026-11-22T03:00:12Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let id = DumpId::new("db", t(at));
+            assert_eq!(id.date(), id.taken_at.format("%Y-%m-%d").to_string());
         }
     }
 

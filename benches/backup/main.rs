@@ -4,13 +4,22 @@
 //!
 //! ```text
 //! cargo bench --bench backup -- [--quick] [--scale small|large|both] [--iters N] [--only NAME,..]
+//!                                [--idle-secs N]
 //! ```
 //!
-//! `--quick` is the small fixture with two iterations (CI runs it so the harness never rots; it
-//! reports, it never asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
+//! Besides the fixture rows (`patina backup` also to an in-process s3s-fs server), three daemon
+//! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
+//! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
+//!
+//! `--quick` is the small fixture with two iterations, a 10 s idle window and the in-memory
+//! reconcile store only, ~35 s (CI runs it so the harness never rots; it reports, it never
+//! asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
 //! reference program that is not installed is reported as such, not as a failure.
 
 mod fixture;
+mod rows;
+#[path = "../../tests/support/s3.rs"]
+mod s3;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -60,6 +69,17 @@ struct Options {
     scales: Vec<Scale>,
     iters: usize,
     only: Option<Vec<String>>,
+    /// The idle-daemon window, seconds.
+    idle_secs: u64,
+    quick: bool,
+}
+
+impl Options {
+    fn wants(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| name.contains(o.as_str())))
+    }
 }
 
 fn parse_args() -> Options {
@@ -67,6 +87,8 @@ fn parse_args() -> Options {
         scales: vec![fixture::SMALL, fixture::LARGE],
         iters: 3,
         only: None,
+        idle_secs: 300,
+        quick: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,6 +96,14 @@ fn parse_args() -> Options {
             "--quick" => {
                 opts.scales = vec![fixture::SMALL];
                 opts.iters = 2;
+                opts.idle_secs = 10;
+                opts.quick = true;
+            }
+            "--idle-secs" => {
+                opts.idle_secs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--idle-secs N")
             }
             "--scale" => {
                 opts.scales = match args.next().as_deref() {
@@ -322,13 +352,6 @@ fn machine() -> String {
 }
 
 fn run_scale(scale: Scale, opts: &Options) -> String {
-    let fixtures = target_dir().join("bench-fixtures");
-    let db = fixture::ensure(&fixtures, scale).expect("generate fixture");
-    let db_bytes = file_size(&db);
-    let work = target_dir().join("bench-work");
-    reset(&work);
-    let db_s = db.to_string_lossy().into_owned();
-
     let has_sqlite3 = have("sqlite3");
     let has_zstd = have("zstd");
     let has_restic = have("restic");
@@ -346,6 +369,12 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
     let mut cases = vec![
         Case {
             name: "patina backup",
+            group: Group::Backup,
+            missing: None,
+            samples: vec![],
+        },
+        Case {
+            name: "patina backup to in-process S3",
             group: Group::Backup,
             missing: None,
             samples: vec![],
@@ -387,9 +416,26 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             samples: vec![],
         },
     ];
-    if let Some(only) = &opts.only {
-        cases.retain(|c| only.iter().any(|o| c.name.contains(o.as_str())));
+    cases.retain(|c| opts.wants(c.name));
+    if cases.is_empty() {
+        return String::new();
     }
+    let fixtures = target_dir().join("bench-fixtures");
+    let db = fixture::ensure(&fixtures, scale).expect("generate fixture");
+    let db_bytes = file_size(&db);
+    let work = target_dir().join("bench-work");
+    reset(&work);
+    let db_s = db.to_string_lossy().into_owned();
+    // The S3 case's server runs in this process (its CPU is not in the child's figures).
+    let s3_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let s3_server = cases
+        .iter()
+        .any(|c| c.name.ends_with("S3"))
+        .then(|| s3_rt.block_on(s3::S3Server::start()));
 
     // Warm the page cache so no case pays for the first read.
     std::io::copy(
@@ -412,6 +458,37 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                     let mut s =
                         pipeline(vec![cmd(PATINA, &["--config", &cfg, "backup"])], None, None);
                     s.bytes = find_file(&dir.join("store"), ".zst").map_or(0, |f| file_size(&f));
+                    s
+                }
+                "patina backup to in-process S3" => {
+                    let server = s3_server.as_ref().expect("S3 server started");
+                    let dir = work.join("patina-s3");
+                    reset(&dir);
+                    let cfg = dir.join("patina.toml");
+                    let prefix = format!("{}-{iter}/", scale.name);
+                    std::fs::write(
+                        &cfg,
+                        format!(
+                            "[daemon]\nstate_dir = \"{state}\"\n\n[storage]\nurl = \"s3://{bucket}\"\n\
+                             endpoint = \"{endpoint}\"\nregion = \"auto\"\nprefix = \"{prefix}\"\n\
+                             access_key_id = \"${{BENCH_S3_KEY}}\"\n\
+                             secret_access_key = \"${{BENCH_S3_SECRET}}\"\n\n\
+                             [priorities.normal]\nschedule = \"0 4 * * SUN\"\n\n\
+                             [[database]]\nname = \"bench\"\nkind = \"sqlite\"\npath = \"{db}\"\n\
+                             priority = \"normal\"\n",
+                            state = dir.join("state").display(),
+                            bucket = server.bucket,
+                            endpoint = server.endpoint,
+                            db = db.display(),
+                        ),
+                    )
+                    .expect("write patina.toml");
+                    let mut c = cmd(PATINA, &["--config", &cfg.to_string_lossy(), "backup"]);
+                    c.env("BENCH_S3_KEY", &server.access_key)
+                        .env("BENCH_S3_SECRET", &server.secret_key);
+                    let mut s = pipeline(vec![c], None, None);
+                    s.bytes = find_file(&server.bucket_dir().join(&prefix), ".zst")
+                        .map_or(0, |f| file_size(&f));
                     s
                 }
                 "patina restore" => {
@@ -603,6 +680,7 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             );
         }
     }
+    drop(s3_server);
     let _ = std::fs::remove_dir_all(&work);
     out
 }
@@ -637,5 +715,30 @@ fn main() {
         report.push_str(&run_scale(scale, &opts));
         report.push('\n');
     }
+    let work = target_dir().join("bench-daemon");
+    if opts.wants(rows::RECONCILE) {
+        // Quick: memory store only, 3 iterations; full: memory and file://, 7 iterations.
+        let iters = if opts.quick { 3 } else { 7 };
+        report.push_str(&rows::reconcile_row(&work, iters, !opts.quick));
+    }
+    let idle = opts.wants(rows::IDLE);
+    let reloads = if !opts.wants(rows::RELOAD) {
+        0
+    } else if opts.quick {
+        3
+    } else {
+        9
+    };
+    if idle || reloads > 0 {
+        if opts.quick && idle {
+            let _ = writeln!(
+                report,
+                "(quick mode: the idle window is {} s, not 5 minutes)\n",
+                opts.idle_secs
+            );
+        }
+        report.push_str(&rows::daemon_rows(&work, opts.idle_secs, idle, reloads));
+    }
+    let _ = std::fs::remove_dir_all(&work);
     println!("{report}");
 }
