@@ -70,6 +70,33 @@ impl Format {
     }
 }
 
+/// Every metric family Patina exposes (DESIGN §8), without the `patina_` prefix; counters carry
+/// their `_total`. Tests check a live scrape against it and that dashboards and alert rules
+/// only use these names.
+pub const NAMES: &[&str] = &[
+    "build_info",
+    "config_last_reload_successful",
+    "config_last_reload_success_timestamp_seconds",
+    "config_reloads_total",
+    "databases",
+    "backup_last_success_timestamp_seconds",
+    "backup_last_duration_seconds",
+    "backup_last_size_bytes",
+    "backups_total",
+    "backup_duration_seconds",
+    "next_backup_timestamp_seconds",
+    "backup_expected_interval_seconds",
+    "inventory_objects",
+    "inventory_bytes",
+    "retention_deleted_objects_total",
+    "reconcile_duration_seconds",
+    "reconcile_last_success_timestamp_seconds",
+    "verify_last_success_timestamp_seconds",
+    "alerts_sent_total",
+    "storage_requests_total",
+    "jobs_running",
+];
+
 /// What a scrape reads.
 pub struct Inputs<'a> {
     pub policy: &'a Policy,

@@ -42,14 +42,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 true,
             ));
             let failures: Vec<String> = job
-                .results
-                .iter()
-                .filter_map(|r| {
-                    r.result
-                        .as_ref()
-                        .err()
-                        .map(|e| format!("• **{}**: {e}", r.database))
-                })
+                .failures()
+                .map(|(db, e)| format!("• **{db}**: {e}"))
                 .collect();
             if !failures.is_empty() {
                 fields.push(field("Failures", &failures.join("\n"), false));

@@ -400,6 +400,16 @@ impl JobSummary {
         self.results.len() - self.successful()
     }
 
+    /// `(database, error)` of every failed database, in job order.
+    pub fn failures(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.results.iter().filter_map(|r| {
+            r.result
+                .as_ref()
+                .err()
+                .map(|e| (r.database.as_str(), e.as_str()))
+        })
+    }
+
     pub fn failed_names(&self) -> Vec<&str> {
         self.results
             .iter()

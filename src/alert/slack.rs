@@ -34,14 +34,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 ("Duration", format_duration(job.duration())),
             ]));
             let failures: Vec<String> = job
-                .results
-                .iter()
-                .filter_map(|r| {
-                    r.result
-                        .as_ref()
-                        .err()
-                        .map(|e| format!("• `{}`: {e}", r.database))
-                })
+                .failures()
+                .map(|(db, e)| format!("• `{db}`: {e}"))
                 .collect();
             if !failures.is_empty() {
                 blocks.push(section(&format!("*Failures*\n{}", failures.join("\n"))));

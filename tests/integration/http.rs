@@ -440,29 +440,7 @@ async fn every_endpoint_against_real_backups_on_s3() {
         ),
         "{text}"
     );
-    for name in [
-        "build_info",
-        "config_last_reload_successful",
-        "config_last_reload_success_timestamp_seconds",
-        "config_reloads_total",
-        "databases",
-        "backup_last_success_timestamp_seconds",
-        "backup_last_duration_seconds",
-        "backup_last_size_bytes",
-        "backups_total",
-        "backup_duration_seconds",
-        "next_backup_timestamp_seconds",
-        "backup_expected_interval_seconds",
-        "inventory_objects",
-        "inventory_bytes",
-        "retention_deleted_objects_total",
-        "reconcile_duration_seconds",
-        "reconcile_last_success_timestamp_seconds",
-        "verify_last_success_timestamp_seconds",
-        "alerts_sent_total",
-        "storage_requests_total",
-        "jobs_running",
-    ] {
+    for name in patina::metrics::NAMES {
         assert!(
             text.contains(&format!("# HELP patina_{name} ")),
             "HELP of {name}"

@@ -215,36 +215,12 @@ fn the_daemon_speaks_sd_notify() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-/// The metric names of DESIGN §8 (the HTTP tests check a live scrape carries every one).
+/// The metric names Patina exposes, with a histogram's series suffixes.
 fn exposed_metrics() -> std::collections::BTreeSet<String> {
-    [
-        "build_info",
-        "config_last_reload_successful",
-        "config_last_reload_success_timestamp_seconds",
-        "config_reloads_total",
-        "databases",
-        "backup_last_success_timestamp_seconds",
-        "backup_last_duration_seconds",
-        "backup_last_size_bytes",
-        "backups_total",
-        "backup_duration_seconds_bucket",
-        "backup_duration_seconds_sum",
-        "backup_duration_seconds_count",
-        "next_backup_timestamp_seconds",
-        "backup_expected_interval_seconds",
-        "inventory_objects",
-        "inventory_bytes",
-        "retention_deleted_objects_total",
-        "reconcile_duration_seconds",
-        "reconcile_last_success_timestamp_seconds",
-        "verify_last_success_timestamp_seconds",
-        "alerts_sent_total",
-        "storage_requests_total",
-        "jobs_running",
-    ]
-    .iter()
-    .map(|n| format!("patina_{n}"))
-    .collect()
+    patina::metrics::NAMES
+        .iter()
+        .flat_map(|n| ["", "_bucket", "_sum", "_count"].map(|suffix| format!("patina_{n}{suffix}")))
+        .collect()
 }
 
 fn referenced_metrics(text: &str) -> std::collections::BTreeSet<String> {
