@@ -411,11 +411,7 @@ impl JobSummary {
     }
 
     pub fn failed_names(&self) -> Vec<&str> {
-        self.results
-            .iter()
-            .filter(|r| r.result.is_err())
-            .map(|r| r.database.as_str())
-            .collect()
+        self.failures().map(|(db, _)| db).collect()
     }
 
     pub fn total_size(&self) -> u64 {
