@@ -726,7 +726,7 @@ impl Client {
             else {
                 return Err(malformed(SCHEMA, format!("sqlite_master row {row:?}")));
             };
-            objects.push(Object {
+            objects.push(sqlite::SchemaObject {
                 kind,
                 name,
                 tbl_name,
@@ -746,25 +746,8 @@ impl Client {
                 .and_then(Json::as_str)
                 == Some("shadow")
         };
-        let excluded = |name: &str| {
-            req.exclude_tables.iter().any(|x| {
-                x == name
-                    || (name.len() > x.len()
-                        && name.starts_with(x.as_str())
-                        && name[x.len()..].starts_with('_')
-                        && is_shadow(name))
-            })
-        };
         let has_sequence = objects.iter().any(|o| o.name == "sqlite_sequence");
-        objects.retain(|o| {
-            matches!(o.kind.as_str(), "table" | "index" | "view" | "trigger")
-                && o.sql.is_some()
-                && !is_internal(&o.name)
-                && !is_internal(&o.tbl_name)
-                && !excluded(&o.name)
-                && !excluded(&o.tbl_name)
-        });
-        objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        sqlite::select_dumped(&mut objects, req.exclude_tables, is_shadow);
 
         let send = |op| async move { tx.send(op).await.map_err(|_| writer_gone()) };
         let mut virtuals = Vec::new();
@@ -1006,13 +989,6 @@ struct QueryResult {
     success: Option<bool>,
 }
 
-struct Object {
-    kind: String,
-    name: String,
-    tbl_name: String,
-    sql: Option<String>,
-}
-
 /// A value read in query mode, decoded from its exact text form.
 #[derive(Debug, Clone, PartialEq)]
 enum Cell {
@@ -1138,13 +1114,6 @@ fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result
         }
     }
     Ok(())
-}
-
-/// Internal tables never copied: SQLite's own and Cloudflare's (`_cf_KV`, …), as in the SQLite
-/// source.
-fn is_internal(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("sqlite_") || lower.starts_with("_cf_")
 }
 
 fn is_virtual(sql: &str) -> bool {

@@ -157,16 +157,17 @@ fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, Sou
 }
 
 /// One row of `sqlite_master`.
+/// One `sqlite_master` row.
 #[derive(Debug, Clone)]
-struct SchemaObject {
-    kind: String,
-    name: String,
-    tbl_name: String,
-    sql: Option<String>,
+pub(crate) struct SchemaObject {
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) tbl_name: String,
+    pub(crate) sql: Option<String>,
 }
 
 /// Internal tables never dumped: SQLite's own and Cloudflare D1's.
-fn is_internal(name: &str) -> bool {
+pub(crate) fn is_internal(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with("sqlite_") || lower.starts_with("_cf_")
 }
@@ -191,13 +192,26 @@ fn schema_objects(conn: &Connection, exclude: &[String]) -> rusqlite::Result<Vec
         .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'")?
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    select_dumped(&mut objects, exclude, |n| shadows.iter().any(|s| s == n));
+    Ok(objects)
+}
+
+/// Keep the objects a dump carries — tables, indexes with SQL, views and triggers, minus
+/// internal ones and `exclude`d tables with everything attached to them (their indexes and
+/// triggers, and the shadow tables `<name>_…` of an excluded virtual table) — sorted by
+/// (type, name). Shared by every source, so they dump the same selection.
+pub(crate) fn select_dumped(
+    objects: &mut Vec<SchemaObject>,
+    exclude: &[String],
+    is_shadow: impl Fn(&str) -> bool,
+) {
     let excluded = |n: &str| {
         exclude.iter().any(|x| {
             x == n
                 || (n.len() > x.len()
                     && n.starts_with(x.as_str())
                     && n[x.len()..].starts_with('_')
-                    && shadows.iter().any(|s| s == n))
+                    && is_shadow(n))
         })
     };
     objects.retain(|o| {
@@ -209,7 +223,6 @@ fn schema_objects(conn: &Connection, exclude: &[String]) -> rusqlite::Result<Vec
             && !excluded(&o.tbl_name)
     });
     objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-    Ok(objects)
 }
 
 /// sha256 over `type \0 name \0 tbl_name \0 sql \n` of each object, in (type, name) order.
