@@ -6,6 +6,7 @@ pub mod faulty;
 pub mod receiver;
 pub mod s3;
 pub mod sqlite3;
+pub mod wrangler;
 
 /// A program the tests need, checked with `PROGRAM --version`; a missing one fails the test with
 /// how to install it (`.ci/run` installs them all) — never a silent skip.
