@@ -265,9 +265,9 @@ pub async fn backup_database(
         let into_second = started_at.timestamp_subsec_millis() as u64;
         tokio::time::sleep(Duration::from_millis(1001 - into_second.min(1000))).await;
     };
-    // A D1 database is first copied into a scratch SQLite file (removed when `_snapshot` is
+    // A D1 database is first copied into a scratch SQLite file (removed when `snapshot` is
     // dropped); from there on both kinds take the same path.
-    let (path, source_facts, _snapshot) = match &db.source {
+    let (path, source_facts, snapshot) = match &db.source {
         SourceSpec::Sqlite { path } => (
             path.clone(),
             SourceFacts::Sqlite {
@@ -347,6 +347,7 @@ pub async fn backup_database(
         row_count: summary.row_count,
         schema_hash: summary.schema_hash,
         source: source_facts,
+        fidelity: snapshot.as_ref().map(|s| s.fidelity().clone()),
         job_id: job_id.to_string(),
         trigger,
         started_at,

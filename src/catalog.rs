@@ -1228,6 +1228,7 @@ mod tests {
             row_count: 2,
             schema_hash: String::new(),
             source: SourceFacts::Sqlite { path: "x".into() },
+            fidelity: None,
             job_id: job.into(),
             trigger: Trigger::Manual,
             started_at: t(at),

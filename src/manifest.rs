@@ -272,6 +272,25 @@ pub enum SourceFacts {
     },
 }
 
+/// What Patina checked about a D1 copy before storing it, and what it repaired (DESIGN §12).
+///
+/// D1's exporter is lossy (integers beyond ±2^53, `-0.0`, integral REALs, backslash-n in text,
+/// NUL): after loading an export Patina asks D1 for exactly the values the export cannot carry
+/// and repairs those rows from `/query`, or re-reads the whole table in query mode. In query mode
+/// every table is read exactly, so nothing needs repairing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// Whether the copy was checked against the database (always true for new D1 backups).
+    pub checked: bool,
+    /// Values the export carried wrongly, repaired row by row from `/query`.
+    pub repaired_values: u64,
+    /// Tables read through `/query` instead of the export (all of them in query mode).
+    pub tables_from_query: Vec<String>,
+    /// Why export mode read the whole database in query mode for this backup, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
 /// The manifest of one dump: the commit marker and everything needed to check it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -295,6 +314,9 @@ pub struct Manifest {
     pub row_count: u64,
     pub schema_hash: String,
     pub source: SourceFacts,
+    /// D1 backups only: what was checked and repaired (absent in manifests before wave 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Fidelity>,
     pub job_id: String,
     pub trigger: Trigger,
     pub started_at: DateTime<Utc>,
@@ -608,6 +630,7 @@ mod tests {
             source: SourceFacts::Sqlite {
                 path: "/srv/demo.db".into(),
             },
+            fidelity: None,
             job_id: "job-1".into(),
             trigger: Trigger::CatchUp,
             started_at: t("2026-11-22T03:00:12Z"),

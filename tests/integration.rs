@@ -9,6 +9,7 @@ mod integration {
     mod config;
     mod crash;
     mod d1;
+    mod d1_fidelity;
     mod daemon;
     mod dump;
     mod dump_props;

@@ -48,6 +48,7 @@ use serde_json::{Map, Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::dump::quote_ident;
+use crate::manifest::Fidelity;
 use crate::policy::{Cloudflare, D1Mode, Secret};
 use crate::source::sqlite::{self, SourceError};
 
@@ -194,6 +195,8 @@ pub struct Snapshot {
     bookmark: Option<String>,
     mode: D1Mode,
     files: Vec<PathBuf>,
+    fidelity: Fidelity,
+    fallback: Option<String>,
 }
 
 impl Snapshot {
@@ -210,6 +213,16 @@ impl Snapshot {
     /// The mode that produced the copy (query after an automatic fallback).
     pub fn mode(&self) -> D1Mode {
         self.mode
+    }
+
+    /// What was checked and repaired, for the manifest.
+    pub fn fidelity(&self) -> &Fidelity {
+        &self.fidelity
+    }
+
+    /// Why export mode fell back to query mode for this run, if it did.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 }
 
@@ -263,8 +276,12 @@ impl Client {
         })
     }
 
-    /// Copy the database into a scratch SQLite file, in the requested mode (falling back from
-    /// export to query mode when the export refuses the database's virtual tables).
+    /// Copy the database into a scratch SQLite file, in the requested mode, and check the copy
+    /// (DESIGN §12). In export mode the database's schema is read first: a database with a
+    /// virtual table is read in query mode at once (D1 refuses to export it, and a refused export
+    /// can keep the database busy for a while). An export that does not load is replaced by
+    /// query mode for this run; one that loads is checked value class by value class against
+    /// `/query`, and what it carried wrongly is repaired.
     pub async fn snapshot(&self, req: &SnapshotRequest<'_>) -> Result<Snapshot, D1Error> {
         std::fs::create_dir_all(req.scratch_dir).map_err(|source| D1Error::Scratch {
             database: req.database.to_string(),
@@ -278,17 +295,44 @@ impl Client {
             waited: Duration::ZERO,
         };
         match req.mode {
-            D1Mode::Query => self.query_copy(&mut call, req).await,
-            D1Mode::Export => match self.export_copy(&mut call, req).await {
-                Err(D1Error::ExportFailed { message, .. }) if refuses_virtual(&message) => {
-                    tracing::warn!(
-                        database = req.database,
-                        "the D1 export refused the database ({message}); reading it in query mode instead — set mode = \"query\" to skip the export"
+            D1Mode::Query => self.query_copy(&mut call, req, None).await,
+            D1Mode::Export => {
+                let objects = self.read_schema(&mut call).await?;
+                if let Some(v) = objects
+                    .iter()
+                    .find(|o| o.kind == "table" && is_virtual(o.sql.as_deref().unwrap_or("")))
+                {
+                    let reason = format!(
+                        "the database has the virtual table {:?}, which D1's export refuses",
+                        v.name
                     );
-                    self.query_copy(&mut call, req).await
+                    tracing::info!(
+                        database = req.database,
+                        "{reason}; reading it in query mode — set mode = \"query\" to say so in the policy"
+                    );
+                    return self.query_copy(&mut call, req, Some(reason)).await;
                 }
-                other => other,
-            },
+                match self.export_copy(&mut call, req).await {
+                    Ok(snapshot) => self.check_export(&mut call, req, &objects, snapshot).await,
+                    Err(D1Error::ExportFailed { message, .. }) if refuses_virtual(&message) => {
+                        let reason = format!("the export refused the database ({message})");
+                        tracing::warn!(
+                            database = req.database,
+                            "{reason}; reading it in query mode instead"
+                        );
+                        self.query_copy(&mut call, req, Some(reason)).await
+                    }
+                    Err(e @ D1Error::Load { .. }) => {
+                        let reason = format!("the export did not load: {e}");
+                        tracing::warn!(
+                            database = req.database,
+                            "{reason}; reading it in query mode instead"
+                        );
+                        self.query_copy(&mut call, req, Some(reason)).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         }
     }
 
@@ -384,18 +428,49 @@ impl Client {
                 .timeout(self.options.request_timeout)
                 .json(body)
         };
-        let response = self.send(call, action, &make).await?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| D1Error::Http {
-            database: call.database.to_string(),
-            action,
-            detail: transport(&e),
-        })?;
-        let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
-        let messages = envelope
-            .as_ref()
-            .map(|e| self.scrub(&e.error_text()))
-            .unwrap_or_default();
+        let mut backoff = self.options.backoff;
+        let (status, text, envelope, messages) = loop {
+            let response = self.send(call, action, &make).await?;
+            let status = response.status().as_u16();
+            let text = response.text().await.map_err(|e| D1Error::Http {
+                database: call.database.to_string(),
+                action,
+                detail: transport(&e),
+            })?;
+            let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
+            let messages = envelope
+                .as_ref()
+                .map(|e| self.scrub(&e.error_text()))
+                .unwrap_or_default();
+            // D1 answers every call this way while an export (ours, or one it refused) is
+            // still running: wait for it like for a rate limit, within the same budget.
+            let busy = envelope.as_ref().is_some_and(|e| !e.success)
+                && messages
+                    .to_ascii_lowercase()
+                    .contains("long-running export");
+            if !busy {
+                break (status, text, envelope, messages);
+            }
+            if call.retries >= self.options.max_retries
+                || call.waited + backoff > self.options.retry_budget
+            {
+                return Err(D1Error::RetriesExhausted {
+                    database: call.database.to_string(),
+                    action,
+                    attempts: call.retries + 1,
+                    last: format!("HTTP {status}: {messages}"),
+                });
+            }
+            tracing::debug!(
+                database = call.database,
+                action,
+                "D1 is busy with an export; retrying"
+            );
+            tokio::time::sleep(backoff).await;
+            call.retries += 1;
+            call.waited += backoff;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        };
         let detail = if messages.is_empty() {
             String::new()
         } else {
@@ -465,6 +540,8 @@ impl Client {
             bookmark: Some(bookmark),
             mode: D1Mode::Export,
             files: vec![sql_path.clone(), db_path.clone()],
+            fidelity: Fidelity::default(),
+            fallback: None,
         };
         self.download(call, &signed_url, &sql_path).await?;
         let database = req.database.to_string();
@@ -655,17 +732,25 @@ impl Client {
         &self,
         call: &mut Call<'_>,
         req: &SnapshotRequest<'_>,
+        fallback: Option<String>,
     ) -> Result<Snapshot, D1Error> {
         let path = req.scratch_dir.join(format!(
             "d1-{}-{}.db",
             req.database,
             uuid::Uuid::new_v4().simple()
         ));
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             path: path.clone(),
             bookmark: None,
             mode: D1Mode::Query,
             files: vec![path.clone()],
+            fidelity: Fidelity {
+                checked: true,
+                repaired_values: 0,
+                tables_from_query: Vec::new(),
+                fallback: fallback.clone(),
+            },
+            fallback,
         };
         // A blocking writer thread applies what the fetcher sends; the channel bounds memory
         // to a couple of pages.
@@ -686,10 +771,310 @@ impl Client {
             // The writer stopping early is reported with its own reason.
             (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
             (Err(e), _) => Err(e),
-            (Ok(()), Ok(Ok(()))) => Ok(snapshot),
+            (Ok(copied), Ok(Ok(()))) => {
+                snapshot.fidelity.tables_from_query = copied;
+                Ok(snapshot)
+            }
+            (Ok(_), Ok(Err(message))) => Err(materialise(message)),
+            (Ok(_), Err(join)) => Err(materialise(join.to_string())),
+        }
+    }
+
+    /// `sqlite_master` through `/query`.
+    async fn read_schema(&self, call: &mut Call<'_>) -> Result<Vec<sqlite::SchemaObject>, D1Error> {
+        const SCHEMA: &str = "read the schema";
+        let rows = self
+            .query(
+                call,
+                SCHEMA,
+                "SELECT type, name, tbl_name, sql FROM sqlite_master",
+            )
+            .await?;
+        let mut objects = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let text = |k: &str| row.get(k).and_then(Json::as_str).map(str::to_string);
+            let (Some(kind), Some(name), Some(tbl_name)) =
+                (text("type"), text("name"), text("tbl_name"))
+            else {
+                return Err(D1Error::Malformed {
+                    database: call.database.to_string(),
+                    action: SCHEMA,
+                    detail: format!("sqlite_master row {row:?}"),
+                });
+            };
+            objects.push(sqlite::SchemaObject {
+                kind,
+                name,
+                tbl_name,
+                sql: text("sql"),
+            });
+        }
+        Ok(objects)
+    }
+
+    /// Checks a loaded export against the database and repairs what the export carried
+    /// wrongly (DESIGN §12). Per table: one `/query` finds the rows holding values D1's exporter
+    /// cannot write exactly; up to [`REPAIR_LIMIT`] such rows of a table keyed by an INTEGER
+    /// PRIMARY KEY are read exactly and written over their scratch copies, any other table with
+    /// such values is re-read whole in query mode. Then row counts and the bytes of every TEXT
+    /// and BLOB are compared with D1's; a table that differs (a truncated export, text the
+    /// exporter re-encoded, or a table written to since the export) is re-read in query mode.
+    async fn check_export(
+        &self,
+        call: &mut Call<'_>,
+        req: &SnapshotRequest<'_>,
+        d1_objects: &[sqlite::SchemaObject],
+        mut snapshot: Snapshot,
+    ) -> Result<Snapshot, D1Error> {
+        let path = snapshot.path.clone();
+        let exclude = req.exclude_tables.to_vec();
+        let scratch_tables = tokio::task::spawn_blocking(move || scratch_tables(&path, &exclude))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| D1Error::Materialise {
+                database: req.database.to_string(),
+                path: snapshot.path.clone(),
+                message,
+            })?;
+        let mut d1_tables: Vec<sqlite::SchemaObject> = d1_objects.to_vec();
+        sqlite::select_dumped(&mut d1_tables, req.exclude_tables, |_| false);
+        let d1_names: Vec<&str> = d1_tables
+            .iter()
+            .filter(|o| o.kind == "table")
+            .map(|o| o.name.as_str())
+            .collect();
+        let scratch_names: Vec<&str> = scratch_tables.iter().map(|t| t.name.as_str()).collect();
+        if d1_names != scratch_names {
+            let reason =
+                format!("the export holds the tables {scratch_names:?}, the database {d1_names:?}");
+            tracing::warn!(
+                database = req.database,
+                "{reason}; reading it in query mode instead"
+            );
+            drop(snapshot);
+            return self.query_copy(call, req, Some(reason)).await;
+        }
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Op>(2);
+        let writer = {
+            let path = snapshot.path.clone();
+            tokio::task::spawn_blocking(move || write_scratch(&path, rx))
+        };
+        let checked = self
+            .check_tables(call, req, &scratch_tables, &tx, &mut snapshot.fidelity)
+            .await;
+        drop(tx);
+        let written = writer.await;
+        let materialise = |message: String| D1Error::Materialise {
+            database: req.database.to_string(),
+            path: snapshot.path.clone(),
+            message,
+        };
+        match (checked, written) {
+            (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(Ok(()))) => {
+                snapshot.fidelity.checked = true;
+                Ok(snapshot)
+            }
             (Ok(()), Ok(Err(message))) => Err(materialise(message)),
             (Ok(()), Err(join)) => Err(materialise(join.to_string())),
         }
+    }
+
+    async fn check_tables(
+        &self,
+        call: &mut Call<'_>,
+        req: &SnapshotRequest<'_>,
+        tables: &[ScratchTable],
+        tx: &tokio::sync::mpsc::Sender<Op>,
+        fidelity: &mut Fidelity,
+    ) -> Result<(), D1Error> {
+        const ACTION: &str = "check the export";
+        let writer_gone = || D1Error::Materialise {
+            database: req.database.to_string(),
+            path: req.scratch_dir.to_path_buf(),
+            message: "the scratch writer stopped".into(),
+        };
+        let malformed = |detail: String| D1Error::Malformed {
+            database: req.database.to_string(),
+            action: ACTION,
+            detail,
+        };
+        for table in tables {
+            let q = quote_ident(&table.name);
+            let mut recopy: Option<String> = None;
+            let mut repaired = 0u64;
+            // 1. Values the exporter cannot carry.
+            let hazards = hazard_conditions(&table.columns);
+            if !hazards.is_empty() {
+                let flags: Vec<String> = hazards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, c))| format!("({c}) AS \"h{i}\""))
+                    .collect();
+                let any = hazards
+                    .iter()
+                    .map(|(_, c)| format!("({c})"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let key = table
+                    .key
+                    .as_deref()
+                    .map(|k| format!("CAST({} AS TEXT)", quote_ident(k)))
+                    .unwrap_or_else(|| "NULL".into());
+                let sql = format!(
+                    "SELECT {key} AS \"k\", {} FROM {q} WHERE {any} LIMIT {}",
+                    flags.join(", "),
+                    REPAIR_LIMIT + 1
+                );
+                let rows = self.query(call, ACTION, &sql).await?;
+                if !rows.is_empty() {
+                    let mut keys = Vec::with_capacity(rows.len());
+                    let mut values = 0u64;
+                    let mut in_key = false;
+                    for row in &rows {
+                        for (i, (column, _)) in hazards.iter().enumerate() {
+                            if truthy(row.get(&format!("h{i}"))) {
+                                values += 1;
+                                in_key |= table.key.as_deref() == Some(column.as_str());
+                            }
+                        }
+                        if let Some(k) = row
+                            .get("k")
+                            .and_then(Json::as_str)
+                            .and_then(|k| k.parse::<i64>().ok())
+                        {
+                            keys.push(k);
+                        }
+                    }
+                    recopy = if table.key.is_none() {
+                        Some(format!(
+                            "{values}+ values the export cannot carry, and no INTEGER PRIMARY KEY to repair rows by"
+                        ))
+                    } else if rows.len() > REPAIR_LIMIT {
+                        Some(format!(
+                            "more than {REPAIR_LIMIT} rows hold values the export cannot carry"
+                        ))
+                    } else if in_key || keys.len() != rows.len() {
+                        Some("its INTEGER PRIMARY KEY holds values the export cannot carry".into())
+                    } else {
+                        let key = table.key.clone().expect("checked above");
+                        let mut all_updated = true;
+                        for chunk in keys.chunks(self.options.page_size.max(1) as usize) {
+                            let exact = self
+                                .read_rows(call, &table.name, &table.columns, &key, chunk)
+                                .await?;
+                            if exact.len() != chunk.len() {
+                                all_updated = false;
+                                break;
+                            }
+                            let (reply, answer) = tokio::sync::oneshot::channel();
+                            tx.send(Op::Repair {
+                                table: table.name.clone(),
+                                columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                                key: key.clone(),
+                                rows: exact,
+                                reply,
+                            })
+                            .await
+                            .map_err(|_| writer_gone())?;
+                            if !answer.await.map_err(|_| writer_gone())? {
+                                all_updated = false;
+                                break;
+                            }
+                        }
+                        repaired = values;
+                        (!all_updated).then(|| {
+                            "a row to repair is missing from the export (changed since?)".into()
+                        })
+                    };
+                }
+            }
+            // 2. Row count and the bytes of every TEXT and BLOB, D1 against the scratch copy.
+            if recopy.is_none() {
+                let sql = fingerprint_sql(&table.name, &table.columns);
+                let rows = self.query(call, ACTION, &sql).await?;
+                let remote = rows
+                    .first()
+                    .and_then(|r| Some((text_i64(r.get("n"))?, text_i64(r.get("b"))?)))
+                    .ok_or_else(|| {
+                        malformed(format!("fingerprint of {:?}: {rows:?}", table.name))
+                    })?;
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send(Op::Fingerprint { sql, reply })
+                    .await
+                    .map_err(|_| writer_gone())?;
+                let local = answer.await.map_err(|_| writer_gone())?;
+                if local != Some(remote) {
+                    recopy = Some(format!(
+                        "the export's copy differs from the database (rows and text/blob bytes {local:?} against {remote:?})"
+                    ));
+                }
+            }
+            match recopy {
+                None => fidelity.repaired_values += repaired,
+                Some(reason) => {
+                    tracing::warn!(
+                        database = req.database,
+                        table = table.name.as_str(),
+                        "re-reading the table in query mode: {reason}"
+                    );
+                    tx.send(Op::Exec(format!("DELETE FROM {q}")))
+                        .await
+                        .map_err(|_| writer_gone())?;
+                    self.copy_table(call, &table.name, table.without_rowid, tx, &writer_gone)
+                        .await?;
+                    fidelity.tables_from_query.push(table.name.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The exact values of the rows of `table` whose `key` column is in `keys`.
+    async fn read_rows(
+        &self,
+        call: &mut Call<'_>,
+        table: &str,
+        columns: &[ScratchColumn],
+        key: &str,
+        keys: &[i64],
+    ) -> Result<Vec<(i64, Vec<Cell>)>, D1Error> {
+        const ACTION: &str = "repair values of the export";
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let list = keys
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT CAST({k} AS TEXT) AS \"k\", {} FROM {} WHERE {k} IN ({list})",
+            exact_columns(&names),
+            quote_ident(table),
+            k = quote_ident(key),
+        );
+        let rows = self.query(call, ACTION, &sql).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let k = row
+                .get("k")
+                .and_then(Json::as_str)
+                .and_then(|k| k.parse::<i64>().ok());
+            let cells = decode_row(row, names.len());
+            match (k, cells) {
+                (Some(k), Some(cells)) => out.push((k, cells)),
+                _ => {
+                    return Err(D1Error::Malformed {
+                        database: call.database.to_string(),
+                        action: ACTION,
+                        detail: format!("row of {table:?}"),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn fetch_all(
@@ -697,7 +1082,7 @@ impl Client {
         call: &mut Call<'_>,
         req: &SnapshotRequest<'_>,
         tx: &tokio::sync::mpsc::Sender<Op>,
-    ) -> Result<(), D1Error> {
+    ) -> Result<Vec<String>, D1Error> {
         let malformed = |action: &'static str, detail: String| D1Error::Malformed {
             database: req.database.to_string(),
             action,
@@ -711,28 +1096,7 @@ impl Client {
         };
 
         const SCHEMA: &str = "read the schema";
-        let rows = self
-            .query(
-                call,
-                SCHEMA,
-                "SELECT type, name, tbl_name, sql FROM sqlite_master",
-            )
-            .await?;
-        let mut objects = Vec::new();
-        for row in &rows {
-            let text = |k: &str| row.get(k).and_then(Json::as_str).map(str::to_string);
-            let (Some(kind), Some(name), Some(tbl_name)) =
-                (text("type"), text("name"), text("tbl_name"))
-            else {
-                return Err(malformed(SCHEMA, format!("sqlite_master row {row:?}")));
-            };
-            objects.push(sqlite::SchemaObject {
-                kind,
-                name,
-                tbl_name,
-                sql: text("sql"),
-            });
-        }
+        let mut objects = self.read_schema(call).await?;
         let table_list = self.query(call, SCHEMA, "PRAGMA table_list").await?;
         let listed = |name: &str| {
             table_list.iter().find(|r| {
@@ -802,7 +1166,7 @@ impl Client {
             }
             send(Op::Sequence(seqs)).await?;
         }
-        Ok(())
+        Ok(copied)
     }
 
     /// Pages through one table, sending each page to the writer.
@@ -860,17 +1224,7 @@ impl Client {
         if let Some(r) = rowid {
             select.push_str(&format!("CAST({r} AS TEXT) AS \"k\", "));
         }
-        for (i, c) in columns.iter().enumerate() {
-            let q = quote_ident(c);
-            if i > 0 {
-                select.push_str(", ");
-            }
-            select.push_str(&format!(
-                "typeof({q}) AS \"t{i}\", CASE typeof({q}) WHEN 'null' THEN NULL \
-                 WHEN 'integer' THEN CAST({q} AS TEXT) WHEN 'real' THEN printf('%!.17g', {q}) \
-                 ELSE hex({q}) END AS \"v{i}\""
-            ));
-        }
+        select.push_str(&exact_columns(&columns));
         select.push_str(" FROM ");
         select.push_str(&quote_ident(table));
         let page = self.options.page_size.max(1);
@@ -904,15 +1258,10 @@ impl Client {
                         .ok_or_else(|| malformed(format!("row of {table:?} without its rowid")))?;
                     after = Some(k);
                 }
-                let mut out = Vec::with_capacity(columns.len());
-                for (i, column) in columns.iter().enumerate() {
-                    out.push(
-                        decode(row.get(&format!("t{i}")), row.get(&format!("v{i}"))).ok_or_else(
-                            || malformed(format!("value of column {column:?} in {table:?}")),
-                        )?,
-                    );
-                }
-                values.push(out);
+                values.push(
+                    decode_row(row, columns.len())
+                        .ok_or_else(|| malformed(format!("a value of a row of {table:?}")))?,
+                );
             }
             if !values.is_empty() {
                 tx.send(Op::Rows {
@@ -1016,20 +1365,195 @@ fn decode(kind: Option<&Json>, value: Option<&Json>) -> Option<Cell> {
     Some(match kind?.as_str()? {
         "null" => Cell::Null,
         "integer" => Cell::Integer(text()?.parse().ok()?),
-        "real" => Cell::Real(parse_real(text()?)?),
+        "real" => Cell::Real(match value? {
+            Json::Number(n) => n.as_f64()?,
+            Json::String(s) => parse_real(s)?,
+            _ => return None,
+        }),
         "text" => Cell::Text(hex::decode(text()?).ok()?),
         "blob" => Cell::Blob(hex::decode(text()?).ok()?),
         _ => return None,
     })
 }
 
-/// SQLite's `printf('%!.17g')`: decimal, or `Inf` / `-Inf`.
+/// A REAL sent as text: `-0.0`, `Inf` / `-Inf` (or any decimal).
 fn parse_real(s: &str) -> Option<f64> {
     match s.trim_start_matches('+') {
         "Inf" | "inf" | "Infinity" => Some(f64::INFINITY),
         "-Inf" | "-inf" | "-Infinity" => Some(f64::NEG_INFINITY),
         other => other.parse().ok(),
     }
+}
+
+/// The select list that reads `columns` exactly through D1's JSON: for each column `typeof()` as
+/// `t{i}` and an exact form as `v{i}` — integers as decimal text (JSON numbers are doubles),
+/// REALs as JSON numbers (JavaScript writes the shortest form that reads back exactly; D1's own
+/// `printf('%!.17g')` is off by one ulp for some large doubles, measured against wrangler's
+/// local D1), except `-0.0` (whose sign JSON, `printf` and `CAST` all drop; told apart by
+/// `atan2`) and ±Inf (JSON `null`) as text, TEXT and BLOB as hex.
+fn exact_columns(columns: &[String]) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let q = quote_ident(c);
+            format!(
+                "typeof({q}) AS \"t{i}\", CASE typeof({q}) WHEN 'null' THEN NULL \
+                 WHEN 'integer' THEN CAST({q} AS TEXT) \
+                 WHEN 'real' THEN CASE WHEN {q} = 0 AND atan2({q}, -1) < 0 THEN '-0.0' \
+                 WHEN {q} = 9e999 THEN 'Inf' WHEN {q} = -9e999 THEN '-Inf' ELSE {q} END \
+                 ELSE hex({q}) END AS \"v{i}\""
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One row read with [`exact_columns`].
+fn decode_row(row: &Map<String, Json>, columns: usize) -> Option<Vec<Cell>> {
+    (0..columns)
+        .map(|i| decode(row.get(&format!("t{i}")), row.get(&format!("v{i}"))))
+        .collect()
+}
+
+/// Tables with more rows to repair than this are re-read whole in query mode.
+const REPAIR_LIMIT: usize = 1000;
+
+/// JavaScript's largest exactly representable integer, 2^53 - 1.
+const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+/// A column of a table in the scratch copy.
+#[derive(Debug, Clone)]
+struct ScratchColumn {
+    name: String,
+    /// The column has REAL affinity (declared type with REAL, FLOA or DOUB and no INT).
+    real_affinity: bool,
+}
+
+/// A table of the scratch copy as the check needs it.
+#[derive(Debug, Clone)]
+struct ScratchTable {
+    name: String,
+    /// Stored columns (generated ones are recomputed and left out).
+    columns: Vec<ScratchColumn>,
+    /// The INTEGER PRIMARY KEY column rows are repaired by, if the table has one.
+    key: Option<String>,
+    without_rowid: bool,
+}
+
+/// The dumped ordinary tables of the scratch copy, in name order.
+fn scratch_tables(path: &Path, exclude: &[String]) -> Result<Vec<ScratchTable>, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    let mut objects = sqlite::schema_objects(&conn, exclude).map_err(|e| e.to_string())?;
+    objects.retain(|o| o.kind == "table" && !is_virtual(o.sql.as_deref().unwrap_or("")));
+    let mut tables = Vec::with_capacity(objects.len());
+    for o in objects {
+        let without_rowid: bool = conn
+            .query_row(
+                "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
+                [&o.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, type, hidden, pk FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
+            )
+            .map_err(|e| e.to_string())?;
+        let mut columns = Vec::new();
+        let mut pk = Vec::new();
+        let mut rows = stmt.query([&o.name]).map_err(|e| e.to_string())?;
+        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+            let name: String = r.get(0).map_err(|e| e.to_string())?;
+            let decl: String = r.get(1).map_err(|e| e.to_string())?;
+            let hidden: i64 = r.get(2).map_err(|e| e.to_string())?;
+            let pk_pos: i64 = r.get(3).map_err(|e| e.to_string())?;
+            if pk_pos > 0 {
+                pk.push((name.clone(), decl.clone()));
+            }
+            if hidden != 2 && hidden != 3 {
+                let d = decl.to_ascii_uppercase();
+                let real_affinity = !d.contains("INT")
+                    && !d.contains("CHAR")
+                    && !d.contains("CLOB")
+                    && !d.contains("TEXT")
+                    && !d.contains("BLOB")
+                    && (d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB"));
+                columns.push(ScratchColumn {
+                    name,
+                    real_affinity,
+                });
+            }
+        }
+        let key = match pk.as_slice() {
+            [(name, decl)] if !without_rowid && decl.eq_ignore_ascii_case("INTEGER") => {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        tables.push(ScratchTable {
+            name: o.name,
+            columns,
+            key,
+            without_rowid,
+        });
+    }
+    Ok(tables)
+}
+
+/// Per column, the SQL condition under which a value cannot pass through D1's exporter
+/// exactly: integers beyond ±(2^53 - 1) (a JavaScript double), `-0.0` (written `0`), ±Inf,
+/// integral REALs outside REAL affinity (written `3`, read back as INTEGER), text holding a
+/// backslash followed by `n` or `r` (the exporter's own escape) or a NUL byte.
+fn hazard_conditions(columns: &[ScratchColumn]) -> Vec<(String, String)> {
+    columns
+        .iter()
+        .map(|c| {
+            let q = quote_ident(&c.name);
+            let integral = if c.real_affinity {
+                String::new()
+            } else {
+                format!(" OR {q} = round({q})")
+            };
+            let cond = format!(
+                "(typeof({q}) = 'integer' AND ({q} > {MAX_SAFE_INTEGER} OR {q} < -{MAX_SAFE_INTEGER})) \
+                 OR (typeof({q}) = 'real' AND (({q} = 0 AND atan2({q}, -1) < 0) OR {q} IN (9e999, -9e999){integral})) \
+                 OR (typeof({q}) = 'text' AND (instr({q}, '\\n') > 0 OR instr({q}, '\\r') > 0 OR instr(CAST({q} AS BLOB), X'00') > 0))"
+            );
+            (c.name.clone(), cond)
+        })
+        .collect()
+}
+
+/// Row count (`n`) and total bytes of every TEXT and BLOB value (`b`) of a table, both as
+/// text; the same statement runs on D1 and on the scratch copy.
+fn fingerprint_sql(table: &str, columns: &[ScratchColumn]) -> String {
+    let bytes = columns
+        .iter()
+        .map(|c| {
+            let q = quote_ident(&c.name);
+            format!("CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) ELSE 0 END")
+        })
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let bytes = if bytes.is_empty() { "0".into() } else { bytes };
+    format!(
+        "SELECT CAST(count(*) AS TEXT) AS \"n\", CAST(coalesce(sum({bytes}), 0) AS TEXT) AS \"b\" FROM {}",
+        quote_ident(table)
+    )
+}
+
+/// A condition's value in a `/query` answer: a JSON number or boolean (1 / true).
+fn truthy(v: Option<&Json>) -> bool {
+    match v {
+        Some(Json::Bool(b)) => *b,
+        Some(Json::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => false,
+    }
+}
+
+fn text_i64(v: Option<&Json>) -> Option<i64> {
+    v?.as_str()?.parse().ok()
 }
 
 /// What the query-mode fetcher asks the scratch writer to do.
@@ -1046,13 +1570,33 @@ enum Op {
     VirtualTable { name: String, sql: String },
     /// `sqlite_sequence` as in the source.
     Sequence(Vec<(String, i64)>),
+    /// Overwrite rows (by their `key` column) with exact values; answers whether every row
+    /// was there to overwrite.
+    Repair {
+        table: String,
+        columns: Vec<String>,
+        key: String,
+        rows: Vec<(i64, Vec<Cell>)>,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
+    /// Run a [`fingerprint_sql`] statement on the scratch copy.
+    Fingerprint {
+        sql: String,
+        reply: tokio::sync::oneshot::Sender<Option<(i64, i64)>>,
+    },
 }
 
 fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result<(), String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
-    // Tables arrive in name order, children before parents: no foreign key checks here.
+    // Tables arrive in name order, children before parents: no foreign key checks here; and
+    // repairs must not fire the database's own triggers.
     conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF;")
         .map_err(|e| e.to_string())?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
     while let Some(op) = rx.blocking_recv() {
         match op {
             Op::Exec(sql) => conn
@@ -1090,6 +1634,46 @@ fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result
                 .map_err(|e| format!("virtual table {name:?}: {e}"))?;
                 conn.execute_batch("PRAGMA writable_schema=OFF")
                     .map_err(|e| e.to_string())?;
+            }
+            Op::Repair {
+                table,
+                columns,
+                key,
+                rows,
+                reply,
+            } => {
+                let sets: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1))
+                    .collect();
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE {} = ?{}",
+                    quote_ident(&table),
+                    sets.join(", "),
+                    quote_ident(&key),
+                    columns.len() + 1
+                );
+                let mut stmt = conn.prepare(&sql).map_err(|e| format!("{e} in {sql}"))?;
+                let mut all = true;
+                for (k, cells) in &rows {
+                    let mut params: Vec<&dyn ToSql> =
+                        cells.iter().map(|c| c as &dyn ToSql).collect();
+                    params.push(k);
+                    let changed = stmt
+                        .execute(params.as_slice())
+                        .map_err(|e| format!("repair a row of {table:?}: {e}"))?;
+                    all &= changed == 1;
+                }
+                let _ = reply.send(all);
+            }
+            Op::Fingerprint { sql, reply } => {
+                let got = conn
+                    .query_row(&sql, [], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(|e| format!("{e} in {sql}"))?;
+                let _ = reply.send(got.0.parse().ok().zip(got.1.parse().ok()));
             }
             Op::Sequence(seqs) => {
                 let exists: bool = conn
@@ -1211,6 +1795,9 @@ mod tests {
         assert_eq!(t("real", j("Inf")), Some(Cell::Real(f64::INFINITY)));
         assert_eq!(t("real", j("-Inf")), Some(Cell::Real(f64::NEG_INFINITY)));
         assert_eq!(t("real", j("0.10000000000000001")), Some(Cell::Real(0.1)));
+        assert_eq!(t("real", Json::from(0.1)), Some(Cell::Real(0.1)));
+        let neg_zero = t("real", j("-0.0"));
+        assert!(matches!(neg_zero, Some(Cell::Real(z)) if z == 0.0 && z.is_sign_negative()));
         assert_eq!(t("text", j("C3A9")), Some(Cell::Text("é".into())));
         assert_eq!(t("blob", j("00FF")), Some(Cell::Blob(vec![0, 255])));
         assert_eq!(t("blob", j("zz")), None);

@@ -96,6 +96,7 @@ async fn put_dump(
         source: SourceFacts::Sqlite {
             path: format!("/srv/{database}.db"),
         },
+        fidelity: None,
         job_id: "job-dumps".into(),
         trigger: Trigger::Scheduled,
         started_at: taken_at,

@@ -14,18 +14,19 @@ use crate::integration::cli::{assert_code, assert_same_content, integrity, text,
 use crate::support::d1::{D1Server, Fault};
 
 const DEMO_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/demo-app.db");
-const ID_A: &str = "45eae4c7-8ae7-4078-9218-8e1677a4360f";
+pub(crate) const ID_A: &str = "45eae4c7-8ae7-4078-9218-8e1677a4360f";
 const ID_B: &str = "afd1ce4c-618a-430a-bf0f-0a57647a388d";
 const ID_UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
 
 /// Timings short enough for tests; every loop is still bounded.
-fn fast() -> Options {
+pub(crate) fn fast() -> Options {
     Options {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(5),
-        poll_interval: Duration::from_millis(10),
-        export_limit: Duration::from_millis(400),
+        poll_interval: Duration::from_millis(25),
+        // The local D1 behind the stand-in takes a few seconds to generate an export.
+        export_limit: Duration::from_secs(60),
         retry_budget: Duration::from_secs(5),
         max_retries: 4,
         backoff: Duration::from_millis(10),
@@ -151,7 +152,7 @@ fn real_bits(path: &Path) -> Vec<(i64, Option<u64>)> {
     .unwrap()
 }
 
-async fn snapshot(
+pub(crate) async fn snapshot(
     server: &D1Server,
     token: &str,
     id: &str,
@@ -175,7 +176,7 @@ async fn snapshot(
     .expect("the D1 client finished in time")
 }
 
-fn scratch_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn scratch_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(dir, &mut out);
     out
@@ -234,11 +235,10 @@ async fn export_polls_with_the_bookmark_and_downloads_without_the_token() {
         .iter()
         .filter(|s| s.path.ends_with("/export"))
         .collect();
-    assert_eq!(
-        exports.len(),
-        5,
-        "4 active answers, then complete: {seen:?}"
-    );
+    // Before the export: the schema, to never ask for an export D1 would refuse.
+    assert!(seen[0].body.contains("FROM sqlite_master"), "{:?}", seen[0]);
+    // At least 4 active answers (more while the dump is generated), then complete.
+    assert!(exports.len() >= 5, "{} export calls", exports.len());
     let bodies: Vec<serde_json::Value> = exports
         .iter()
         .map(|s| serde_json::from_str(&s.body).unwrap())
@@ -416,7 +416,11 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
         },
     );
     let started = Instant::now();
-    let m = failure(&server, &server.token, ID_A, D1Mode::Export, fast()).await;
+    let limited = Options {
+        export_limit: Duration::from_millis(400),
+        ..fast()
+    };
+    let m = failure(&server, &server.token, ID_A, D1Mode::Export, limited).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(m.contains("HTTP 429") && m.contains("retry budget"), "{m}");
     server.set_fault(ID_A, Fault::ServerError { times: 1000 });
@@ -462,7 +466,11 @@ async fn export_failures_are_reported_and_never_hang() {
 
     server.set_fault(ID_A, Fault::StuckActive);
     let started = Instant::now();
-    let m = failure(&server, &server.token, ID_A, D1Mode::Export, fast()).await;
+    let limited = Options {
+        export_limit: Duration::from_millis(400),
+        ..fast()
+    };
+    let m = failure(&server, &server.token, ID_A, D1Mode::Export, limited).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         m.contains("still active after 400ms")

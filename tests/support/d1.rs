@@ -5,18 +5,22 @@
 //! `{"output_format":"polling","current_bookmark"?}` answers 202 `active` (with `at_bookmark`)
 //! for a configurable number of polls, then 200 `complete` with `result.result.signed_url` on
 //! this server; a new export while one is running is refused, and so are queries (D1 blocks a
-//! database while exporting); a database with a virtual table cannot be exported (`status:
-//! "error"`, Cloudflare's message). `POST …/query` runs real SQL and answers rows as JSON objects
-//! the way D1 does (integers and reals as JSON numbers, BLOBs as arrays of bytes). The export
-//! is a real `sqlite3 .dump` of the file, reshaped like D1's (`PRAGMA defer_foreign_keys=TRUE;`,
-//! `CREATE TABLE IF NOT EXISTS`, no `BEGIN`/`COMMIT`). `Authorization: Bearer` is checked on
-//! API calls; every request is recorded. The server runs on its own thread and runtime, so
-//! synchronous tests can use it; it stops when dropped.
+//! database while exporting: "Currently processing a long-running export").
+//!
+//! The export is the real thing: the file is copied into a local D1 (wrangler + miniflare, the
+//! code production D1 runs; `support::wrangler`) and exported with `wrangler d1 export
+//! --local`, so the client sees exactly the bytes — and the lossy quirks, and the refusal of
+//! virtual tables (`status: "error"` with the exporter's own message) — that D1 produces.
+//! `POST …/query` runs real SQL on the same file and answers rows as JSON objects the way D1
+//! does: numbers are JavaScript doubles (integers beyond 2^53 lose digits, `3.0` is `3`, `-0.0`
+//! is `0`, infinities are `null`), BLOBs arrays of bytes; D1's math functions that the client
+//! uses (`atan2`) are provided. `Authorization: Bearer` is checked on API calls; every request
+//! is recorded. The server runs on its own thread and runtime, so synchronous tests can use it;
+//! it stops when dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,19 @@ pub enum Fault {
     MissingSignedUrl,
     /// Every API call takes this long before answering.
     Slow(Duration),
+    /// The next `times` API calls answer "Currently processing a long-running export" (D1
+    /// while an export runs, or for a while after it refused one).
+    Busy {
+        times: u32,
+    },
+    /// The export file is cut after this fraction of its lines (a whole number of statements).
+    TruncatedAtStatement(f64),
+    /// The export file is cut in the middle of a statement.
+    TruncatedMidStatement,
+    /// Lines of the export file containing this text are left out (rows silently lost).
+    DropsLines(String),
+    /// The download of the export breaks off halfway (the signed URL expired while streaming).
+    DownloadBreaksOff,
 }
 
 /// One request the server saw.
@@ -67,13 +84,20 @@ pub struct Seen {
     pub authorization: Option<String>,
 }
 
+/// An export's dump, or the exporter's error.
+type Generated = Result<Vec<u8>, String>;
+
 struct Db {
     path: PathBuf,
+    /// The local D1 that exports a copy of `path`.
+    local: Arc<super::wrangler::LocalD1>,
     fault: Fault,
     /// `active` answers before an export completes.
     active_polls: u32,
     /// The running export: its bookmark and the `active` answers still to give.
     export: Option<(String, u32)>,
+    /// The dump the running export is generating, once it is done.
+    generated: Arc<Mutex<Option<Generated>>>,
     /// When the running export was last polled.
     polled: Instant,
 }
@@ -97,6 +121,8 @@ struct Shared {
     downloads: Mutex<HashMap<String, Vec<u8>>>,
     seen: Mutex<Vec<Seen>>,
     bookmarks: Mutex<u64>,
+    /// Wrangler projects of the local D1 exporters.
+    exporters: tempfile::TempDir,
 }
 
 pub struct D1Server {
@@ -121,6 +147,7 @@ impl D1Server {
             downloads: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
             bookmarks: Mutex::new(0),
+            exporters: tempfile::tempdir().unwrap(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -165,13 +192,16 @@ impl D1Server {
 
     /// Serve the SQLite file at `path` as the D1 database `id`.
     pub fn add_database(&self, id: &str, path: &Path) {
+        let local = super::wrangler::LocalD1::new(&self.shared.exporters.path().join(id));
         self.shared.dbs.lock().unwrap().insert(
             id.to_string(),
             Db {
                 path: path.to_path_buf(),
+                local: Arc::new(local),
                 fault: Fault::None,
                 active_polls: 2,
                 export: None,
+                generated: Arc::new(Mutex::new(None)),
                 polled: Instant::now(),
             },
         );
@@ -275,7 +305,11 @@ async fn gate(
         };
         let fault = db.fault.clone();
         match &mut db.fault {
-            Fault::RateLimited { times, .. } | Fault::ServerError { times } if *times > 0 => {
+            Fault::RateLimited { times, .. }
+            | Fault::ServerError { times }
+            | Fault::Busy { times }
+                if *times > 0 =>
+            {
                 *times -= 1
             }
             _ => {}
@@ -305,6 +339,11 @@ async fn gate(
             "<html><body>502 Bad Gateway</body></html>",
         )
             .into_response()),
+        Fault::Busy { times } if times > 0 => Err(cf_error(
+            StatusCode::CONFLICT,
+            7500,
+            "D1_ERROR: Currently processing a long-running export.",
+        )),
         Fault::MalformedJson => Err((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html")],
@@ -352,22 +391,34 @@ async fn export(
             }),
         )
     };
-    let bookmark = {
+    // Like D1, the dump is generated in the background while polls answer `active`.
+    let (bookmark, generated) = {
         let mut dbs = s.dbs.lock().unwrap();
         let db = dbs.get_mut(&id).unwrap();
         if current.is_none() {
             db.cancel_if_abandoned();
         }
         db.polled = Instant::now();
-        match (&mut db.export, current) {
+        let generated = Arc::clone(&db.generated);
+        let bookmark = match (&mut db.export, current) {
             (None, None) => {
                 let mut n = s.bookmarks.lock().unwrap();
                 *n += 1;
                 let bookmark = format!("00000001-{:08x}-00004f7b-bookmark", *n);
-                let stuck = fault == Fault::StuckActive;
-                db.export = Some((bookmark.clone(), db.active_polls.saturating_sub(1)));
-                if stuck || db.active_polls > 0 {
-                    return active(&bookmark);
+                db.export = Some((bookmark.clone(), db.active_polls));
+                *generated.lock().unwrap() = None;
+                let slot = Arc::clone(&generated);
+                match &fault {
+                    Fault::ExportError(m) => *slot.lock().unwrap() = Some(Err(m.clone())),
+                    _ => {
+                        let local = Arc::clone(&db.local);
+                        let path = path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            local.replace_with(&path);
+                            let dump = local.export().map_err(|e| exporter_message(&e.0));
+                            *slot.lock().unwrap() = Some(dump);
+                        });
+                    }
                 }
                 bookmark
             }
@@ -384,39 +435,56 @@ async fn export(
             (Some((b, _)), Some(c)) if *b != c => {
                 return cf_error(StatusCode::BAD_REQUEST, 7500, "Unknown bookmark.");
             }
-            (Some((b, left)), Some(_)) => {
-                if fault == Fault::StuckActive || *left > 0 {
-                    *left = left.saturating_sub(1);
-                    return active(b);
-                }
-                b.clone()
-            }
+            (Some((b, _)), Some(_)) => b.clone(),
+        };
+        let (_, left) = db.export.as_mut().unwrap();
+        let done = generated.lock().unwrap().is_some();
+        if fault == Fault::StuckActive || *left > 0 || !done {
+            *left = left.saturating_sub(1);
+            return active(&bookmark);
         }
+        (bookmark, generated)
     };
     // Done, one way or another: the database is free again.
     let finish = || s.dbs.lock().unwrap().get_mut(&id).unwrap().export = None;
-    let failure = match &fault {
-        Fault::ExportError(m) => Some(m.clone()),
-        _ if has_virtual_table(&path) => {
-            Some("cannot export databases with Virtual Tables (fts5)".to_string())
+    let exported = generated.lock().unwrap().take().unwrap();
+    let sql = match exported {
+        Ok(sql) => sql,
+        Err(message) => {
+            finish();
+            return cf_ok(
+                StatusCode::OK,
+                json!({
+                    "success": false,
+                    "type": "export",
+                    "at_bookmark": bookmark,
+                    "status": "error",
+                    "error": message,
+                    "messages": [],
+                }),
+            );
         }
-        _ => None,
     };
-    if let Some(message) = failure {
-        finish();
-        return cf_ok(
-            StatusCode::OK,
-            json!({
-                "success": false,
-                "type": "export",
-                "at_bookmark": bookmark,
-                "status": "error",
-                "error": message,
-                "messages": [],
-            }),
-        );
-    }
-    let sql = d1_style_dump(&path);
+    let sql = match &fault {
+        Fault::TruncatedAtStatement(fraction) => {
+            let lines: Vec<&[u8]> = sql.split_inclusive(|b| *b == b'\n').collect();
+            let keep = ((lines.len() as f64) * *fraction) as usize;
+            lines[..keep].concat()
+        }
+        Fault::DropsLines(pattern) => sql
+            .split_inclusive(|b| *b == b'\n')
+            .filter(|line| !String::from_utf8_lossy(line).contains(pattern.as_str()))
+            .collect::<Vec<_>>()
+            .concat(),
+        Fault::TruncatedMidStatement => {
+            let mut cut = sql.len() * 2 / 3;
+            while cut > 0 && sql[cut - 1] == b'\n' {
+                cut -= 1;
+            }
+            sql[..cut].to_vec()
+        }
+        _ => sql,
+    };
     let key = uuid::Uuid::new_v4().simple().to_string();
     s.downloads.lock().unwrap().insert(key.clone(), sql);
     finish();
@@ -441,45 +509,12 @@ async fn export(
     )
 }
 
-fn has_virtual_table(path: &Path) -> bool {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap()
-        > 0
-}
-
-/// `sqlite3 .dump`, reshaped the way D1 exports look.
-fn d1_style_dump(path: &Path) -> Vec<u8> {
-    let out = Command::new(super::sqlite3::program())
-        .arg(path)
-        .arg(".dump")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut d1 = String::new();
-    for line in text.split_inclusive('\n') {
-        match line.trim_end() {
-            "BEGIN TRANSACTION;" | "COMMIT;" => continue,
-            "PRAGMA foreign_keys=OFF;" => d1.push_str("PRAGMA defer_foreign_keys=TRUE;\n"),
-            _ => match line.strip_prefix("CREATE TABLE ") {
-                Some(rest) if !rest.starts_with("IF NOT EXISTS") => {
-                    d1.push_str("CREATE TABLE IF NOT EXISTS ");
-                    d1.push_str(rest);
-                }
-                _ => d1.push_str(line),
-            },
-        }
-    }
-    d1.into_bytes()
+/// The exporter's own error line from wrangler's output ("D1 Export error: …").
+fn exporter_message(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.find("D1 Export error").map(|i| l[i..].trim().to_string()))
+        .unwrap_or_else(|| panic!("the local D1 export failed: {output}"))
 }
 
 async fn download(
@@ -509,7 +544,19 @@ async fn download(
         )
             .into_response();
     }
+    let breaks_off = s
+        .dbs
+        .lock()
+        .unwrap()
+        .values()
+        .any(|d| d.fault == Fault::DownloadBreaksOff);
     match s.downloads.lock().unwrap().get(&key) {
+        Some(sql) if breaks_off => {
+            let half = Bytes::copy_from_slice(&sql[..sql.len() / 2]);
+            let parts: Vec<Result<Bytes, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("signed URL expired"))];
+            axum::body::Body::from_stream(futures::stream::iter(parts)).into_response()
+        }
         Some(sql) => (StatusCode::OK, sql.clone()).into_response(),
         None => (StatusCode::NOT_FOUND, "no such export").into_response(),
     }
@@ -576,6 +623,7 @@ async fn query(
 
 fn run_sql(path: &Path, sql: &str, params: &[Json]) -> Result<Vec<Json>, String> {
     let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    add_math_functions(&conn);
     let mut stmt = conn.prepare(sql).map_err(|e| e.to_string())?;
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     for (i, p) in params.iter().enumerate() {
@@ -597,9 +645,8 @@ fn run_sql(path: &Path, sql: &str, params: &[Json]) -> Result<Vec<Json>, String>
         for (i, name) in names.iter().enumerate() {
             let v = match row.get_ref(i).map_err(|e| e.to_string())? {
                 ValueRef::Null => Json::Null,
-                ValueRef::Integer(n) => json!(n),
-                // JSON has no infinities: D1 (JavaScript) sends null, as serde_json does.
-                ValueRef::Real(r) => json!(r),
+                ValueRef::Integer(n) => js_number(n as f64),
+                ValueRef::Real(r) => js_number(r),
                 ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
                 ValueRef::Blob(b) => json!(b),
             };
@@ -608,4 +655,62 @@ fn run_sql(path: &Path, sql: &str, params: &[Json]) -> Result<Vec<Json>, String>
         out.push(Json::Object(obj));
     }
     Ok(out)
+}
+
+/// A number as D1 (JavaScript's `JSON.stringify`) writes it: a double, integral values without
+/// a fraction (`3.0` → `3`, `-0.0` → `0`, 2^63 - 1 → `9223372036854776000`), infinities as `null`.
+fn js_number(x: f64) -> Json {
+    if !x.is_finite() {
+        return Json::Null;
+    }
+    if x == x.trunc() && x.abs() < 1e21 {
+        // Shortest round-trip digits, padded with zeros as JavaScript prints them.
+        let sci = format!("{:e}", x.abs());
+        let (mantissa, exp) = sci.split_once('e').unwrap();
+        let exp: usize = exp.parse().unwrap();
+        let digits = mantissa.replace('.', "");
+        let mut text = if x < 0.0 {
+            "-".to_string()
+        } else {
+            String::new()
+        };
+        text.push_str(&digits);
+        text.push_str(&"0".repeat(exp + 1 - digits.len()));
+        if text == "-0" {
+            text = "0".into();
+        }
+        return serde_json::from_str(&text).unwrap();
+    }
+    json!(x)
+}
+
+/// D1's SQLite has the math functions; the bundled one here does not. The client needs `atan2`
+/// (to tell `-0.0` from `0.0`), with SQLite's conversions of its arguments.
+fn add_math_functions(conn: &rusqlite::Connection) {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "atan2",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let number = |i: usize| -> rusqlite::Result<Option<f64>> {
+                Ok(match ctx.get_raw(i) {
+                    ValueRef::Null => None,
+                    ValueRef::Integer(n) => Some(n as f64),
+                    ValueRef::Real(r) => Some(r),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => Some(
+                        std::str::from_utf8(t)
+                            .ok()
+                            .and_then(|t| t.trim().parse().ok())
+                            .unwrap_or(0.0),
+                    ),
+                })
+            };
+            Ok(match (number(0)?, number(1)?) {
+                (Some(y), Some(x)) => Some(y.atan2(x)),
+                _ => None,
+            })
+        },
+    )
+    .unwrap();
 }

@@ -77,16 +77,11 @@ impl LocalD1 {
             .unwrap();
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn wrangler(&self, args: &[&str]) -> Result<String, WranglerError> {
         let out = Command::new(program())
             .args(args)
             .current_dir(&self.dir)
             .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_LOG", "error")
             .env("NO_UPDATE_NOTIFIER", "1")
             .env("CI", "true")
             .output()
@@ -169,8 +164,12 @@ impl LocalD1 {
 }
 
 fn find_database(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.extension().is_some_and(|x| x == "sqlite")
-            && p.file_name().is_some_and(|n| n != "metadata.sqlite")
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "sqlite")
+                && p.file_name().is_some_and(|n| n != "metadata.sqlite")
+        })
 }
