@@ -175,7 +175,10 @@ pub(crate) fn is_internal(name: &str) -> bool {
 /// The user schema objects (tables, indexes with SQL, views, triggers), minus `exclude`d tables
 /// and everything attached to them (indexes, triggers, shadow tables of a virtual table),
 /// sorted by (type, name).
-fn schema_objects(conn: &Connection, exclude: &[String]) -> rusqlite::Result<Vec<SchemaObject>> {
+pub(crate) fn schema_objects(
+    conn: &Connection,
+    exclude: &[String],
+) -> rusqlite::Result<Vec<SchemaObject>> {
     let mut stmt = conn.prepare("SELECT type, name, tbl_name, sql FROM main.sqlite_master")?;
     let mut objects = stmt
         .query_map([], |r| {
@@ -250,7 +253,7 @@ struct TablePlan {
     select: String,
 }
 
-fn is_virtual(sql: &str) -> bool {
+pub(crate) fn is_virtual(sql: &str) -> bool {
     let words: Vec<String> = sql
         .split_whitespace()
         .take(2)
