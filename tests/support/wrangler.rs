@@ -6,6 +6,9 @@
 //!
 //! A wrangler call starts node and workerd (about 4 s): tests batch their SQL into few calls.
 
+// Shared by several integration test modules; not each of them uses every helper.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -169,8 +172,12 @@ impl LocalD1 {
 }
 
 fn find_database(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.extension().is_some_and(|x| x == "sqlite")
-            && p.file_name().is_some_and(|n| n != "metadata.sqlite")
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "sqlite")
+                && p.file_name().is_some_and(|n| n != "metadata.sqlite")
+        })
 }
