@@ -9,6 +9,7 @@ mod integration {
     mod config;
     mod crash;
     mod d1;
+    mod d1_restore;
     mod daemon;
     mod dump;
     mod dump_props;

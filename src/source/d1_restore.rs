@@ -32,7 +32,10 @@
 //!   but changes nothing inside D1's transaction. Hence all drops before any create (no cascade
 //!   can reach a restored row), children dropped before parents (a drop then finds no children
 //!   to cascade into), and cycle edges cut before dropping — after which a 50-deep chain drops.
-//!   Dropping tables in a NO ACTION or RESTRICT cycle passes with deferred checks. A cycle of
+//!   Dropping tables in a NO ACTION or RESTRICT cycle passes with deferred checks, and so does
+//!   dropping a parent before its RESTRICT children (SQLite treats RESTRICT as a deferred check
+//!   under `defer_foreign_keys`): the order matters for cascades, which a chain of twelve
+//!   tables makes fail when dropped parents-first. A cycle of
 //!   NOT NULL edges across tables cannot be cut this way: if the target holds chains deeper
 //!   than ten along it, D1 refuses the file (with the error above, changing nothing).
 //! - `PRAGMA writable_schema=ON`, `CREATE TEMP TABLE` and any write to `_cf_*` fail with `not
