@@ -10,6 +10,7 @@ mod integration {
     mod crash;
     mod d1;
     mod d1_fidelity;
+    mod d1_restore;
     mod daemon;
     mod dump;
     mod dump_props;

@@ -253,7 +253,7 @@ struct TablePlan {
     select: String,
 }
 
-fn is_virtual(sql: &str) -> bool {
+pub(crate) fn is_virtual(sql: &str) -> bool {
     let words: Vec<String> = sql
         .split_whitespace()
         .take(2)

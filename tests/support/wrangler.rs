@@ -6,6 +6,9 @@
 //!
 //! A wrangler call starts node and workerd (about 4 s): tests batch their SQL into few calls.
 
+// Shared by several integration test modules; not each of them uses every helper.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
