@@ -71,6 +71,15 @@ struct Cli {
     command: Command,
 }
 
+/// What `patina restore --to FILE` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreFormat {
+    /// A SQLite database file.
+    Sqlite,
+    /// A SQL file for `wrangler d1 execute --file` (DESIGN §12).
+    D1,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -129,7 +138,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a backup into a new SQLite file.
+    /// Restore a backup into a new SQLite file, a D1-ready SQL file, or a D1 database.
     Restore {
         /// The database to restore.
         #[arg(value_name = "DB")]
@@ -137,10 +146,25 @@ enum Command {
         /// Which backup: `latest` or a date (YYYY-MM-DD, UTC; the newest of that day).
         #[arg(long, default_value = "latest", value_name = "DATE|latest")]
         at: At,
-        /// The SQLite file to create.
-        #[arg(long, value_name = "FILE")]
-        to: PathBuf,
-        /// Replace FILE if it exists.
+        /// The file to create: a SQLite database, or with `--format d1` a SQL file for
+        /// `wrangler d1 execute --file`.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "to_d1",
+            conflicts_with = "to_d1"
+        )]
+        to: Option<PathBuf>,
+        /// What `--to` writes: `sqlite` (a database file) or `d1` (SQL that D1 can execute into
+        /// a fresh database or one holding the same tables).
+        #[arg(long, value_enum, default_value = "sqlite", conflicts_with = "to_d1")]
+        format: RestoreFormat,
+        /// Import the backup into this D1 database (its UUID) through the D1 import API, after
+        /// a safety backup of the tables it holds (trigger `pre-restore`).
+        #[arg(long = "to-d1", value_name = "UUID")]
+        to_d1: Option<String>,
+        /// Replace FILE if it exists; with `--to-d1`, replace the tables of a D1 database that
+        /// already holds tables.
         #[arg(long)]
         force: bool,
     },
@@ -328,6 +352,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             database,
             at,
             to,
+            format,
+            to_d1,
             force,
         } => {
             let policy = load_policy(&cli.config)?;
@@ -337,7 +363,30 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     Some("names are lowercase letters, digits, '-' and '_'".into()),
                 ));
             }
-            runtime()?.block_on(restore_cmd(policy, database, at, to, force))
+            match (to, to_d1) {
+                (_, Some(id)) => {
+                    let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+                        return Err(Failure::usage(
+                            anyhow!("--to-d1 {id:?} is not a D1 database id"),
+                            Some("D1 ids are UUIDs: `wrangler d1 list` shows them".into()),
+                        ));
+                    };
+                    runtime()?.block_on(restore_to_d1(
+                        policy,
+                        database,
+                        at,
+                        uuid.hyphenated().to_string(),
+                        force,
+                    ))
+                }
+                (Some(to), None) => {
+                    runtime()?.block_on(restore_cmd(policy, database, at, to, format, force))
+                }
+                (None, None) => Err(Failure::usage(
+                    anyhow!("restore needs --to FILE or --to-d1 UUID"),
+                    None,
+                )),
+            }
         }
         Command::Verify { databases } => {
             let policy = load_policy(&cli.config)?;
@@ -707,35 +756,288 @@ async fn restore_cmd(
     database: String,
     at: At,
     to: PathBuf,
+    format: RestoreFormat,
     force: bool,
 ) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
-    let located = restore::locate(&store, &database, at)
+    let located = locate_backup(&store, &database, at).await?;
+    let target_exists = |e: restore::RestoreError| {
+        let hint = matches!(e, restore::RestoreError::TargetExists(_))
+            .then(|| "choose another --to FILE, or add --force".to_string());
+        Failure {
+            code: 1,
+            error: anyhow::Error::new(e),
+            hint,
+        }
+    };
+    match format {
+        RestoreFormat::Sqlite => {
+            let restored = restore::restore_located(&store, &located, &to, force)
+                .await
+                .map_err(target_exists)?;
+            println!(
+                "restored {database} into {} (sha256 verified, {} statements)",
+                restored.target.display(),
+                restored.statements
+            );
+        }
+        RestoreFormat::D1 => {
+            if to.exists() && !force {
+                return Err(target_exists(restore::RestoreError::TargetExists(to)));
+            }
+            // The backup is restored into a scratch database beside FILE, which the D1 file is
+            // written from; both temporary files go on every path out.
+            let scratch = sibling(&to, "db");
+            let partial = sibling(&to, "partial");
+            let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
+            restore::restore_located(&store, &located, &scratch, true)
+                .await
+                .map_err(target_exists)?;
+            let stats = write_d1(&scratch, &partial).await?;
+            std::fs::rename(&partial, &to)
+                .with_context(|| format!("move the D1 file into place at {}", to.display()))?;
+            println!(
+                "wrote {} for D1 from {database}: {} tables, {} rows, {} statements (each at most {} bytes; sha256 of the backup verified)",
+                to.display(),
+                stats.tables,
+                stats.rows,
+                stats.statements,
+                stats.largest_statement
+            );
+            println!(
+                "load it with: wrangler d1 execute <DATABASE> --remote --file={}  (or: patina restore {database} --to-d1 <UUID>)",
+                to.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The backup `at` of `database`, announced on stderr.
+async fn locate_backup(store: &Store, database: &str, at: At) -> Result<restore::Located, Failure> {
+    let located = restore::locate(store, database, at)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     eprintln!(
         "restoring {} ({}, taken {})",
-        located.describe(&store),
+        located.describe(store),
         human_bytes(located.size()),
         located.taken_at().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    let restored = restore::restore_located(&store, &located, &to, force)
+    Ok(located)
+}
+
+/// `{file}.patina-{random}.{ext}` beside `file`.
+fn sibling(file: &Path, ext: &str) -> PathBuf {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "restore".into());
+    file.with_file_name(format!(
+        ".{name}.patina-{}.{ext}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// Files removed when dropped (on every path out).
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes the D1-ready SQL of the SQLite database `db` into `target`.
+async fn write_d1(
+    db: &Path,
+    target: &Path,
+) -> Result<crate::source::d1_restore::D1FileStats, Failure> {
+    use crate::source::d1_restore::{D1_MAX_STATEMENT, write_d1_file};
+    let (db, target) = (db.to_path_buf(), target.to_path_buf());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let file = std::fs::File::create(&target)
+            .with_context(|| format!("create {}", target.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let stats = write_d1_file(&db, &mut out, D1_MAX_STATEMENT)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("write {}", target.display()))?;
+        file.sync_all()
+            .with_context(|| format!("sync {}", target.display()))?;
+        Ok(stats)
+    })
+    .await
+    .map_err(|e| Failure::from(anyhow!("write the D1 file: {e}")))?
+    .map_err(Failure::from)
+}
+
+/// `patina restore DB --to-d1 UUID`: restore the backup locally and check it, refuse a target
+/// holding tables unless `--force`, back those tables up first (trigger `pre-restore`), import
+/// the D1 file through the import API, then compare every table of the target with the backup.
+async fn restore_to_d1(
+    policy: Policy,
+    database: String,
+    at: At,
+    id: String,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    let Some(cloudflare) = policy.cloudflare.clone() else {
+        return Err(Failure::usage(
+            anyhow!(
+                "--to-d1 needs a [cloudflare] section (account_id, api_token) in {}",
+                policy.source.display()
+            ),
+            Some("the token needs the \"D1 Edit\" permission to import".into()),
+        ));
+    };
+    let store = open_store(&policy)?;
+    let located = locate_backup(&store, &database, at).await?;
+    let client = crate::source::d1::Client::new(&cloudflare, Default::default())
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let d1_err = |e: crate::source::d1::D1Error| Failure::from(anyhow::Error::new(e));
+
+    let tables = client.user_tables(&database, &id).await.map_err(d1_err)?;
+    if !tables.is_empty() && !force {
+        return Err(Failure {
+            code: 1,
+            error: anyhow!(
+                "D1 database {id} already holds {} tables ({}); nothing was changed",
+                tables.len(),
+                tables.join(", ")
+            ),
+            hint: Some(
+                "add --force to replace the tables the backup holds (a safety backup of the current ones is taken first), or restore into an empty database".into(),
+            ),
+        });
+    }
+
+    let scratch_dir = policy.daemon.state_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_dir)
+        .with_context(|| format!("create {}", scratch_dir.display()))?;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let scratch = scratch_dir.join(format!("restore-{database}-{tag}.db"));
+    let sql = scratch_dir.join(format!("restore-{database}-{tag}.d1.sql"));
+    let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
+    restore::restore_located(&store, &located, &scratch, true)
         .await
-        .map_err(|e| {
-            let hint = matches!(e, restore::RestoreError::TargetExists(_))
-                .then(|| "choose another --to FILE, or add --force".to_string());
-            Failure {
-                code: 1,
-                error: anyhow::Error::new(e),
-                hint,
-            }
-        })?;
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let stats = write_d1(&scratch, &sql).await?;
+
+    if !tables.is_empty() {
+        let safety = safety_backup(&policy, &database, &id).await?;
+        eprintln!(
+            "safety backup of D1 database {id} before replacing its tables: {}",
+            store.location(&safety.key)
+        );
+    }
+    eprintln!(
+        "importing {} statements ({} tables, {} rows) into D1 database {id}",
+        stats.statements, stats.tables, stats.rows
+    );
+    let imported = client.import(&database, &id, &sql).await.map_err(d1_err)?;
+    let problems = client
+        .compare(&database, &id, &scratch)
+        .await
+        .map_err(d1_err)?;
+    if !problems.is_empty() {
+        return Err(Failure {
+            code: 1,
+            error: anyhow!(
+                "D1 database {id} does not hold what the backup holds after the import: {}",
+                problems.join("; ")
+            ),
+            hint: Some(
+                "check the database with `wrangler d1 execute`, and restore the safety backup or use Time Travel to go back".into(),
+            ),
+        });
+    }
     println!(
-        "restored {database} into {} (sha256 verified, {} statements)",
-        restored.target.display(),
-        restored.statements
+        "restored {database} into D1 database {id}: {} statements, every table checked against the backup{}",
+        imported.queries,
+        imported
+            .bookmark
+            .map(|b| format!(" (Time Travel bookmark {b})"))
+            .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A committed backup of D1 database `id` with trigger `pre-restore`: under the name of the
+/// policy's database with that id, else `{database}-pre-restore`.
+async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Manifest, Failure> {
+    use crate::policy::SourceSpec;
+    let mut policy = policy.clone();
+    let declared = policy
+        .databases
+        .iter()
+        .find(|d| matches!(&d.source, SourceSpec::D1 { id: other, .. } if other == id))
+        .map(|d| d.name.clone());
+    let name = match declared {
+        Some(name) => name,
+        None => {
+            let name = format!("{database}-pre-restore");
+            let template = policy
+                .databases
+                .iter()
+                .find(|d| d.name == database)
+                .or(policy.databases.first())
+                .cloned();
+            let Some(mut db) = template else {
+                return Err(Failure::from(anyhow!(
+                    "no database in {} to model the safety backup of D1 database {id} on",
+                    policy.source.display()
+                )));
+            };
+            db.name = name.clone();
+            db.source = SourceSpec::D1 {
+                id: id.to_string(),
+                mode: crate::policy::D1Mode::Export,
+            };
+            db.exclude_tables.clear();
+            db.enabled = true;
+            policy.databases.retain(|d| d.name != name);
+            policy.databases.push(db);
+            name
+        }
+    };
+    let store = open_store(&policy)?;
+    let catalog = open_catalog(&policy)?;
+    let ctx = backup::Context {
+        policy: Arc::new(policy),
+        store,
+        catalog: Arc::new(Mutex::new(catalog)),
+        clock: backup::system_clock(),
+    };
+    let report = backup::run_job(
+        &ctx,
+        JobRequest {
+            job_id: None,
+            databases: vec![name.clone()],
+            trigger: Trigger::PreRestore,
+            initiated_by: Some(format!("cli:{}", whoami())),
+            reason: Some(format!("before restoring {database} into D1 database {id}")),
+        },
+        Arc::new(LogLines),
+    )
+    .await
+    .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    match report.results.into_iter().next() {
+        Some((_, Ok(manifest))) => Ok(manifest),
+        Some((_, Err(e))) => Err(Failure {
+            code: 1,
+            error: anyhow!(
+                "the safety backup of D1 database {id} failed, so nothing was restored: {e}"
+            ),
+            hint: None,
+        }),
+        None => Err(Failure::from(anyhow!(
+            "the safety backup of D1 database {id} did not run"
+        ))),
+    }
 }
 
 async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Failure> {

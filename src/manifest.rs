@@ -246,6 +246,9 @@ pub enum Trigger {
     Scheduled,
     Manual,
     CatchUp,
+    /// The safety backup of a D1 database taken just before `patina restore --to-d1` replaces
+    /// its tables.
+    PreRestore,
 }
 
 impl Trigger {
@@ -254,6 +257,7 @@ impl Trigger {
             Trigger::Scheduled => "scheduled",
             Trigger::Manual => "manual",
             Trigger::CatchUp => "catch-up",
+            Trigger::PreRestore => "pre-restore",
         }
     }
 }

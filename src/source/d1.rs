@@ -153,6 +153,22 @@ pub enum D1Error {
         action: &'static str,
         detail: String,
     },
+    #[error(
+        "restore into d1 database {id} ({database}): D1 refused the import and left the database as it was: {message}"
+    )]
+    ImportFailed {
+        database: String,
+        id: String,
+        message: String,
+    },
+    #[error(
+        "restore into d1 database {id} ({database}): the import was still running after {waited}; check the database with `wrangler d1 info` before retrying"
+    )]
+    ImportTimeout {
+        database: String,
+        id: String,
+        waited: String,
+    },
     #[error("read d1 database {database}: scratch file {}: {source}", .path.display())]
     Scratch {
         database: String,
@@ -298,10 +314,9 @@ impl Client {
             D1Mode::Query => self.query_copy(&mut call, req, None).await,
             D1Mode::Export => {
                 let objects = self.read_schema(&mut call).await?;
-                if let Some(v) = objects
-                    .iter()
-                    .find(|o| o.kind == "table" && is_virtual(o.sql.as_deref().unwrap_or("")))
-                {
+                if let Some(v) = objects.iter().find(|o| {
+                    o.kind == "table" && sqlite::is_virtual(o.sql.as_deref().unwrap_or(""))
+                }) {
                     let reason = format!(
                         "the database has the virtual table {:?}, which D1's export refuses",
                         v.name
@@ -1118,7 +1133,7 @@ impl Client {
         let mut copied = Vec::new();
         for o in objects.iter().filter(|o| o.kind == "table") {
             let sql = o.sql.clone().unwrap_or_default();
-            if is_virtual(&sql) {
+            if sqlite::is_virtual(&sql) {
                 virtuals.push((o.name.clone(), sql));
                 continue;
             }
@@ -1278,6 +1293,285 @@ impl Client {
             }
         }
     }
+}
+
+/// What an import into D1 did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// Statements D1 executed.
+    pub queries: u64,
+    /// The bookmark the database is at after the import (for Time Travel).
+    pub bookmark: Option<String>,
+}
+
+impl Client {
+    /// The user tables of D1 database `id` (neither `sqlite_*` nor D1's own `_cf_*`).
+    pub async fn user_tables(&self, database: &str, id: &str) -> Result<Vec<String>, D1Error> {
+        let mut call = Call {
+            database,
+            id,
+            retries: 0,
+            waited: Duration::ZERO,
+        };
+        let mut objects = self.read_schema(&mut call).await?;
+        sqlite::select_dumped(&mut objects, &[], |_| false);
+        Ok(objects
+            .into_iter()
+            .filter(|o| o.kind == "table")
+            .map(|o| o.name)
+            .collect())
+    }
+
+    /// Runs the SQL file at `file` on D1 database `id` through the import API, as
+    /// `wrangler d1 execute --remote --file` does: `init` with the file's MD5 → PUT the file to
+    /// the `upload_url` (checking the ETag D1 answers) → `ingest` → `poll` until `complete` or
+    /// `error`. D1 applies the file as one unit: on error the database is left as it was.
+    pub async fn import(&self, database: &str, id: &str, file: &Path) -> Result<Imported, D1Error> {
+        const ACTION: &str = "import";
+        let mut call = Call {
+            database,
+            id,
+            retries: 0,
+            waited: Duration::ZERO,
+        };
+        let scratch = |source| D1Error::Scratch {
+            database: database.to_string(),
+            path: file.to_path_buf(),
+            source,
+        };
+        let etag = {
+            use md5::Digest;
+            let mut hasher = md5::Md5::new();
+            let mut f = std::fs::File::open(file).map_err(scratch)?;
+            std::io::copy(&mut f, &mut hasher).map_err(scratch)?;
+            hex::encode(hasher.finalize())
+        };
+        let malformed = |detail: String| D1Error::Malformed {
+            database: database.to_string(),
+            action: ACTION,
+            detail,
+        };
+        let init = self
+            .api(
+                &mut call,
+                ACTION,
+                "import",
+                &json!({ "action": "init", "etag": etag }),
+            )
+            .await?;
+        let mut state = match init.get("upload_url").and_then(Json::as_str) {
+            Some(url) => {
+                let filename = init
+                    .get("filename")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| {
+                        malformed("init answered an upload_url without a filename".into())
+                    })?
+                    .to_string();
+                self.upload(&mut call, url, file, &etag).await?;
+                self.api(
+                    &mut call,
+                    ACTION,
+                    "import",
+                    &json!({ "action": "ingest", "etag": etag, "filename": filename }),
+                )
+                .await?
+            }
+            // D1 already has this very file: `init` answered like a poll.
+            None => init,
+        };
+        let started = Instant::now();
+        loop {
+            let status: ImportStatus = serde_json::from_value(state.clone())
+                .map_err(|e| malformed(format!("import status {state}: {e}")))?;
+            if status.success == Some(false) || status.status.as_deref() == Some("error") {
+                let mut why: Vec<String> = status.errors.clone();
+                why.extend(status.error.clone());
+                if why.is_empty() {
+                    why = status.messages.clone();
+                }
+                return Err(D1Error::ImportFailed {
+                    database: database.to_string(),
+                    id: id.to_string(),
+                    message: self.scrub(&why.join("; ")),
+                });
+            }
+            match status.status.as_deref() {
+                Some("complete") => {
+                    let result = status.result.unwrap_or_default();
+                    return Ok(Imported {
+                        queries: result.num_queries.unwrap_or(0),
+                        bookmark: result.final_bookmark,
+                    });
+                }
+                Some("active") | None => {
+                    if started.elapsed() >= self.options.export_limit {
+                        return Err(D1Error::ImportTimeout {
+                            database: database.to_string(),
+                            id: id.to_string(),
+                            waited: fmt_wait(self.options.export_limit),
+                        });
+                    }
+                    let bookmark = status
+                        .at_bookmark
+                        .ok_or_else(|| malformed("an active import without at_bookmark".into()))?;
+                    tokio::time::sleep(self.options.poll_interval).await;
+                    state = self
+                        .api(
+                            &mut call,
+                            ACTION,
+                            "import",
+                            &json!({ "action": "poll", "current_bookmark": bookmark }),
+                        )
+                        .await?;
+                }
+                Some(other) => return Err(malformed(format!("import status {other:?}"))),
+            }
+        }
+    }
+
+    /// PUTs `file` to the import's upload URL (no Cloudflare token there) and checks the ETag.
+    async fn upload(
+        &self,
+        call: &mut Call<'_>,
+        url: &str,
+        file: &Path,
+        etag: &str,
+    ) -> Result<(), D1Error> {
+        const ACTION: &str = "upload the restore file";
+        let size = std::fs::metadata(file)
+            .map_err(|source| D1Error::Scratch {
+                database: call.database.to_string(),
+                path: file.to_path_buf(),
+                source,
+            })?
+            .len();
+        let make = || {
+            let body = match std::fs::File::open(file) {
+                Ok(f) => reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(
+                    tokio::fs::File::from_std(f),
+                )),
+                Err(_) => reqwest::Body::from(Vec::new()),
+            };
+            self.http
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body)
+        };
+        let response = self.send(call, ACTION, &make).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(D1Error::Http {
+                database: call.database.to_string(),
+                action: ACTION,
+                detail: format!(
+                    "HTTP {status} — the upload URL may have expired; run the restore again"
+                ),
+            });
+        }
+        let answered = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string());
+        if answered.as_deref() != Some(etag) {
+            return Err(D1Error::Http {
+                database: call.database.to_string(),
+                action: ACTION,
+                detail: format!(
+                    "the stored file's ETag {answered:?} is not the file's MD5 {etag} — the upload was damaged; run the restore again"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compares every ordinary table of the SQLite file `expected` with D1 database `id`: row
+    /// count and the bytes of every TEXT and BLOB value. Returns the differences (empty when
+    /// they agree).
+    pub async fn compare(
+        &self,
+        database: &str,
+        id: &str,
+        expected: &Path,
+    ) -> Result<Vec<String>, D1Error> {
+        let mut call = Call {
+            database,
+            id,
+            retries: 0,
+            waited: Duration::ZERO,
+        };
+        let path = expected.to_path_buf();
+        let tables = tokio::task::spawn_blocking(move || {
+            let tables = scratch_tables(&path, &[])?;
+            let conn = Connection::open(&path).map_err(|e| e.to_string())?;
+            tables
+                .into_iter()
+                .map(|t| {
+                    let sql = fingerprint_sql(&t.name, &t.columns);
+                    let local: (String, String) = conn
+                        .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(|e| e.to_string())?;
+                    Ok((t.name, sql, local))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|message| D1Error::Materialise {
+            database: database.to_string(),
+            path: expected.to_path_buf(),
+            message,
+        })?;
+        let mut problems = Vec::new();
+        for (table, sql, (rows, bytes)) in tables {
+            let remote = self
+                .query(&mut call, "compare after the import", &sql)
+                .await?;
+            let got = remote
+                .first()
+                .map(|r| (text_i64(r.get("n")), text_i64(r.get("b"))));
+            let want = (rows.parse().ok(), bytes.parse().ok());
+            if got != Some(want) {
+                problems.push(format!(
+                    "table {table:?}: {rows} rows / {bytes} text+blob bytes expected, D1 has {}",
+                    match got {
+                        Some((Some(r), Some(b))) => format!("{r} rows / {b} bytes"),
+                        _ => "no such table".into(),
+                    }
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// An import's state, as `init` (for a known file), `ingest` and `poll` answer it.
+#[derive(Debug, Default, Deserialize)]
+struct ImportStatus {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    at_bookmark: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    errors: Vec<String>,
+    #[serde(default)]
+    messages: Vec<String>,
+    #[serde(default)]
+    result: Option<ImportResult>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ImportResult {
+    #[serde(default)]
+    num_queries: Option<u64>,
+    #[serde(default)]
+    final_bookmark: Option<String>,
 }
 
 /// The Cloudflare API envelope.
@@ -1445,7 +1739,7 @@ struct ScratchTable {
 fn scratch_tables(path: &Path, exclude: &[String]) -> Result<Vec<ScratchTable>, String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
     let mut objects = sqlite::schema_objects(&conn, exclude).map_err(|e| e.to_string())?;
-    objects.retain(|o| o.kind == "table" && !is_virtual(o.sql.as_deref().unwrap_or("")));
+    objects.retain(|o| o.kind == "table" && !sqlite::is_virtual(o.sql.as_deref().unwrap_or("")));
     let mut tables = Vec::with_capacity(objects.len());
     for o in objects {
         let without_rowid: bool = conn
@@ -1698,14 +1992,6 @@ fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result
         }
     }
     Ok(())
-}
-
-fn is_virtual(sql: &str) -> bool {
-    let mut words = sql.split_whitespace();
-    matches!(
-        (words.next(), words.next()),
-        (Some(a), Some(b)) if a.eq_ignore_ascii_case("CREATE") && b.eq_ignore_ascii_case("VIRTUAL")
-    )
 }
 
 /// Whether an export error says the export cannot handle the database's virtual tables

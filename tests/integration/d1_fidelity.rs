@@ -17,6 +17,8 @@ use crate::integration::cli::{assert_code, text};
 use crate::integration::d1::{ID_A, fast, scratch_files, snapshot};
 use crate::support::d1::{D1Server, Fault};
 use crate::support::wrangler::LocalD1;
+use patina::policy::{Cloudflare, Secret};
+use patina::source::d1::{Client, Options};
 
 /// One value with its storage class; REALs by their bits, so `-0.0` is not `0.0`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -704,4 +706,248 @@ fn d1_itself_carries_reals_exactly_as_json_numbers() {
         .query("SELECT id FROM vals WHERE typeof(u) = 'real' AND u = 0 AND atan2(u, -1) < 0")
         .unwrap();
     assert_eq!(negative_zero, [serde_json::json!({"id": 4})]);
+}
+
+// ---- restore into D1 ----
+
+/// Users, their 3000 sessions (ON DELETE CASCADE) and a comment thread `depth` deep (a
+/// self-reference with ON DELETE CASCADE, deeper than the ~10 levels D1 cascades).
+fn auth_tables(c: &Connection, seed: i64, depth: i64) {
+    c.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+         CREATE TABLE sessions (id INTEGER PRIMARY KEY,
+                                user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                                data TEXT);
+         CREATE TABLE comments (id INTEGER PRIMARY KEY,
+                                parent_id INTEGER REFERENCES comments(id) ON DELETE CASCADE,
+                                body TEXT);",
+    )
+    .unwrap();
+    for u in 1..=50 {
+        c.execute(
+            "INSERT INTO users VALUES (?1, ?2)",
+            rusqlite::params![u, format!("user{u}.{seed}@example.com")],
+        )
+        .unwrap();
+    }
+    for n in 1..=3000 {
+        c.execute(
+            "INSERT INTO sessions VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                n,
+                1 + (n * seed) % 50,
+                format!("session {n} of seed {seed}")
+            ],
+        )
+        .unwrap();
+    }
+    for n in 1..=depth {
+        c.execute(
+            "INSERT INTO comments VALUES (?1, ?2, ?3)",
+            rusqlite::params![n, (n > 1).then_some(n - 1), format!("reply {n} ({seed})")],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn restore_into_d1_replaces_the_tables_exactly_and_keeps_a_safety_backup() {
+    const ID_SRC: &str = "11111111-1111-4111-8111-111111111111";
+    const ID_FRESH: &str = "22222222-2222-4222-8222-222222222222";
+    const ID_FULL: &str = "33333333-3333-4333-8333-333333333333";
+    let dir = tempfile::tempdir().unwrap();
+    let path = |rel: &str| dir.path().join(rel);
+    hazards_db(&path("source.db"));
+    auth_tables(&Connection::open(path("source.db")).unwrap(), 1, 30);
+    Connection::open(path("fresh.db"))
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 1;")
+        .unwrap();
+    {
+        let c = Connection::open(path("full.db")).unwrap();
+        auth_tables(&c, 7, 40);
+        c.execute_batch("CREATE TABLE vals (id INTEGER PRIMARY KEY, i INTEGER, r REAL, u, t TEXT, b BLOB); INSERT INTO vals (id, t) VALUES (99, 'old');")
+            .unwrap();
+    }
+    let server = D1Server::start();
+    server.add_database(ID_SRC, &path("source.db"));
+    server.add_database(ID_FRESH, &path("fresh.db"));
+    server.add_database(ID_FULL, &path("full.db"));
+    std::fs::write(
+        path("patina.toml"),
+        format!(
+            "[storage]\nurl = \"file://backups\"\n\n[priorities.critical]\nschedule = \"0 3 * * *\"\n\n\
+             [cloudflare]\naccount_id = \"{}\"\napi_token = \"${{CF_API_TOKEN}}\"\napi_url = \"{}\"\n\n\
+             [[database]]\nname = \"groveauth\"\nkind = \"d1\"\nid = \"{ID_SRC}\"\npriority = \"critical\"\n",
+            server.account, server.api_url
+        ),
+    )
+    .unwrap();
+    let patina = |args: &[&str]| -> Output {
+        let o = Command::new(env!("CARGO_BIN_EXE_patina"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("PATINA_CONFIG")
+            .env("CF_API_TOKEN", &server.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run patina");
+        assert!(!text(&o).contains(&server.token), "the token leaked");
+        o
+    };
+    assert_code(&patina(&["backup"]), 0);
+
+    // Into a fresh D1 database.
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FRESH]);
+    assert_code(&o, 0);
+    assert!(
+        text(&o).contains("every table checked against the backup"),
+        "{}",
+        text(&o)
+    );
+    assert_exact(&path("fresh.db"), &path("source.db"));
+
+    // Into one that holds tables: refused without --force, nothing changed.
+    let before = exact_content(&path("full.db"));
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL]);
+    assert_code(&o, 1);
+    let t = text(&o);
+    assert!(
+        t.contains("already holds 4 tables") && t.contains("--force"),
+        "{t}"
+    );
+    assert_eq!(exact_content(&path("full.db")), before);
+
+    // D1 refusing the import: a clear error, the database as it was.
+    server.set_fault(
+        ID_FULL,
+        Fault::ImportRejected("statement too long: SQLITE_TOOBIG".into()),
+    );
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
+    assert_code(&o, 1);
+    assert!(
+        text(&o).contains("refused the import and left the database as it was: statement too long"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(exact_content(&path("full.db")), before);
+    server.set_fault(ID_FULL, Fault::UploadDamaged);
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
+    assert_code(&o, 1);
+    assert!(text(&o).contains("upload was damaged"), "{}", text(&o));
+    assert_eq!(exact_content(&path("full.db")), before);
+    server.set_fault(ID_FULL, Fault::None);
+
+    // With --force: exactly the backup, no session lost to ON DELETE CASCADE, the 40-deep
+    // thread replaced; and a committed safety backup of what was there.
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
+    assert_code(&o, 0);
+    assert_exact(&path("full.db"), &path("source.db"));
+    let mut files = Vec::new();
+    crate::integration::cli::walk(&path("backups"), &mut files);
+    let safety = files
+        .iter()
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.contains("/groveauth-pre-restore/") && p.ends_with(".manifest.json")
+        })
+        .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap())
+        .collect::<Vec<_>>();
+    // One per --force attempt: the two that D1 refused took theirs too.
+    assert_eq!(safety.len(), 3, "{files:?}");
+    for m in &safety {
+        assert_eq!(m["trigger"], "pre-restore");
+        assert_eq!(m["source"]["id"], ID_FULL);
+    }
+    assert_code(
+        &patina(&["restore", "groveauth-pre-restore", "--to", "safety.db"]),
+        0,
+    );
+    assert_eq!(exact_content(&path("safety.db")), before);
+
+    // A D1-ready file that Cloudflare's local D1 loads into an empty database.
+    let o = patina(&[
+        "restore",
+        "groveauth",
+        "--format",
+        "d1",
+        "--to",
+        "groveauth.d1.sql",
+    ]);
+    assert_code(&o, 0);
+    assert!(text(&o).contains("wrangler d1 execute"), "{}", text(&o));
+    let local = LocalD1::new(&path("wrangler"));
+    local.execute_file(&path("groveauth.d1.sql")).unwrap();
+    assert_exact(&local.sqlite_path(), &path("source.db"));
+    let o = patina(&[
+        "restore",
+        "groveauth",
+        "--format",
+        "d1",
+        "--to",
+        "groveauth.d1.sql",
+    ]);
+    assert_code(&o, 1);
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+
+    // Bad input changes nothing and says what is wrong.
+    let o = patina(&["restore", "groveauth", "--to-d1", "not-a-uuid"]);
+    assert_code(&o, 2);
+    assert!(text(&o).contains("not a D1 database id"), "{}", text(&o));
+    assert_code(
+        &patina(&["restore", "groveauth", "--to", "x.db", "--to-d1", ID_FRESH]),
+        2,
+    );
+    assert_code(&patina(&["restore", "groveauth", "--format", "d1"]), 2);
+    assert!(!path("x.db").exists());
+}
+
+#[tokio::test]
+async fn an_import_that_never_finishes_is_abandoned_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("target.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    let server = D1Server::start();
+    server.add_database(ID_A, &db);
+    server.set_fault(ID_A, Fault::ImportStuck);
+    let file = dir.path().join("restore.sql");
+    std::fs::write(
+        &file,
+        "PRAGMA defer_foreign_keys=TRUE;\nINSERT INTO t VALUES (1);\n",
+    )
+    .unwrap();
+    let client = Client::new(
+        &Cloudflare {
+            account_id: server.account.clone(),
+            api_token: Secret::new(&server.token),
+            api_url: server.api_url.clone(),
+        },
+        Options {
+            export_limit: std::time::Duration::from_millis(300),
+            ..fast()
+        },
+    )
+    .unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.import("groveauth", ID_A, &file),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("a stuck import fails");
+    let message = err.to_string();
+    assert!(
+        message.contains("still running after 300ms") && message.contains(ID_A),
+        "{message}"
+    );
+    // The upload went to the upload URL without the Cloudflare token.
+    let seen = server.seen();
+    let put = seen
+        .iter()
+        .find(|s| s.method == "PUT")
+        .expect("the file was uploaded");
+    assert_eq!(put.authorization, None);
 }

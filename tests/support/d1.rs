@@ -71,6 +71,12 @@ pub enum Fault {
     TruncatedMidStatement,
     /// Lines of the export file containing this text are left out (rows silently lost).
     DropsLines(String),
+    /// The import's ingest ends with `status: "error"` and this message.
+    ImportRejected(String),
+    /// The upload URL answers with an ETag that is not the file's MD5.
+    UploadDamaged,
+    /// The import never leaves `active`.
+    ImportStuck,
     /// The download of the export breaks off halfway (the signed URL expired while streaming).
     DownloadBreaksOff,
 }
@@ -83,6 +89,9 @@ pub struct Seen {
     pub body: String,
     pub authorization: Option<String>,
 }
+
+/// A running import's outcome once D1 has applied the file: statements run, or D1's error.
+type ImportOutcome = Arc<Mutex<Option<Result<u64, String>>>>;
 
 /// An export's dump, or the exporter's error.
 type Generated = Result<Vec<u8>, String>;
@@ -100,6 +109,8 @@ struct Db {
     generated: Arc<Mutex<Option<Generated>>>,
     /// When the running export was last polled.
     polled: Instant,
+    /// The running import: its bookmark and its outcome (statements run, or D1's error).
+    import: Option<(String, ImportOutcome)>,
 }
 
 /// Like D1, an export that is no longer polled is cancelled (the real delay is longer).
@@ -119,6 +130,8 @@ struct Shared {
     base: Mutex<String>,
     dbs: Mutex<HashMap<String, Db>>,
     downloads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Files PUT to import upload URLs, by file name.
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
     seen: Mutex<Vec<Seen>>,
     bookmarks: Mutex<u64>,
     /// Wrangler projects of the local D1 exporters.
@@ -145,6 +158,7 @@ impl D1Server {
             base: Mutex::new(String::new()),
             dbs: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
             seen: Mutex::new(Vec::new()),
             bookmarks: Mutex::new(0),
             exporters: tempfile::tempdir().unwrap(),
@@ -162,6 +176,11 @@ impl D1Server {
                 "/client/v4/accounts/{account}/d1/database/{id}/query",
                 post(query),
             )
+            .route(
+                "/client/v4/accounts/{account}/d1/database/{id}/import",
+                post(import),
+            )
+            .route("/upload/{filename}", axum::routing::put(upload))
             .route("/signed/{key}", get(download))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -203,6 +222,7 @@ impl D1Server {
                 export: None,
                 generated: Arc::new(Mutex::new(None)),
                 polled: Instant::now(),
+                import: None,
             },
         );
     }
@@ -507,6 +527,191 @@ async fn export(
             "messages": ["Uploaded part 1", "Finished uploading"],
         }),
     )
+}
+
+/// The import API (what `wrangler d1 execute --remote --file` uses): `init` answers an upload
+/// URL on this server, `ingest` applies the uploaded file with the local D1 (so D1's own rules
+/// decide) in the background, `poll` reports `active` until it is done. Like D1, a file that
+/// fails leaves the database as it was.
+async fn import(
+    State(s): State<Arc<Shared>>,
+    UrlPath((account, id)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (path, fault) = match gate(&s, "import", &account, &id, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Ok(request) = serde_json::from_slice::<Json>(&body) else {
+        return cf_error(StatusCode::BAD_REQUEST, 7400, "Invalid JSON body");
+    };
+    let base = s.base.lock().unwrap().clone();
+    match request["action"].as_str() {
+        Some("init") => {
+            let Some(etag) = request["etag"].as_str() else {
+                return cf_error(StatusCode::BAD_REQUEST, 7400, "etag is required");
+            };
+            let filename = format!("{id}-{etag}.sql");
+            cf_ok(
+                StatusCode::OK,
+                json!({
+                    "success": true,
+                    "filename": filename,
+                    "upload_url": format!("{base}/upload/{filename}?X-Amz-Signature=cafe"),
+                }),
+            )
+        }
+        Some("ingest") => {
+            let (Some(etag), Some(filename)) =
+                (request["etag"].as_str(), request["filename"].as_str())
+            else {
+                return cf_error(
+                    StatusCode::BAD_REQUEST,
+                    7400,
+                    "etag and filename are required",
+                );
+            };
+            let Some(sql) = s.uploads.lock().unwrap().get(filename).cloned() else {
+                return cf_error(StatusCode::BAD_REQUEST, 7400, "No such upload");
+            };
+            if md5_hex(&sql) != etag {
+                return cf_error(StatusCode::BAD_REQUEST, 7400, "Etag mismatch");
+            }
+            let mut n = s.bookmarks.lock().unwrap();
+            *n += 1;
+            let bookmark = format!("00000002-{:08x}-00004f7b-import", *n);
+            drop(n);
+            let outcome = Arc::new(Mutex::new(None));
+            let mut dbs = s.dbs.lock().unwrap();
+            let db = dbs.get_mut(&id).unwrap();
+            db.import = Some((bookmark.clone(), Arc::clone(&outcome)));
+            match fault {
+                Fault::ImportRejected(m) => *outcome.lock().unwrap() = Some(Err(m)),
+                Fault::ImportStuck => {}
+                _ => {
+                    let local = Arc::clone(&db.local);
+                    tokio::task::spawn_blocking(move || {
+                        local.replace_with(&path);
+                        let file = path.with_extension(format!(
+                            "import-{}.sql",
+                            uuid::Uuid::new_v4().simple()
+                        ));
+                        std::fs::write(&file, &sql).unwrap();
+                        let applied = local.execute_file(&file);
+                        let _ = std::fs::remove_file(&file);
+                        let result = match applied {
+                            Ok(()) => {
+                                for suffix in ["", "-wal", "-shm", "-journal"] {
+                                    let _ =
+                                        std::fs::remove_file(format!("{}{suffix}", path.display()));
+                                }
+                                let c = rusqlite::Connection::open(local.sqlite_path()).unwrap();
+                                c.execute("VACUUM INTO ?1", [path.to_str().unwrap()])
+                                    .unwrap();
+                                let statements =
+                                    String::from_utf8_lossy(&sql).matches(";\n").count();
+                                Ok(statements as u64)
+                            }
+                            Err(e) => Err(e.0),
+                        };
+                        *outcome.lock().unwrap() = Some(result);
+                    });
+                }
+            }
+            cf_ok(
+                StatusCode::OK,
+                json!({
+                    "success": true,
+                    "type": "import",
+                    "at_bookmark": bookmark,
+                    "status": "active",
+                    "messages": ["Uploaded file", "Ingesting"],
+                }),
+            )
+        }
+        Some("poll") => {
+            let current = request["current_bookmark"].as_str().unwrap_or_default();
+            let running = s.dbs.lock().unwrap().get(&id).unwrap().import.clone();
+            let Some((bookmark, outcome)) = running.filter(|(b, _)| b == current) else {
+                return cf_error(StatusCode::BAD_REQUEST, 7500, "No import in progress.");
+            };
+            let done = outcome.lock().unwrap().clone();
+            match done {
+                None => cf_ok(
+                    StatusCode::OK,
+                    json!({ "success": true, "type": "import", "at_bookmark": bookmark, "status": "active", "messages": ["Ingesting"] }),
+                ),
+                Some(Ok(queries)) => cf_ok(
+                    StatusCode::OK,
+                    json!({
+                        "success": true,
+                        "type": "import",
+                        "at_bookmark": bookmark,
+                        "status": "complete",
+                        "messages": ["Import complete"],
+                        "result": {
+                            "final_bookmark": bookmark,
+                            "num_queries": queries,
+                            "meta": { "duration": 1.0, "rows_read": 0, "rows_written": 0, "size_after": 0 },
+                        },
+                    }),
+                ),
+                Some(Err(message)) => cf_ok(
+                    StatusCode::OK,
+                    json!({
+                        "success": true,
+                        "type": "import",
+                        "at_bookmark": bookmark,
+                        "status": "error",
+                        "errors": [message],
+                        "messages": [],
+                    }),
+                ),
+            }
+        }
+        _ => cf_error(
+            StatusCode::BAD_REQUEST,
+            7400,
+            "action must be init, ingest or poll",
+        ),
+    }
+}
+
+/// The upload URL of an import: stores the file and answers its MD5 as the ETag, as R2 does.
+async fn upload(
+    State(s): State<Arc<Shared>>,
+    UrlPath(filename): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.seen.lock().unwrap().push(Seen {
+        method: "PUT".into(),
+        path: format!("/upload/{filename}"),
+        body: String::new(),
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    });
+    let damaged = s
+        .dbs
+        .lock()
+        .unwrap()
+        .values()
+        .any(|d| d.fault == Fault::UploadDamaged);
+    let etag = if damaged {
+        md5_hex(b"something else")
+    } else {
+        md5_hex(&body)
+    };
+    s.uploads.lock().unwrap().insert(filename, body.to_vec());
+    (StatusCode::OK, [(header::ETAG, format!("\"{etag}\""))]).into_response()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
 }
 
 /// The exporter's own error line from wrangler's output ("D1 Export error: …").
