@@ -133,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX idx_alert_deliveries_at ON alert_deliveries(attempted_at DESC);
     CREATE INDEX idx_alert_deliveries_key ON alert_deliveries(dedup_key);
     "#,
+    // 4: what a D1 backup's fidelity check did (DESIGN §12): values repaired from /query, and
+    // why the whole run fell back to query mode (NULL when it did not).
+    r#"
+    ALTER TABLE backup_results ADD COLUMN d1_repaired_values INTEGER;
+    ALTER TABLE backup_results ADD COLUMN d1_fallback TEXT;
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -385,8 +391,9 @@ impl Catalog {
             Ok(m) => {
                 tx.execute(
                     "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
-                       table_count, row_count, started_at, completed_at, duration_ms)
-                     VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                       table_count, row_count, started_at, completed_at, duration_ms,
+                       d1_repaired_values, d1_fallback)
+                     VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         row.job_id,
                         row.database,
@@ -396,7 +403,9 @@ impl Catalog {
                         m.row_count as i64,
                         row.started_at.timestamp(),
                         row.completed_at.timestamp(),
-                        duration_ms
+                        duration_ms,
+                        m.fidelity.as_ref().map(|f| f.repaired_values as i64),
+                        m.fidelity.as_ref().and_then(|f| f.fallback.as_deref()),
                     ],
                 )
                 .map_err(err)?;
@@ -976,6 +985,8 @@ pub struct MetricFacts {
     pub verified: BTreeMap<String, i64>,
     /// `(sink, event, result)` → deliveries; see [`Catalog::alert_delivery_counts`].
     pub alerts: BTreeMap<(String, String, String), u64>,
+    /// D1 databases → (backups that fell back to query mode, values repaired from `/query`).
+    pub d1_fidelity: BTreeMap<String, (u64, u64)>,
 }
 
 // Read queries for the HTTP status endpoints and the metrics (DESIGN §7, §8). They read only.
@@ -1173,6 +1184,21 @@ impl Catalog {
                 f.verified.insert(db, at);
             }
             f.alerts = self.alert_delivery_counts()?;
+            let mut stmt = self.conn.prepare(
+                "SELECT database_name, count(d1_fallback), coalesce(sum(d1_repaired_values), 0)
+                 FROM backup_results WHERE d1_repaired_values IS NOT NULL GROUP BY 1",
+            )?;
+            for row in stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })? {
+                let (db, fallbacks, repaired) = row?;
+                f.d1_fidelity
+                    .insert(db, (fallbacks as u64, repaired as u64));
+            }
             Ok(())
         })();
         result.map_err(err)?;

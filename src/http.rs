@@ -1142,13 +1142,13 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
     };
     match f.kind {
         "d1" => {
-            // The wrangler steps live with the D1 source: they include making the dump
-            // D1-ready (D1 refuses BEGIN/COMMIT in an executed file).
+            // The steps live with the D1 source: `patina restore --format d1` makes the file
+            // D1-ready (foreign-key order, no BEGIN/COMMIT, statements under 100 KB).
             let mut steps = crate::source::d1::restore_steps(db, f.d1_id.unwrap_or("<id>"), &date);
             let time_travel = steps.split_off(steps.len().saturating_sub(2));
             json!({
                 "method1_wrangler": {
-                    "name": "Wrangler CLI (recommended)",
+                    "name": "patina restore + Wrangler CLI (recommended)",
                     "steps": steps,
                     "warning": "This will DROP and recreate tables. All existing data will be replaced.",
                 },
@@ -1548,9 +1548,10 @@ mod tests {
             "{wrangler}"
         );
         assert!(
-            wrangler.contains("BEGIN TRANSACTION"),
+            wrangler.contains("patina restore groveauth --at 2026-11-22 --format d1 --to"),
             "the D1-ready step: {wrangler}"
         );
+        assert!(!wrangler.contains("sed "), "no sed recipe: {wrangler}");
         assert!(
             wrangler.contains("45eae4c7-8ae7-4078-9218-8e1677a4360f"),
             "{wrangler}"

@@ -94,6 +94,8 @@ pub const NAMES: &[&str] = &[
     "verify_last_success_timestamp_seconds",
     "alerts_sent_total",
     "storage_requests_total",
+    "d1_export_fallbacks_total",
+    "d1_repaired_values_total",
     "jobs_running",
 ];
 
@@ -137,6 +139,8 @@ struct Handles {
     alerts_sent: Family<Labels, Counter>,
     storage_requests: Family<Labels, Counter>,
     jobs_running: Gauge,
+    d1_export_fallbacks: Family<Labels, Counter>,
+    d1_repaired_values: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -190,6 +194,8 @@ impl Metrics {
             inventory_objects: Family::default(),
             inventory_bytes: Family::default(),
             retention_deleted_objects: Family::default(),
+            d1_export_fallbacks: Family::default(),
+            d1_repaired_values: Family::default(),
             reconcile_duration_seconds: GaugeF::default(),
             reconcile_last_success_timestamp_seconds: GaugeF::default(),
             verify_last_success_timestamp_seconds: Family::default(),
@@ -294,6 +300,16 @@ impl Metrics {
             h.alerts_sent.clone(),
         );
         r.register(
+            "d1_export_fallbacks",
+            "D1 backups whose export could not be used and that were read in query mode instead",
+            h.d1_export_fallbacks.clone(),
+        );
+        r.register(
+            "d1_repaired_values",
+            "Values a D1 export carried wrongly that were repaired from exact /query reads",
+            h.d1_repaired_values.clone(),
+        );
+        r.register(
             "storage_requests",
             "Storage requests made by this process, by operation",
             h.storage_requests.clone(),
@@ -356,6 +372,8 @@ impl Metrics {
             &h.retention_deleted_objects,
             &h.alerts_sent,
             &h.storage_requests,
+            &h.d1_export_fallbacks,
+            &h.d1_repaired_values,
         ] {
             family.clear();
         }
@@ -475,6 +493,18 @@ impl Metrics {
             h.inventory_bytes
                 .get_or_create(&vec![("tier", tier.to_owned())])
                 .set(bytes as i64);
+        }
+        for (db, (fallbacks, repaired)) in &facts.d1_fidelity {
+            set_counter(
+                &h.d1_export_fallbacks,
+                vec![("database", db.clone())],
+                *fallbacks,
+            );
+            set_counter(
+                &h.d1_repaired_values,
+                vec![("database", db.clone())],
+                *repaired,
+            );
         }
         set_counter(
             &h.retention_deleted_objects,

@@ -1995,8 +1995,8 @@ fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result
 }
 
 /// Whether an export error says the export cannot handle the database's virtual tables
-/// (Cloudflare: "cannot export databases with Virtual Tables (fts5)").
-fn refuses_virtual(message: &str) -> bool {
+/// (Cloudflare: "D1 Export error: cannot export databases with Virtual Tables (fts5)").
+pub fn refuses_virtual(message: &str) -> bool {
     message.to_ascii_lowercase().contains("virtual table")
 }
 
@@ -2033,28 +2033,24 @@ fn fmt_wait(d: Duration) -> String {
     }
 }
 
-/// Restore instructions for a D1 database, for the restore guide: with wrangler from a
-/// downloaded dump, or with D1 Time Travel (no download, last 30 days). `database` is the
-/// Patina name (the guide assumes the D1 database has the same name), `id` the D1 id and `date`
-/// the backup's `YYYY-MM-DD`.
+/// Restore instructions for a D1 database, for the restore guide: Patina writes a D1-ready file
+/// from the backup (or imports it directly), or D1 Time Travel (no download, last 30 days).
+/// `database` is the Patina name (the guide assumes the D1 database has the same name), `id`
+/// the D1 id and `date` the backup's `YYYY-MM-DD`. The last two steps are Time Travel's.
 pub fn restore_steps(database: &str, id: &str, date: &str) -> Vec<String> {
-    let file = format!("{database}-{date}.sql");
-    let d1_file = format!("{database}-{date}.d1.sql");
+    let file = format!("{database}-{date}.d1.sql");
     vec![
         format!(
-            "1. Download the backup: curl -fH \"Authorization: Bearer $PATINA_API_TOKEN\" -o {file} \"$PATINA_URL/download/{date}/{database}\" (or without Patina: zstd -dc daily/{date}/{database}/<time>.sql.zst > {file})"
+            "1. Write a D1-ready file from the backup (drops and recreates the backed-up tables in foreign-key order, so no ON DELETE CASCADE reaches restored rows; every statement under D1's 100 KB limit): patina restore {database} --at {date} --format d1 --to {file}"
         ),
         format!(
-            "2. Review it: head -50 {file}; tail -20 {file} — it drops and recreates every table it contains"
+            "2. Execute it: wrangler d1 execute {database} --remote --file={file} (D1 database id {id}; use its name from `wrangler d1 list` if it differs)"
         ),
         format!(
-            "3. Make it D1-ready (D1 runs a file as one transaction and refuses BEGIN/COMMIT): sed -e '/^BEGIN TRANSACTION;$/d' -e '/^COMMIT;$/d' -e '/^PRAGMA foreign_keys=ON;$/d' -e 's/^PRAGMA foreign_keys=OFF;$/PRAGMA defer_foreign_keys=TRUE;/' {file} > {d1_file}"
+            "Or both in one step, with a safety backup of the current tables first and every table compared with the backup afterwards: patina restore {database} --at {date} --to-d1 {id} --force"
         ),
         format!(
-            "4. Execute: wrangler d1 execute {database} --remote --file={d1_file} (D1 database id {id}; use its name from `wrangler d1 list` if it differs)"
-        ),
-        format!(
-            "5. Verify: wrangler d1 execute {database} --remote --command=\"SELECT name FROM sqlite_master WHERE type = 'table'\" and compare row counts with the backup's manifest"
+            "3. Verify: wrangler d1 execute {database} --remote --command=\"SELECT name FROM sqlite_master WHERE type = 'table'\" and compare row counts with the backup's manifest"
         ),
         format!(
             "Alternative, D1 Time Travel (last 30 days, no download): wrangler d1 time-travel info {database}"
@@ -2104,21 +2100,26 @@ mod tests {
     }
 
     #[test]
-    fn restore_steps_use_wrangler_and_time_travel() {
+    fn restore_steps_use_patina_wrangler_and_time_travel() {
         let steps = restore_steps(
             "groveauth",
             "45eae4c7-8ae7-4078-9218-8e1677a4360f",
             "2026-11-22",
         );
         let all = steps.join("\n");
+        assert!(all.contains(
+            "patina restore groveauth --at 2026-11-22 --format d1 --to groveauth-2026-11-22.d1.sql"
+        ));
         assert!(
             all.contains(
                 "wrangler d1 execute groveauth --remote --file=groveauth-2026-11-22.d1.sql"
             )
         );
-        assert!(all.contains("/download/2026-11-22/groveauth"));
+        assert!(all.contains(
+            "patina restore groveauth --at 2026-11-22 --to-d1 45eae4c7-8ae7-4078-9218-8e1677a4360f --force"
+        ));
+        assert!(!all.contains("sed "), "the sed recipe is gone: {all}");
         assert!(all.contains("wrangler d1 time-travel info groveauth"));
         assert!(all.contains("wrangler d1 time-travel restore groveauth --timestamp="));
-        assert!(all.contains("45eae4c7-8ae7-4078-9218-8e1677a4360f"));
     }
 }

@@ -336,6 +336,10 @@ async fn an_export_refused_for_virtual_tables_falls_back_to_query_mode() {
     .await
     .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
+    assert!(
+        server.seen().iter().all(|s| !s.path.ends_with("/export")),
+        "the schema check must keep Patina from requesting an export D1 refuses"
+    );
     assert_same_content(snap.path(), &source);
     let c = Connection::open(snap.path()).unwrap();
     let hits: i64 = c

@@ -662,6 +662,16 @@ fn every_hazard_round_trips_through_backup_and_restore() {
     }
     // `verify` agrees with what was stored.
     assert_code(&patina(&["verify"]), 0);
+    // Counted for the metrics (patina_d1_export_fallbacks_total, patina_d1_repaired_values_total).
+    let facts = patina::catalog::Catalog::open(&dir.path().join(".patina"))
+        .unwrap()
+        .metric_facts()
+        .unwrap();
+    assert_eq!(facts.d1_fidelity["hazards"], (0, planted));
+    assert_eq!(facts.d1_fidelity["hazards-q"], (0, 0));
+    for reason in ["infinity", "nul", "view-trigger"] {
+        assert_eq!(facts.d1_fidelity[reason], (1, 0), "{reason}");
+    }
 }
 
 /// What query mode relies on, asked of D1 itself (workerd, through wrangler): a REAL read as a
@@ -950,4 +960,27 @@ async fn an_import_that_never_finishes_is_abandoned_with_a_clear_error() {
         .find(|s| s.method == "PUT")
         .expect("the file was uploaded");
     assert_eq!(put.authorization, None);
+}
+
+/// The refusal Patina's fallback recognises is the one Cloudflare's exporter really gives.
+#[test]
+fn the_real_exporter_refuses_virtual_tables_with_the_message_patina_recognises() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("fts.db");
+    Connection::open(&source)
+        .unwrap()
+        .execute_batch(
+            "CREATE VIRTUAL TABLE search USING fts5(body); INSERT INTO search VALUES ('x');",
+        )
+        .unwrap();
+    let d1 = LocalD1::from_sqlite(&dir.path().join("d1"), &source);
+    let err = d1
+        .export()
+        .expect_err("D1 refuses to export virtual tables");
+    assert!(
+        err.0
+            .contains("D1 Export error: cannot export databases with Virtual Tables (fts5)"),
+        "{err}"
+    );
+    assert!(patina::source::d1::refuses_virtual(&err.0));
 }
