@@ -32,13 +32,7 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// at 3), and compression is half of a backup's CPU time.
 const ZSTD_LEVEL: i32 = 1;
 
-/// The current time; injected so tests and the daemon's planner control it.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
-}
+pub use crate::clock::{Clock, system_clock};
 
 /// What a job needs: the policy it runs under, storage, the catalog, the clock.
 #[derive(Clone)]
@@ -127,6 +121,24 @@ pub struct JobReport {
 impl JobReport {
     pub fn failed(&self) -> usize {
         self.results.iter().filter(|(_, r)| r.is_err()).count()
+    }
+
+    /// The job as plain data for alerting (which knows nothing of manifests or errors' types).
+    pub fn summary(&self) -> crate::alert::JobSummary {
+        crate::alert::JobSummary {
+            job_id: self.job_id.clone(),
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            results: self
+                .results
+                .iter()
+                .map(|(name, r)| crate::alert::DbOutcome {
+                    database: name.clone(),
+                    result: r.as_ref().map(|m| m.size).map_err(|e| e.to_string()),
+                    key: r.as_ref().ok().map(|m| m.key.clone()),
+                })
+                .collect(),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use notify::Watcher;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::alert::{Alerts, DeliveryConfig};
+use crate::alert::{AlertHistory, Alerts, DeliveryAttempt, DeliveryConfig};
 use crate::backup::{self, Clock, Observer};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config;
@@ -158,6 +158,66 @@ pub fn status_line(reconciler: &Reconciler, now: chrono::DateTime<chrono::Utc>) 
     parts.join(", ")
 }
 
+/// The catalog as alerting's history: alerts read dump sizes, the newest backups and the day's
+/// jobs from it and record each delivery attempt in it, without knowing it exists.
+pub struct CatalogHistory(pub Arc<Mutex<Catalog>>);
+
+impl CatalogHistory {
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.0.lock().expect("catalog lock")
+    }
+}
+
+impl AlertHistory for CatalogHistory {
+    fn recent_dump_sizes(
+        &self,
+        database: &str,
+        except: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<u64>, String> {
+        self.catalog()
+            .recent_dump_sizes(database, except, n)
+            .map_err(|e| e.to_string())
+    }
+
+    fn latest_backups(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, u64)>, String>
+    {
+        self.catalog().latest_backups().map_err(|e| e.to_string())
+    }
+
+    fn jobs_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<(usize, usize), String> {
+        let jobs = self.catalog().recent_jobs(500).map_err(|e| e.to_string())?;
+        let recent: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.started_at >= since.timestamp())
+            .collect();
+        Ok((
+            recent.len(),
+            recent.iter().filter(|j| j.failed_count > 0).count(),
+        ))
+    }
+
+    fn record_attempt(&self, a: &DeliveryAttempt<'_>) -> Result<(), String> {
+        self.catalog()
+            .record_alert_attempt(&crate::catalog::AlertAttempt {
+                sink: a.sink,
+                sink_kind: a.sink_kind,
+                event: a.event,
+                state: a.state,
+                dedup_key: a.dedup_key,
+                attempt: a.attempt,
+                result: a.result,
+                status_code: a.status_code,
+                error: a.error,
+                queued_at: a.queued_at,
+                attempted_at: a.attempted_at,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Logs each backup as one event (database, size, duration, result).
 pub struct LogObserver;
 
@@ -215,7 +275,7 @@ pub async fn run(
     let policy = Arc::new(policy);
     let alerts = Alerts::start(
         Arc::clone(&policy),
-        Arc::clone(&catalog),
+        Arc::new(CatalogHistory(Arc::clone(&catalog))),
         Arc::clone(&clock),
         options.alert_delivery.clone(),
     );

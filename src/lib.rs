@@ -10,6 +10,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dump;

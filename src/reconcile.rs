@@ -508,7 +508,7 @@ impl Reconciler {
                         *last = Some(last.map_or(t, |l| l.max(t)));
                     }
                     if let Some(a) = &alerts {
-                        a.job_finished(&r);
+                        a.job_finished(&r.summary());
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "job could not be recorded"),
@@ -639,25 +639,4 @@ impl Drop for RunningGuard {
     }
 }
 
-/// A clock tests can set and advance.
-#[derive(Clone)]
-pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl ManualClock {
-    pub fn new(t: DateTime<Utc>) -> ManualClock {
-        ManualClock(Arc::new(Mutex::new(t)))
-    }
-    pub fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().expect("clock") = t;
-    }
-    pub fn advance(&self, d: chrono::Duration) {
-        *self.0.lock().expect("clock") += d;
-    }
-    pub fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock")
-    }
-    pub fn clock(&self) -> Clock {
-        let me = self.clone();
-        Arc::new(move || me.now())
-    }
-}
+pub use crate::clock::ManualClock;

@@ -27,9 +27,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::conditions::{self, Tracker};
-use super::{Alert, AlertState, Body, Digest, DigestRow, JobSummary, Subject};
-use crate::backup::{Clock, JobReport};
-use crate::catalog::{AlertAttempt, Catalog};
+use super::{
+    Alert, AlertHistory, AlertState, Body, DeliveryAttempt, Digest, DigestRow, JobSummary, Subject,
+};
+use crate::clock::Clock;
 use crate::plan::Plan;
 use crate::policy::{AlertSink, Policy};
 
@@ -102,7 +103,7 @@ struct Inner {
 struct Shared {
     config: DeliveryConfig,
     clock: Clock,
-    catalog: Arc<Mutex<Catalog>>,
+    history: Arc<dyn AlertHistory>,
     counters: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
     /// Deliveries queued or in flight.
     pending: AtomicUsize,
@@ -135,7 +136,7 @@ impl Alerts {
     /// Start the delivery worker (needs a tokio runtime) for `policy`'s sinks.
     pub fn start(
         policy: Arc<Policy>,
-        catalog: Arc<Mutex<Catalog>>,
+        history: Arc<dyn AlertHistory>,
         clock: Clock,
         config: DeliveryConfig,
     ) -> Alerts {
@@ -144,7 +145,7 @@ impl Alerts {
         let shared = Arc::new(Shared {
             config,
             clock,
-            catalog,
+            history,
             counters: Mutex::new(BTreeMap::new()),
             pending: AtomicUsize::new(0),
             jitter_seq: AtomicU64::new(0),
@@ -206,31 +207,30 @@ impl Alerts {
     /// A job ended: its failure or success alert (de-duplicated per failing database), a
     /// `duration` alert if it ran too long (unless already sent while it ran) and a
     /// `size_anomaly` alert for each dump far off its database's recent median.
-    pub fn job_finished(&self, report: &JobReport) {
+    pub fn job_finished(&self, job: &JobSummary) {
         let now = self.now();
         let policy = self.policy();
-        let job = JobSummary::from_report(report);
-        // Size history first (catalog), outside the state lock.
+        // Size history first, outside the state lock.
         let mut anomalies = Vec::new();
-        for (name, result) in &report.results {
-            let Ok(m) = result else { continue };
-            let history = self
-                .inner
-                .shared
-                .catalog
-                .lock()
-                .expect("catalog lock")
-                .recent_dump_sizes(name, Some(&m.key), conditions::SIZE_HISTORY);
+        for r in &job.results {
+            let (Ok(size), Some(key)) = (&r.result, &r.key) else {
+                continue;
+            };
+            let history = self.inner.shared.history.recent_dump_sizes(
+                &r.database,
+                Some(key),
+                conditions::SIZE_HISTORY,
+            );
             match history {
                 Ok(history) => {
                     if let Some((median, deviation)) =
-                        conditions::size_anomaly(m.size, &history, policy.alerts.size_deviation)
+                        conditions::size_anomaly(*size, &history, policy.alerts.size_deviation)
                     {
                         anomalies.push(Subject::SizeAnomaly {
-                            database: name.clone(),
+                            database: r.database.clone(),
                             job_id: job.job_id.clone(),
-                            key: m.key.clone(),
-                            size: m.size,
+                            key: key.clone(),
+                            size: *size,
                             median,
                             deviation,
                             limit: policy.alerts.size_deviation,
@@ -271,15 +271,11 @@ impl Alerts {
             } else {
                 tracing::info!(job = %job.job_id, failed = ?job.failed_names(), "failure alert suppressed: these databases were already failing");
             }
-            if conditions::over_time(
-                report.started_at,
-                report.completed_at,
-                policy.alerts.max_duration,
-            ) {
+            if conditions::over_time(job.started_at, job.completed_at, policy.alerts.max_duration) {
                 let subject = Subject::Duration {
                     job_id: job.job_id.clone(),
                     databases: job.results.iter().map(|r| r.database.clone()).collect(),
-                    started_at: report.started_at,
+                    started_at: job.started_at,
                     elapsed: job.duration(),
                     limit: policy.alerts.max_duration,
                     finished: true,
@@ -443,14 +439,7 @@ impl Alerts {
     pub fn evaluate(&self) {
         let now = self.now();
         let policy = self.policy();
-        let latest = match self
-            .inner
-            .shared
-            .catalog
-            .lock()
-            .expect("catalog lock")
-            .latest_backups()
-        {
+        let latest = match self.inner.shared.history.latest_backups() {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!(error = %e, "stale check skipped");
@@ -541,11 +530,11 @@ impl Alerts {
         policy: &Policy,
         now: DateTime<Utc>,
         latest: BTreeMap<String, (DateTime<Utc>, u64)>,
-    ) -> Result<Digest, crate::catalog::CatalogError> {
-        let catalog = self.inner.shared.catalog.lock().expect("catalog lock");
+    ) -> Result<Digest, String> {
+        let history = &self.inner.shared.history;
         let mut databases = Vec::new();
         for db in policy.databases.iter().filter(|d| d.enabled) {
-            let sizes = catalog.recent_dump_sizes(&db.name, None, conditions::SIZE_HISTORY + 1)?;
+            let sizes = history.recent_dump_sizes(&db.name, None, conditions::SIZE_HISTORY + 1)?;
             let last = latest.get(&db.name);
             databases.push(DigestRow {
                 database: db.name.clone(),
@@ -556,13 +545,7 @@ impl Alerts {
                     .and_then(|(newest, rest)| conditions::trend(*newest, rest)),
             });
         }
-        let day_ago = (now - chrono::Duration::hours(24)).timestamp();
-        let jobs: Vec<_> = catalog
-            .recent_jobs(500)?
-            .into_iter()
-            .filter(|j| j.started_at >= day_ago)
-            .collect();
-        drop(catalog);
+        let (jobs, failed_jobs) = history.jobs_since(now - chrono::Duration::hours(24))?;
         let abnormal = self
             .watch()
             .tracker
@@ -582,8 +565,8 @@ impl Alerts {
             .collect();
         Ok(Digest {
             databases,
-            jobs: jobs.len(),
-            failed_jobs: jobs.iter().filter(|j| j.failed_count > 0).count(),
+            jobs,
+            failed_jobs,
             abnormal,
         })
     }
@@ -787,23 +770,19 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, d: &Delivery) {
             Ok(code) => (Some(*code), None),
             Err(f) => (f.status, Some(f.message.as_str())),
         };
-        let recorded = shared
-            .catalog
-            .lock()
-            .expect("catalog lock")
-            .record_alert_attempt(&AlertAttempt {
-                sink: &d.sink.name,
-                sink_kind: d.sink.kind.as_str(),
-                event,
-                state: d.alert.state.as_str(),
-                dedup_key: &d.alert.key,
-                attempt,
-                result,
-                status_code: status,
-                error,
-                queued_at: d.queued_at,
-                attempted_at: (shared.clock)(),
-            });
+        let recorded = shared.history.record_attempt(&DeliveryAttempt {
+            sink: &d.sink.name,
+            sink_kind: d.sink.kind.as_str(),
+            event,
+            state: d.alert.state.as_str(),
+            dedup_key: &d.alert.key,
+            attempt,
+            result,
+            status_code: status,
+            error,
+            queued_at: d.queued_at,
+            attempted_at: (shared.clock)(),
+        });
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "alert delivery not recorded");
         }

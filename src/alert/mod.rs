@@ -30,6 +30,8 @@ pub mod healthchecks;
 pub mod slack;
 pub mod webhook;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 pub use delivery::{Alerts, DeliveryConfig, SentCount, TestOutcome};
@@ -355,6 +357,46 @@ pub struct JobSummary {
 pub struct DbOutcome {
     pub database: String,
     pub result: Result<u64, String>,
+    /// The stored dump's key, when it succeeded (for the size history).
+    pub key: Option<String>,
+}
+
+/// What alerting reads from, and records in, the world outside it — the size history of dumps,
+/// the newest backups, the day's jobs, the record of each delivery attempt — behind one narrow
+/// interface, so that alerts know neither the engine nor the catalog. The composition root
+/// implements it over the catalog (`daemon::CatalogHistory`). Errors are messages: alerting
+/// only logs them and carries on.
+pub trait AlertHistory: Send + Sync {
+    /// Stored sizes of `database`'s newest `n` dumps, newest first, leaving out `except`.
+    fn recent_dump_sizes(
+        &self,
+        database: &str,
+        except: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<u64>, String>;
+    /// Each database's newest committed backup: when, and its stored size.
+    fn latest_backups(&self) -> Result<BTreeMap<String, (DateTime<Utc>, u64)>, String>;
+    /// Jobs started at or after `since`: how many, and how many had a failed database.
+    fn jobs_since(&self, since: DateTime<Utc>) -> Result<(usize, usize), String>;
+    /// One delivery attempt, for the record.
+    fn record_attempt(&self, attempt: &DeliveryAttempt<'_>) -> Result<(), String>;
+}
+
+/// One attempt to deliver an alert to a sink.
+#[derive(Debug, Clone)]
+pub struct DeliveryAttempt<'a> {
+    pub sink: &'a str,
+    pub sink_kind: &'a str,
+    pub event: &'a str,
+    pub state: &'a str,
+    pub dedup_key: &'a str,
+    pub attempt: u32,
+    /// `success`, `retry` (another attempt follows) or `failure` (given up).
+    pub result: &'a str,
+    pub status_code: Option<u16>,
+    pub error: Option<&'a str>,
+    pub queued_at: DateTime<Utc>,
+    pub attempted_at: DateTime<Utc>,
 }
 
 /// `success` | `partial_failure` | `failure` (the webhook's `status`).
@@ -376,22 +418,6 @@ impl JobStatus {
 }
 
 impl JobSummary {
-    pub fn from_report(report: &crate::backup::JobReport) -> JobSummary {
-        JobSummary {
-            job_id: report.job_id.clone(),
-            started_at: report.started_at,
-            completed_at: report.completed_at,
-            results: report
-                .results
-                .iter()
-                .map(|(name, r)| DbOutcome {
-                    database: name.clone(),
-                    result: r.as_ref().map(|m| m.size).map_err(|e| e.to_string()),
-                })
-                .collect(),
-        }
-    }
-
     pub fn successful(&self) -> usize {
         self.results.iter().filter(|r| r.result.is_ok()).count()
     }
@@ -559,6 +585,7 @@ mod tests {
                 .map(|(i, result)| DbOutcome {
                     database: format!("db{i}"),
                     result,
+                    key: None,
                 })
                 .collect(),
         };

@@ -101,7 +101,7 @@ impl World {
         let clock = ManualClock::new(t(T0));
         let alerts = Alerts::start(
             Arc::clone(&policy),
-            Arc::clone(&catalog),
+            Arc::new(patina::daemon::CatalogHistory(Arc::clone(&catalog))),
             clock.clock(),
             config,
         );

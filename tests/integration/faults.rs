@@ -247,7 +247,7 @@ async fn a_storage_outage_alerts_once_and_resolves_when_it_heals() {
         Arc::new(patina::config::from_str(&text, "patina.toml", r._dir.path(), &|_| None).unwrap());
     let alerts = Alerts::start(
         Arc::clone(&policy),
-        Arc::clone(&r.catalog),
+        Arc::new(patina::daemon::CatalogHistory(Arc::clone(&r.catalog))),
         r.clock.clock(),
         DeliveryConfig {
             backoff: Duration::from_millis(20),
