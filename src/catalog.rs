@@ -389,24 +389,13 @@ impl Catalog {
         let duration_ms = (row.completed_at - row.started_at).num_milliseconds();
         match row.outcome {
             Ok(m) => {
-                tx.execute(
-                    "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
-                       table_count, row_count, started_at, completed_at, duration_ms,
-                       d1_repaired_values, d1_fallback)
-                     VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        row.job_id,
-                        row.database,
-                        m.key,
-                        m.size as i64,
-                        m.table_count as i64,
-                        m.row_count as i64,
-                        row.started_at.timestamp(),
-                        row.completed_at.timestamp(),
-                        duration_ms,
-                        m.fidelity.as_ref().map(|f| f.repaired_values as i64),
-                        m.fidelity.as_ref().and_then(|f| f.fallback.as_deref()),
-                    ],
+                insert_success(
+                    &tx,
+                    row.job_id,
+                    row.database,
+                    m,
+                    row.started_at,
+                    row.completed_at,
                 )
                 .map_err(err)?;
                 insert_inventory(&tx, m, expires_at).map_err(err)?;
@@ -828,23 +817,8 @@ impl Catalog {
                 ],
             )
             .map_err(err)?;
-            tx.execute(
-                "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
-                   table_count, row_count, started_at, completed_at, duration_ms)
-                 VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    m.job_id,
-                    m.database,
-                    m.key,
-                    m.size as i64,
-                    m.table_count as i64,
-                    m.row_count as i64,
-                    m.started_at.timestamp(),
-                    m.completed_at.timestamp(),
-                    (m.completed_at - m.started_at).num_milliseconds()
-                ],
-            )
-            .map_err(err)?;
+            insert_success(&tx, &m.job_id, &m.database, m, m.started_at, m.completed_at)
+                .map_err(err)?;
             insert_inventory(&tx, m, expires_at(m)).map_err(err)?;
         }
         tx.execute_batch(
@@ -859,6 +833,37 @@ impl Catalog {
         .map_err(err)?;
         tx.commit().map_err(err)
     }
+}
+
+/// One successful `backup_results` row for the committed dump `m` (a job's result, or a
+/// manifest imported by `catalog rebuild`).
+fn insert_success(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: &str,
+    database: &str,
+    m: &Manifest,
+    started_at: DateTime<Utc>,
+    completed_at: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO backup_results (job_id, database_name, status, r2_key, size_bytes,
+           table_count, row_count, started_at, completed_at, duration_ms,
+           d1_repaired_values, d1_fallback)
+         VALUES (?1, ?2, 'success', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            job_id,
+            database,
+            m.key,
+            m.size as i64,
+            m.table_count as i64,
+            m.row_count as i64,
+            started_at.timestamp(),
+            completed_at.timestamp(),
+            (completed_at - started_at).num_milliseconds(),
+            m.fidelity.as_ref().map(|f| f.repaired_values as i64),
+            m.fidelity.as_ref().and_then(|f| f.fallback.as_deref()),
+        ],
+    )
 }
 
 /// The columns [`job_row`] reads, in its order.

@@ -20,6 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::backup::{self, BackupError, JobRequest, Observer};
 use crate::catalog::{self, Catalog};
 use crate::config;
+use crate::human;
 use crate::inventory;
 use crate::manifest::{Manifest, Trigger};
 use crate::policy::Policy;
@@ -579,7 +580,7 @@ async fn backup_now(
         match outcome {
             Ok(m) => println!(
                 "{name:<24} ok      {:>10}  {:>3} tables  {:>9} rows  {}",
-                human_bytes(m.size),
+                human::bytes(m.size),
                 m.table_count,
                 m.row_count,
                 ctx.store.location(&m.key)
@@ -692,7 +693,7 @@ impl Observer for Bars {
                 Ok(m) => {
                     b.set_length(m.row_count);
                     b.set_position(m.row_count);
-                    b.finish_with_message(format!("done, {}", human_bytes(m.size)))
+                    b.finish_with_message(format!("done, {}", human::bytes(m.size)))
                 }
                 Err(_) => b.abandon_with_message("failed"),
             }
@@ -741,7 +742,7 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
             r.date,
             r.database,
             r.tier,
-            human_bytes(r.size_bytes),
+            human::bytes(r.size_bytes),
             r.table_count,
             r.row_count,
             &r.sha256[..r.sha256.len().min(12)],
@@ -821,7 +822,7 @@ async fn locate_backup(store: &Store, database: &str, at: At) -> Result<restore:
     eprintln!(
         "restoring {} ({}, taken {})",
         located.describe(store),
-        human_bytes(located.size()),
+        human::bytes(located.size()),
         located.taken_at().format("%Y-%m-%d %H:%M:%S UTC")
     );
     Ok(located)
@@ -1332,22 +1333,6 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// `1.2 MiB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1396,12 +1381,5 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(2048), "2.0 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024 + 1), "5.0 MiB");
     }
 }

@@ -1536,19 +1536,8 @@ impl<'t> Cx<'t> {
                     ),
                 );
                 ok = false;
-            } else if let Some(first) = seen.get(&db.name) {
-                let (line, _) =
-                    self.line_col(self.offset(&format!("database[{first}].name"), At::Value));
-                self.bad(
-                    &at("name"),
-                    format!("duplicate database name {:?}", db.name),
-                    Some(format!(
-                        "it is already used on line {line}; names must be unique"
-                    )),
-                );
+            } else if !self.unique_name(&mut seen, "database", i, &db.name) {
                 ok = false;
-            } else {
-                seen.insert(db.name.clone(), i);
             }
             let level = match db.priority {
                 RawLevel::Critical => PriorityLevel::Critical,
@@ -1737,6 +1726,35 @@ impl<'t> Cx<'t> {
         })
     }
 
+    /// Records `name` of `table[i]` in `seen`; a name already there is reported at this entry,
+    /// with the line of the first use. Returns whether the name was new.
+    fn unique_name(
+        &mut self,
+        seen: &mut HashMap<String, usize>,
+        table: &str,
+        i: usize,
+        name: &str,
+    ) -> bool {
+        let Some(first) = seen.get(name) else {
+            seen.insert(name.to_string(), i);
+            return true;
+        };
+        let (line, _) = self.line_col(self.offset(&format!("{table}[{first}].name"), At::Value));
+        let what = if table == "alert" {
+            "alert sink"
+        } else {
+            table
+        };
+        self.bad(
+            &format!("{table}[{i}].name"),
+            format!("duplicate {what} name {name:?}"),
+            Some(format!(
+                "it is already used on line {line}; names must be unique"
+            )),
+        );
+        false
+    }
+
     fn sinks(&mut self, raw: Vec<(usize, RawAlert)>) -> Option<Vec<AlertSink>> {
         let mut out = Vec::new();
         let mut complete = true;
@@ -1747,19 +1765,8 @@ impl<'t> Cx<'t> {
             if a.name.trim().is_empty() {
                 self.bad(&at("name"), "alert sink name is empty", None);
                 ok = false;
-            } else if let Some(first) = seen.get(&a.name) {
-                let (line, _) =
-                    self.line_col(self.offset(&format!("alert[{first}].name"), At::Value));
-                self.bad(
-                    &at("name"),
-                    format!("duplicate alert sink name {:?}", a.name),
-                    Some(format!(
-                        "it is already used on line {line}; names must be unique"
-                    )),
-                );
+            } else if !self.unique_name(&mut seen, "alert", i, &a.name) {
                 ok = false;
-            } else {
-                seen.insert(a.name.clone(), i);
             }
             let kind = match a.kind {
                 RawSinkKind::Webhook => SinkKind::Webhook,

@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 
 use crate::backup::{Clock, JobRequest};
 use crate::catalog::{Catalog, CatalogError, InventoryRow, JobDetail};
+use crate::human;
 use crate::manifest::{Trigger, valid_database_name};
 use crate::metrics::{Format, Inputs, Metrics};
 use crate::policy::{Compression, Policy, SourceSpec};
@@ -297,31 +298,6 @@ fn check_database_name(s: &str) -> Result<(), ApiError> {
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
-/// `212 KB`, `2.1 MB` — the seed's human sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const KB: f64 = 1024.0;
-    let b = bytes as f64;
-    if b < KB {
-        format!("{bytes} B")
-    } else if b < KB * KB {
-        format!("{:.1} KB", b / KB)
-    } else if b < KB * KB * KB {
-        format!("{:.1} MB", b / (KB * KB))
-    } else {
-        format!("{:.2} GB", b / (KB * KB * KB))
-    }
-}
-
-/// `45s`, `3m 5s`, `1h 2m`.
-pub fn human_duration(ms: i64) -> String {
-    let s = (ms.max(0) + 500) / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 fn iso(ts: i64) -> Value {
     DateTime::<Utc>::from_timestamp(ts, 0)
         .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
@@ -562,9 +538,9 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<Value>, Api
             "trigger": j.job.trigger_type,
             "successful": j.job.successful_count,
             "failed": j.job.failed_count,
-            "totalSize": human_bytes(j.job.total_size_bytes.max(0) as u64),
+            "totalSize": human::bytes(j.job.total_size_bytes.max(0) as u64),
             "totalSizeBytes": j.job.total_size_bytes,
-            "duration": human_duration(j.job.duration_ms.unwrap_or(0)),
+            "duration": human::duration_ms(j.job.duration_ms.unwrap_or(0)),
             "durationMs": j.job.duration_ms,
         })
     });
@@ -587,7 +563,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<Value>, Api
         "recentJobs": d.recent.iter().map(job_json).collect::<Vec<_>>(),
         "storage": {
             "totalBackups": d.summary.total_backups,
-            "totalSize": human_bytes(d.summary.total_bytes),
+            "totalSize": human::bytes(d.summary.total_bytes),
             "totalBytes": d.summary.total_bytes,
             "oldestBackup": d.summary.oldest_date,
             "newestBackup": d.summary.newest_date,
@@ -617,7 +593,7 @@ fn backup_json(b: &InventoryRow) -> Value {
         "date": b.date,
         "tier": b.tier,
         "r2Key": b.key,
-        "size": human_bytes(b.size_bytes),
+        "size": human::bytes(b.size_bytes),
         "sizeBytes": b.size_bytes,
         "tables": b.table_count,
         "rows": b.row_count,
@@ -1097,7 +1073,7 @@ async fn restore_guide(
         "source": source,
         "availableBackups": backups.iter().map(|b| json!({
             "date": b.date,
-            "size": human_bytes(b.size_bytes),
+            "size": human::bytes(b.size_bytes),
             "sizeBytes": b.size_bytes,
             "createdAt": iso(b.created_at),
             "r2Key": b.key,
@@ -1364,7 +1340,7 @@ async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
         (summary["totalBackups"].to_string(), "Total Backups"),
         (summary["uniqueDays"].to_string(), "Days Covered"),
         (
-            human_bytes(summary["totalBytes"].as_u64().unwrap_or(0)),
+            human::bytes(summary["totalBytes"].as_u64().unwrap_or(0)),
             "Storage Used",
         ),
         (policy.databases.len().to_string(), "Databases"),
@@ -1404,7 +1380,7 @@ async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
                     r#"<li class="day"><span class="when"><time datetime="{date}">{}</time> {badge}</span><span class="meta"><span>{count} file{}</span><span>{}</span></span></li>"#,
                     esc(&day_label(date, now)),
                     if *count == 1 { "" } else { "s" },
-                    esc(&human_bytes(*size)),
+                    esc(&human::bytes(*size)),
                     date = esc(date),
                 )
             })
@@ -1476,8 +1452,8 @@ async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
                     esc(&status_text),
                     job.successful_count,
                     job.total_databases,
-                    esc(&human_bytes(job.total_size_bytes.max(0) as u64)),
-                    esc(&human_duration(job.duration_ms.unwrap_or(0))),
+                    esc(&human::bytes(job.total_size_bytes.max(0) as u64)),
+                    esc(&human::duration_ms(job.duration_ms.unwrap_or(0))),
                 )
             })
             .collect()
@@ -1565,16 +1541,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn human_units_match_the_seed() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(212 * 1024), "212.0 KB");
-        assert_eq!(human_bytes(2_200_000), "2.1 MB");
-        assert_eq!(human_duration(45_000), "45s");
-        assert_eq!(human_duration(185_000), "3m 5s");
-        assert_eq!(human_duration(3_720_000), "1h 2m");
-    }
 
     #[test]
     fn dates_must_be_exact() {

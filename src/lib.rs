@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod dump;
 pub mod http;
+pub mod human;
 pub mod inventory;
 pub mod manifest;
 pub mod metrics;

@@ -494,16 +494,19 @@ impl Metrics {
                 .get_or_create(&vec![("tier", tier.to_owned())])
                 .set(bytes as i64);
         }
-        for (db, (fallbacks, repaired)) in &facts.d1_fidelity {
+        // Every declared database has a series (0 for SQLite), so the families always exist.
+        let names = policy.databases.iter().map(|d| &d.name);
+        for db in names.chain(facts.d1_fidelity.keys()) {
+            let (fallbacks, repaired) = facts.d1_fidelity.get(db).copied().unwrap_or_default();
             set_counter(
                 &h.d1_export_fallbacks,
                 vec![("database", db.clone())],
-                *fallbacks,
+                fallbacks,
             );
             set_counter(
                 &h.d1_repaired_values,
                 vec![("database", db.clone())],
-                *repaired,
+                repaired,
             );
         }
         set_counter(
@@ -571,14 +574,11 @@ fn set_counter(family: &Family<Labels, Counter>, labels: Labels, value: u64) {
         .store(value, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The longest gap between the next few fire times: what "one interval" means for staleness
-/// (a weekday-only schedule has a 3-day gap over the weekend).
+/// [`Schedule::expected_interval`](crate::schedule::Schedule::expected_interval) in seconds.
 pub fn expected_interval(schedule: &crate::schedule::Schedule, now: DateTime<Utc>) -> Option<f64> {
-    let fires = schedule.upcoming(now, 8);
-    fires
-        .windows(2)
-        .map(|w| (w[1] - w[0]).num_seconds() as f64)
-        .reduce(f64::max)
+    schedule
+        .expected_interval(now)
+        .map(|d| d.num_seconds() as f64)
 }
 
 /// OpenMetrics text → classic text format 0.0.4: counters' HELP/TYPE lines take the sample

@@ -161,6 +161,17 @@ impl Schedule {
             .map(|d| d.with_timezone(&Utc))
     }
 
+    /// What "one interval" of this schedule means around `now`: the longest gap between
+    /// consecutive fire times from the latest one at or before `now` through the next eight
+    /// (a weekday-only schedule has a 3-day gap over the weekend). The one definition behind
+    /// the stale alert and `patina_backup_expected_interval_seconds`, so the daemon and a
+    /// Prometheus rule on that metric agree. `None` when the schedule never fires again.
+    pub fn expected_interval(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let mut fires: Vec<DateTime<Utc>> = self.latest_at_or_before(now).into_iter().collect();
+        fires.extend(self.upcoming(now, 8).iter().map(|t| t.with_timezone(&Utc)));
+        fires.windows(2).map(|w| w[1] - w[0]).max()
+    }
+
     /// The next `n` fire times strictly after `t`, in the schedule's timezone.
     pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<chrono_tz::Tz>> {
         let mut out = Vec::with_capacity(n);

@@ -58,11 +58,10 @@ pub fn size_anomaly(size: u64, history: &[u64], limit: f64) -> Option<(u64, f64)
 }
 
 /// The window within which a database must have a committed backup: `stale_after` times the
-/// schedule's current interval. `None` when the schedule has no fire time around `now`.
+/// schedule's [expected interval](Schedule::expected_interval) — the same definition as the
+/// `patina_backup_expected_interval_seconds` metric. `None` when the schedule never fires again.
 pub fn stale_window(schedule: &Schedule, stale_after: u32, now: DateTime<Utc>) -> Option<Duration> {
-    let last = schedule.latest_at_or_before(now)?;
-    let next = schedule.next_after(last)?;
-    Some((next - last) * stale_after.max(1) as i32)
+    Some(schedule.expected_interval(now)? * stale_after.max(1) as i32)
 }
 
 /// True when the newest backup (or, without one, the start of observation) is older than

@@ -343,7 +343,7 @@ impl Alerts {
                             week: week.to_string(),
                             error: format!(
                                 "still not built {} after the archive schedule fired: {}",
-                                super::format_duration((now - since).to_std().unwrap_or_default()),
+                                crate::human::duration((now - since).to_std().unwrap_or_default()),
                                 d.reason
                             ),
                         },
@@ -869,7 +869,7 @@ async fn send(
         Err(e) => {
             let e = e.without_url();
             let message = if e.is_timeout() {
-                format!("no response within {}", super::format_duration(timeout))
+                format!("no response within {}", crate::human::duration(timeout))
             } else {
                 let mut m = e.to_string();
                 let mut source = std::error::Error::source(&e);

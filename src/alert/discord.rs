@@ -9,7 +9,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Alert, Body, Outgoing, Subject, format_bytes, format_duration, timestamp};
+use super::{Alert, Body, Outgoing, Subject, timestamp};
+use crate::human;
 
 pub const GREEN: u32 = 0x22c55e;
 pub const RED: u32 = 0xef4444;
@@ -35,7 +36,7 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 &format!("{}/{} successful", job.successful(), job.results.len()),
                 true,
             ));
-            fields.push(field("Total Size", &format_bytes(job.total_size()), true));
+            fields.push(field("Total Size", &human::bytes(job.total_size()), true));
             fields.push(field(
                 "Duration",
                 &format!("{:.1}s", job.duration().as_secs_f64()),
@@ -58,8 +59,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
             ..
         } => {
             description = Some(alert.headline());
-            fields.push(field("Running for", &format_duration(*elapsed), true));
-            fields.push(field("Limit", &format_duration(*limit), true));
+            fields.push(field("Running for", &human::duration(*elapsed), true));
+            fields.push(field("Limit", &human::duration(*limit), true));
             fields.push(field("Databases", &databases.join(", "), false));
             footer = format!("Job ID: {job_id}");
         }
@@ -73,8 +74,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
         } => {
             description = Some(alert.headline());
             fields.push(field("Database", database, true));
-            fields.push(field("Size", &format_bytes(*size), true));
-            fields.push(field("Median", &format_bytes(*median), true));
+            fields.push(field("Size", &human::bytes(*size), true));
+            fields.push(field("Median", &human::bytes(*median), true));
             fields.push(field(
                 "Change",
                 &format!("{:+.0}%", deviation * 100.0),
@@ -97,7 +98,7 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                     "last {} · {} · {}",
                     r.last_success
                         .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
-                    r.size.map_or("—".into(), format_bytes),
+                    r.size.map_or("—".into(), human::bytes),
                     r.trend_text()
                 );
                 fields.push(field(&r.database, &value, true));

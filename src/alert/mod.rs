@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 
 pub use delivery::{Alerts, DeliveryConfig, SentCount, TestOutcome};
 
+use crate::human;
 use crate::policy::{AlertEvent, AlertSink, SinkKind};
 
 /// Whether a condition starts, persists (a reminder) or ends. One-shot facts always fire.
@@ -220,8 +221,8 @@ impl Alert {
                 } else {
                     "has been running for"
                 },
-                format_duration(*elapsed),
-                format_duration(*limit)
+                human::duration(*elapsed),
+                human::duration(*limit)
             ),
             Subject::SizeAnomaly {
                 database,
@@ -231,9 +232,9 @@ impl Alert {
                 ..
             } => format!(
                 "{database}: dump size {} is {} the median {} of its recent dumps ({:+.0}%)",
-                format_bytes(*size),
+                human::bytes(*size),
                 if *deviation < 0.0 { "below" } else { "above" },
-                format_bytes(*median),
+                human::bytes(*median),
                 deviation * 100.0
             ),
             Subject::Stale {
@@ -250,7 +251,7 @@ impl Alert {
                 window,
             } => format!(
                 "{database}: no committed backup within {} (last: {})",
-                format_duration(window.to_std().unwrap_or_default()),
+                human::duration(window.to_std().unwrap_or_default()),
                 last_success.map_or("never".into(), timestamp)
             ),
             Subject::ArchiveFailed { week, error } if resolved => {
@@ -518,35 +519,6 @@ pub fn render(kind: SinkKind, alert: &Alert) -> Option<Outgoing> {
     }
 }
 
-/// Bytes for people: `512 B`, `212 KB`, `2.1 MB` (1024-based, one decimal, `.0` dropped).
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes} B");
-    }
-    let text = format!("{value:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
-}
-
-/// Durations for people: `45s`, `12m 5s`, `2h 3m`.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 if s.is_multiple_of(60) => format!("{}m", s / 60),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
-        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
-    }
-}
-
 /// RFC 3339 in UTC with whole seconds and `Z` (`2024-12-08T03:01:30Z`).
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -555,22 +527,6 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_and_durations_read_like_the_seed() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(212 * 1024), "212 KB");
-        assert_eq!(format_bytes(2_202_010), "2.1 MB");
-        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5 GB");
-        let s = std::time::Duration::from_secs;
-        assert_eq!(format_duration(s(45)), "45s");
-        assert_eq!(format_duration(s(52)), "52s");
-        assert_eq!(format_duration(s(725)), "12m 5s");
-        assert_eq!(format_duration(s(2700)), "45m");
-        assert_eq!(format_duration(s(7380)), "2h 3m");
-        assert_eq!(format_duration(s(7200)), "2h");
-    }
 
     #[test]
     fn job_status_follows_the_results() {

@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use super::discord::cut;
-use super::{Alert, Body, Outgoing, Subject, format_bytes, format_duration, timestamp};
+use super::{Alert, Body, Outgoing, Subject, timestamp};
+use crate::human;
 
 pub fn render(alert: &Alert) -> Option<Outgoing> {
     Some(Outgoing {
@@ -30,8 +31,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                     "Databases",
                     format!("{}/{} successful", job.successful(), job.results.len()),
                 ),
-                ("Total size", format_bytes(job.total_size())),
-                ("Duration", format_duration(job.duration())),
+                ("Total size", human::bytes(job.total_size())),
+                ("Duration", human::duration(job.duration())),
             ]));
             let failures: Vec<String> = job
                 .failures()
@@ -57,7 +58,7 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                         r.database,
                         r.last_success
                             .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
-                        r.size.map_or("—".into(), format_bytes),
+                        r.size.map_or("—".into(), human::bytes),
                         r.trend_text()
                     )
                 })

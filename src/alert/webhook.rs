@@ -18,10 +18,8 @@
 
 use serde_json::{Value, json};
 
-use super::{
-    Alert, AlertState, Body, Digest, JobStatus, JobSummary, Outgoing, Subject, format_bytes,
-    format_duration, timestamp,
-};
+use super::{Alert, AlertState, Body, Digest, JobStatus, JobSummary, Outgoing, Subject, timestamp};
+use crate::human;
 
 pub fn render(alert: &Alert) -> Option<Outgoing> {
     Some(Outgoing {
@@ -68,8 +66,8 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 "jobId": job_id,
                 "databases": databases,
                 "startedAt": timestamp(*started_at),
-                "duration": format_duration(*elapsed),
-                "maxDuration": format_duration(*limit),
+                "duration": human::duration(*elapsed),
+                "maxDuration": human::duration(*limit),
                 "running": !finished,
             }),
         ),
@@ -87,7 +85,7 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 "jobId": job_id,
                 "database": database,
                 "key": key,
-                "size": format_bytes(*size),
+                "size": human::bytes(*size),
                 "sizeBytes": size,
                 "medianBytes": median,
                 "deviation": round2(*deviation),
@@ -103,7 +101,7 @@ pub fn payload(alert: &Alert) -> Option<Value> {
             json!({
                 "database": database,
                 "lastSuccess": last_success.map(timestamp),
-                "staleAfter": format_duration(window.to_std().unwrap_or_default()),
+                "staleAfter": human::duration(window.to_std().unwrap_or_default()),
             }),
         ),
         Subject::ArchiveFailed { week, error } => with(
@@ -134,8 +132,8 @@ fn job_payload(job: &JobSummary, alert: &Alert) -> Value {
         "summary": {
             "successful": job.successful(),
             "failed": job.failed(),
-            "totalSize": format_bytes(job.total_size()),
-            "duration": format_duration(job.duration()),
+            "totalSize": human::bytes(job.total_size()),
+            "duration": human::duration(job.duration()),
         },
     });
     let Value::Object(m) = &mut v else {
@@ -149,7 +147,7 @@ fn job_payload(job: &JobSummary, alert: &Alert) -> Value {
                 json!({
                     "database": r.database,
                     "status": "success",
-                    "size": format_bytes(*r.result.as_ref().unwrap_or(&0)),
+                    "size": human::bytes(*r.result.as_ref().unwrap_or(&0)),
                 })
             })
             .collect();
@@ -177,7 +175,7 @@ fn digest_json(d: &Digest) -> Value {
         "databases": d.databases.iter().map(|r| json!({
             "database": r.database,
             "lastSuccess": r.last_success.map(timestamp),
-            "size": r.size.map(format_bytes),
+            "size": r.size.map(human::bytes),
             "trend": r.trend_text(),
         })).collect::<Vec<_>>(),
         "abnormal": d.abnormal,

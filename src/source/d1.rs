@@ -387,7 +387,10 @@ impl Client {
             let (last, wait) = match make().send().await {
                 Ok(r) if r.status().as_u16() == 429 => {
                     let wait = retry_after(r.headers()).unwrap_or(backoff);
-                    (format!("HTTP 429, Retry-After {}", fmt_wait(wait)), wait)
+                    (
+                        format!("HTTP 429, Retry-After {}", crate::human::wait(wait)),
+                        wait,
+                    )
                 }
                 Ok(r) if r.status().is_server_error() => {
                     (format!("HTTP {}", r.status().as_u16()), backoff)
@@ -649,7 +652,7 @@ impl Client {
                     if started.elapsed() >= self.options.export_limit {
                         return Err(D1Error::ExportTimeout {
                             database: call.database.to_string(),
-                            waited: fmt_wait(self.options.export_limit),
+                            waited: crate::human::wait(self.options.export_limit),
                         });
                     }
                     tokio::time::sleep(self.options.poll_interval).await;
@@ -1409,7 +1412,7 @@ impl Client {
                         return Err(D1Error::ImportTimeout {
                             database: database.to_string(),
                             id: id.to_string(),
-                            waited: fmt_wait(self.options.export_limit),
+                            waited: crate::human::wait(self.options.export_limit),
                         });
                     }
                     let bookmark = status
@@ -2023,14 +2026,6 @@ fn transport(e: &reqwest::Error) -> String {
         source = s.source();
     }
     detail
-}
-
-fn fmt_wait(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 /// Restore instructions for a D1 database, for the restore guide: Patina writes a D1-ready file

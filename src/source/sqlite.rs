@@ -85,7 +85,7 @@ pub enum SourceError {
         /// SQLite's own message, for logs.
         detail: String,
     },
-    #[error("read {}: database is locked beyond the busy timeout of {} — a writer holds an exclusive lock", .path.display(), fmt_duration(*.timeout))]
+    #[error("read {}: database is locked beyond the busy timeout of {} — a writer holds an exclusive lock", .path.display(), crate::human::wait(*.timeout))]
     Busy { path: PathBuf, timeout: Duration },
     #[error("read {}: {source}", .path.display())]
     Sqlite {
@@ -105,14 +105,6 @@ pub enum SourceError {
         statement: u64,
         message: String,
     },
-}
-
-fn fmt_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 /// Turns a SQLite error while reading `path` into the variant the user can act on.

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use patina::alert::{Alerts, DeliveryConfig, format_bytes};
+use patina::alert::{Alerts, DeliveryConfig};
 use patina::backup::{JobRequest, Quiet};
 use patina::catalog::Catalog;
+use patina::human;
 use patina::manifest::Trigger;
 use patina::policy::Policy;
 use patina::reconcile::{ManualClock, Reconciler};
@@ -198,7 +199,7 @@ async fn a_partial_failure_reaches_every_sink_kind_in_its_exact_shape() {
     w.job("job-1", &["alpha", "ghost"]).await;
     w.settle().await;
 
-    let size = format_bytes(w.size_of("alpha"));
+    let size = human::bytes(w.size_of("alpha"));
     let error = w.error_of("job-1", "ghost");
     let hook = rx.to("/hook/s3cret-path");
     assert_eq!(hook.len(), 1, "one alert per job: {hook:?}");
@@ -297,7 +298,7 @@ async fn a_partial_failure_reaches_every_sink_kind_in_its_exact_shape() {
     assert_eq!(hook[1].json()["status"], "success");
     assert_eq!(
         hook[1].json()["details"],
-        json!([{"database": "ghost", "status": "success", "size": format_bytes(w.size_of("ghost"))}])
+        json!([{"database": "ghost", "status": "success", "size": human::bytes(w.size_of("ghost"))}])
     );
     let discord = rx.to("/discord");
     assert_eq!(discord.len(), 2);
@@ -633,7 +634,7 @@ async fn the_daily_summary_is_sent_once_per_fire_with_every_database() {
     assert_eq!(
         body["databases"],
         json!([
-            {"database": "alpha", "lastSuccess": T0, "size": format_bytes(w.size_of("alpha")), "trend": "—"},
+            {"database": "alpha", "lastSuccess": T0, "size": human::bytes(w.size_of("alpha")), "trend": "—"},
             {"database": "ghost", "lastSuccess": null, "size": null, "trend": "—"},
         ])
     );

@@ -221,14 +221,16 @@ fn the_shipped_patina_toml_runs_without_environment() {
 #[test]
 fn every_example_loads() {
     let dir = root().join("examples");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return; // no examples yet
-    };
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|e| e.expect("list examples/").path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
+    assert!(
+        files.len() >= 3,
+        "too few example policies found: {files:?}"
+    );
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         // Dummy values that pass validation wherever a variable is used.
