@@ -1,0 +1,510 @@
+
+use super::validate::parse_span;
+use super::*;
+use chrono::Utc;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Policy, ConfigError> {
+    from_str(text, "patina.toml", Path::new("/srv/patina"), &no_env)
+}
+
+fn problems(text: &str) -> Vec<ConfigProblem> {
+    parse(text)
+        .expect_err("the policy should be rejected")
+        .problems
+}
+
+/// The one problem of `text`, displayed.
+fn only(text: &str) -> String {
+    let problems = problems(text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    problems[0].to_string()
+}
+
+const BASE: &str = r#"
+[priorities.critical]
+schedule = "0 3 * * *"
+
+[[database]]
+name = "app"
+kind = "sqlite"
+path = "app.db"
+priority = "critical"
+"#;
+
+#[test]
+fn defaults_fill_a_minimal_file() {
+    let p = parse(BASE).unwrap();
+    assert_eq!(p.daemon.listen.to_string(), "127.0.0.1:9477");
+    assert_eq!(p.daemon.state_dir, Path::new("/srv/patina/.patina"));
+    assert_eq!(p.daemon.tick, Duration::from_secs(60));
+    assert_eq!(p.daemon.concurrency, 3);
+    assert_eq!(p.daemon.timezone, chrono_tz::Tz::UTC);
+    assert!(p.daemon.api_token.is_none());
+    assert_eq!(
+        p.storage.location,
+        StorageLocation::File("/srv/patina/.patina/backups".into())
+    );
+    assert_eq!(p.storage.prefix, "");
+    assert_eq!(p.storage.compression, Compression::Zstd);
+    assert_eq!(p.retention.daily, Span::Seconds(7 * 86_400));
+    assert_eq!(p.retention.weekly, Some(Span::Seconds(12 * 604_800)));
+    assert_eq!(p.retention.monthly, None);
+    assert_eq!(p.retention.archive.expression(), "0 4 * * SUN");
+    assert!(p.cloudflare.is_none());
+    assert_eq!(p.alerts.max_duration, Duration::from_secs(45 * 60));
+    assert_eq!(p.alerts.size_deviation, 0.5);
+    assert_eq!(p.alerts.stale_after, 2);
+    assert!(p.alerts.daily_summary.is_none());
+    let db = &p.databases[0];
+    assert_eq!(
+        db.source,
+        SourceSpec::Sqlite {
+            path: "/srv/patina/app.db".into()
+        }
+    );
+    assert!(db.enabled && !db.schedule_overridden);
+    assert_eq!(db.schedule.expression(), "0 3 * * *");
+}
+
+#[test]
+fn weekly_off_prefix_and_months() {
+    let text = format!(
+        "{BASE}\n[retention]\nweekly = \"off\"\nmonthly = \"12mo\"\n[storage]\nurl = \"s3://grove-patina\"\nprefix = \"/patina\"\n"
+    );
+    let p = parse(&text).unwrap();
+    assert_eq!(p.retention.weekly, None);
+    assert_eq!(p.retention.monthly, Some(Span::Months(12)));
+    assert_eq!(p.storage.prefix, "patina/");
+    assert_eq!(
+        p.storage.location,
+        StorageLocation::S3 {
+            bucket: "grove-patina".into()
+        }
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest() {
+    let text = "[priorities.critical]\nshedule = \"0 3 * * *\"\n";
+    let problems = problems(text);
+    // The table then lacks its schedule; that is reported too, at the header.
+    assert_eq!(
+        problems[0].to_string(),
+        "missing key \"schedule\" in [priorities.critical] at patina.toml:1:1"
+    );
+    assert_eq!(
+        problems[1].to_string(),
+        "unknown key \"shedule\" in [priorities.critical] at patina.toml:2:1 — did you mean \
+             \"schedule\"?"
+    );
+    assert_eq!(problems[1].key, "priorities.critical.shedule");
+    assert_eq!(problems.len(), 2);
+}
+
+#[test]
+fn unknown_sections_and_far_off_keys() {
+    let text = "[deamon]\n[storage]\nbananas = 1\n";
+    let problems = problems(text);
+    assert_eq!(
+        problems[0].to_string(),
+        "unknown top-level key \"deamon\" at patina.toml:1:2 — did you mean \"daemon\"?"
+    );
+    assert!(
+            problems[1]
+                .to_string()
+                .starts_with("unknown key \"bananas\" in [storage] at patina.toml:3:1 — the keys allowed here are \"access_key_id\", \"compression\""),
+            "{}",
+            problems[1]
+        );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_in_file_order() {
+    let text = r#"[daemon]
+tick = "60 seconds"
+timezone = "Europe/Berlim"
+concurrency = 0
+
+[storage]
+url = "gs://bucket"
+compression = "zst"
+
+[priorities.critical]
+schedule = "0 25 * * *"
+
+[[database]]
+name = "App"
+kind = "sqlite"
+path = "app.db"
+priority = "critical"
+
+[[database]]
+name = "jobs"
+kind = "d1"
+id = "not-a-uuid"
+priority = "low"
+"#;
+    let shown: Vec<String> = problems(text).iter().map(|p| p.to_string()).collect();
+    let lines: Vec<&str> = shown
+        .iter()
+        .map(|s| {
+            s.split(" at patina.toml:")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "2:8", "3:12", "4:15", "7:7", "8:15", "11:12", "14:8", "19:1", "22:6", "23:12"
+        ],
+        "{shown:#?}"
+    );
+    assert!(shown[0].contains("invalid duration \"60 seconds\" for \"tick\" in [daemon]"));
+    assert!(
+        shown[1].contains("did you mean \"Europe/Berlin\"?"),
+        "{}",
+        shown[1]
+    );
+    assert!(shown[2].contains("\"concurrency\" in [daemon] must be at least 1"));
+    assert!(shown[3].contains("unsupported storage url scheme \"gs\""));
+    assert!(shown[4].contains("must be one of \"zstd\", \"gzip\", \"none\", not \"zst\""));
+    assert!(shown[4].ends_with("— did you mean \"zstd\"?"));
+    assert!(shown[5].contains("the hour field \"25\" is not valid"));
+    assert!(shown[6].contains("invalid database name \"App\""));
+    assert!(shown[7].contains("d1 database \"jobs\" needs Cloudflare credentials"));
+    assert!(shown[8].contains("invalid D1 database id \"not-a-uuid\""));
+    assert!(shown[9].contains("priority \"low\" of database \"jobs\" is not declared"));
+}
+
+#[test]
+fn missing_environment_variables_are_named_with_their_line() {
+    let text =
+        "[daemon]\nlisten = \"127.0.0.1:9477\"\napi_token = \"Bearer ${PATINA_API_TOKEN}\"\n";
+    assert_eq!(
+        only(text),
+        "environment variable \"PATINA_API_TOKEN\" is not set (used by \"api_token\" in \
+             [daemon]) at patina.toml:3:13 — set PATINA_API_TOKEN in the environment (e.g. the \
+             service's EnvironmentFile=)"
+    );
+    let env = |name: &str| (name == "PATINA_API_TOKEN").then(|| "t0k".to_string());
+    let p = from_str(text, "patina.toml", Path::new("."), &env).unwrap();
+    assert_eq!(p.daemon.api_token.unwrap().expose(), "Bearer t0k");
+    // `$${` is a literal `${`; a lone `$` is kept.
+    let text = "[daemon]\napi_token = \"a$b$${NOT_A_VAR}\"\n";
+    let p = parse(text).unwrap();
+    assert_eq!(p.daemon.api_token.unwrap().expose(), "a$b${NOT_A_VAR}");
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let problems = problems("[daemon]\nlisten = \n");
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].line, problems[0].column), (2, 10));
+    assert!(problems[0].message.starts_with("invalid TOML: "));
+}
+
+#[test]
+fn single_problems() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[retention]\ndaily = \"7 days\"\n",
+            "invalid duration \"7 days\" for \"daily\" in [retention] at patina.toml:2:9 — write a number and a unit: 30s, 15m, 2h, 7d, 12w or 12mo",
+        ),
+        (
+            "[alerts]\nmax_duration = \"1mo\"\n",
+            "\"max_duration\" in [alerts] cannot be in months: \"1mo\" at patina.toml:2:16 — use s, m, h, d or w, e.g. \"45m\"",
+        ),
+        (
+            "[daemon]\ntimezone = \"Mars/Olympus\"\n",
+            "unknown timezone \"Mars/Olympus\" in [daemon] at patina.toml:2:12 — use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+        ),
+        (
+            "[daemon]\ntimezone = \"europe/berlin\"\n",
+            "unknown timezone \"europe/berlin\" in [daemon] at patina.toml:2:12 — did you mean \"Europe/Berlin\"?",
+        ),
+        (
+            "[daemon]\nlisten = \"localhost:9477\"\n",
+            "\"listen\" in [daemon] is not an IP:PORT address: \"localhost:9477\" at patina.toml:2:10 — use an IP address and a port, e.g. \"127.0.0.1:9477\"",
+        ),
+        (
+            "[retention]\narchive = \"@reboot\"\n",
+            "invalid cron expression \"@reboot\": unknown alias; use one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly in \"archive\" in [retention] at patina.toml:2:11 — use 5 fields, \"minute hour day-of-month month day-of-week\" (e.g. \"0 3 * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly",
+        ),
+        (
+            "[storage]\nurl = \"s3://bucket/backups\"\n",
+            "\"url\" in [storage] must name only a bucket, not \"bucket/backups\" at patina.toml:2:7 — write url = \"s3://bucket\" and prefix = \"backups\"",
+        ),
+        (
+            "[storage]\nregion = \"auto\"\n",
+            "\"region\" in [storage] is used only with s3:// storage at patina.toml:2:1 — remove it, or set url = \"s3://BUCKET\"",
+        ),
+        (
+            "[storage]\nurl = \"s3://bucket\"\naccess_key_id = \"AKIA\"\n",
+            "\"access_key_id\" in [storage] is set but \"secret_access_key\" is not at patina.toml:3:1 — set both keys, or neither to use the ambient AWS credentials",
+        ),
+        (
+            "[daemon]\nconcurrency = \"3\"\n",
+            "\"concurrency\" in [daemon] must be an integer, not a string at patina.toml:2:15",
+        ),
+        (
+            "[alerts]\nsize_deviation = 0\n",
+            "\"size_deviation\" in [alerts] must be a number greater than 0 at patina.toml:2:18 — 0.5 alerts when a dump is 50% off the recent median",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"discord\"\nurl = \"https://x.example/hook\"\non = [\"failure\", \"stail\"]\n",
+            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"config_invalid\", \"summary\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
+        ),
+        (
+            "[[alert]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://x.example/hook\"\non = [\"failure\"]\nheaders = { X-Token = \"t\" }\n",
+            "\"headers\" are for webhook sinks; \"ops\" is slack at patina.toml:6:1 — remove them, or set kind = \"webhook\"",
+        ),
+        (
+            "[[alert]]\nkind = \"slack\"\nurl = \"https://x.example/hook\"\non = [\"failure\"]\n",
+            "missing key \"name\" in [[alert]] #1 at patina.toml:1:1",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&only(text), want, "{text}");
+    }
+}
+
+#[test]
+fn database_problems() {
+    let db =
+        |body: &str| format!("[priorities.critical]\nschedule = \"@daily\"\n[[database]]\n{body}");
+    let dup = db(
+        "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n[[database]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"b.db\"\npriority = \"critical\"\n",
+    );
+    assert_eq!(
+        only(&dup),
+        "duplicate database name \"a\" at patina.toml:9:8 — it is already used on line 4; names must be unique"
+    );
+    assert_eq!(
+        only(&db(
+            "name = \"a\"\nkind = \"sqlite\"\npriority = \"critical\"\n"
+        )),
+        "sqlite database \"a\" needs a path at patina.toml:3:1 — add path = \"data/app.db\" (relative to this file)"
+    );
+    assert_eq!(
+        only(&db(
+            "name = \"a\"\nkind = \"postgres\"\npath = \"a.db\"\npriority = \"critical\"\n"
+        )),
+        "\"kind\" in [[database]] #1 must be one of \"sqlite\", \"d1\", not \"postgres\" at patina.toml:5:8"
+    );
+    assert_eq!(
+        only(&db(
+            "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"normal\"\n"
+        )),
+        "priority \"normal\" of database \"a\" is not declared at patina.toml:7:12 — declare [priorities.normal] or use one of \"critical\""
+    );
+    assert_eq!(
+        only(&db(
+            "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\nschedule = \"0 3 * * 8\"\n"
+        )),
+        "invalid cron expression \"0 3 * * 8\": the day-of-week field \"8\" is not valid (expected 0-7 or SUN-SAT, 0 and 7 are Sunday, with * , - /) in \"schedule\" in [[database]] #1 at patina.toml:8:12 — use 5 fields, \"minute hour day-of-month month day-of-week\" (e.g. \"0 3 * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly"
+    );
+    // A d1 database with credentials and a proper id is fine; its mode defaults to export.
+    let ok = db(
+        "name = \"a\"\nkind = \"d1\"\nid = \"45EAE4C7-8ae7-4078-9218-8e1677a4360f\"\npriority = \"critical\"\nschedule = \"*/30 * * * *\"\n[cloudflare]\naccount_id = \"acc\"\napi_token = \"tok\"\n",
+    );
+    let p = parse(&ok).unwrap();
+    assert_eq!(
+        p.databases[0].source,
+        SourceSpec::D1 {
+            id: "45eae4c7-8ae7-4078-9218-8e1677a4360f".into(),
+            mode: D1Mode::Export
+        }
+    );
+    assert!(p.databases[0].schedule_overridden);
+    assert_eq!(
+        p.cloudflare.unwrap().api_url,
+        "https://api.cloudflare.com/client/v4"
+    );
+}
+
+#[test]
+fn a_missing_cloudflare_variable_is_the_only_problem() {
+    // The [cloudflare] section is there but unusable: no extra "credentials missing".
+    let text = "[priorities.critical]\nschedule = \"@daily\"\n[cloudflare]\naccount_id = \"acc\"\napi_token = \"${CF_API_TOKEN}\"\n[[database]]\nname = \"a\"\nkind = \"d1\"\nid = \"45eae4c7-8ae7-4078-9218-8e1677a4360f\"\npriority = \"critical\"\n";
+    assert!(only(text).starts_with(
+            "environment variable \"CF_API_TOKEN\" is not set (used by \"api_token\" in [cloudflare]) at patina.toml:5:13"
+        ));
+}
+
+const SECRET: &str = "sup3r-s3cret-v4lue";
+
+#[test]
+fn secrets_never_appear_in_describe_or_errors() {
+    let env = |_: &str| Some(SECRET.to_string());
+    let text = r#"
+[daemon]
+api_token = "${T}"
+[storage]
+url = "s3://bucket"
+access_key_id = "${T}"
+secret_access_key = "${T}"
+[cloudflare]
+account_id = "acc"
+api_token = "${T}"
+[[alert]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example/${T}"
+on = ["failure"]
+headers = { Authorization = "Bearer ${T}" }
+"#;
+    let p = from_str(text, "patina.toml", Path::new("/srv"), &env).unwrap();
+    let shown = format!("{}\n{p:?}", describe(&p, Utc::now()));
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(shown.contains("api token:    ***"));
+    // Broken secrets: the messages must not echo the values either.
+    let bad = r#"
+[storage]
+url = "s3://bucket"
+access_key_id = "${T}"
+[[alert]]
+name = "hook"
+kind = "slack"
+url = "ftp://${T}"
+on = ["failure"]
+headers = { Authorization = "Bearer ${T}" }
+"#;
+    let err = from_str(bad, "patina.toml", Path::new("/srv"), &env).unwrap_err();
+    let shown = format!("{err}\n{err:?}");
+    assert_eq!(err.problems.len(), 3, "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[test]
+fn describe_snapshot() {
+    let text = r#"
+[daemon]
+timezone = "Europe/Berlin"
+api_token = "${T}"
+[storage]
+url = "s3://grove-patina"
+endpoint = "https://acc.r2.cloudflarestorage.com"
+region = "auto"
+prefix = "prod"
+[priorities.critical]
+schedule = "0 3 * * *"
+[priorities.normal]
+schedule = "0 4 * * SUN"
+[retention]
+weekly = "off"
+monthly = "12mo"
+[cloudflare]
+account_id = "acc"
+api_token = "${T}"
+[[database]]
+name = "auth"
+kind = "d1"
+id = "45eae4c7-8ae7-4078-9218-8e1677a4360f"
+priority = "critical"
+schedule = "*/30 * * * *"
+[[database]]
+name = "blog"
+kind = "sqlite"
+path = "data/blog.db"
+priority = "normal"
+exclude_tables = ["sessions", "cache"]
+[[database]]
+name = "old"
+kind = "sqlite"
+path = "/var/lib/old.db"
+priority = "critical"
+enabled = false
+[alerts]
+daily_summary = "0 8 * * *"
+[[alert]]
+name = "ops"
+kind = "discord"
+url = "https://discord.example/${T}"
+on = ["failure", "stale", "failure"]
+"#;
+    let env = |_: &str| Some(SECRET.to_string());
+    let p = from_str(
+        text,
+        "/srv/patina/patina.toml",
+        Path::new("/srv/patina"),
+        &env,
+    )
+    .unwrap();
+    let now = "2026-11-22T12:10:00Z".parse().unwrap();
+    let expected = "\
+config file:  /srv/patina/patina.toml
+storage:      s3://grove-patina
+  prefix:     prod/
+  compression: zstd
+  endpoint:   https://acc.r2.cloudflarestorage.com
+  region:     auto
+state dir:    /srv/patina/.patina
+listen:       127.0.0.1:9477
+api token:    ***
+timezone:     Europe/Berlin
+tick:         1m
+concurrency:  3
+retention:    daily 1w, weekly off, monthly 12mo
+  archive:    0 4 * * SUN  next: 2026-11-29 04:00 CET, 2026-12-06 04:00 CET, 2026-12-13 04:00 CET
+cloudflare:   account acc, token ***, api https://api.cloudflare.com/client/v4
+
+databases (3):
+  auth
+    kind:       d1
+    source:     45eae4c7-8ae7-4078-9218-8e1677a4360f (mode export)
+    priority:   critical
+    schedule:   */30 * * * * (override)
+    enabled:    yes
+    next:       2026-11-22 13:30 CET, 2026-11-22 14:00 CET, 2026-11-22 14:30 CET
+  blog
+    kind:       sqlite
+    source:     /srv/patina/data/blog.db
+    priority:   normal
+    schedule:   0 4 * * SUN
+    enabled:    yes
+    excluded:   sessions, cache
+    next:       2026-11-29 04:00 CET, 2026-12-06 04:00 CET, 2026-12-13 04:00 CET
+  old
+    kind:       sqlite
+    source:     /var/lib/old.db
+    priority:   critical
+    schedule:   0 3 * * *
+    enabled:    no
+
+alerts:       max duration 45m, size deviation 0.5, stale after 2 intervals, renotify 1d
+  daily summary: 0 8 * * *  next: 2026-11-23 08:00 CET, 2026-11-24 08:00 CET, 2026-11-25 08:00 CET
+alert sinks (1):
+  ops (discord, url ***): failure, stale
+";
+    assert_eq!(describe(&p, now), expected);
+}
+
+#[test]
+fn edit_distance_and_suggestions() {
+    assert_eq!(edit_distance("shedule", "schedule"), 1);
+    assert_eq!(edit_distance("daemno", "daemon"), 1);
+    assert_eq!(
+        did_you_mean("zst", &["zstd", "gzip", "none"]).unwrap(),
+        "did you mean \"zstd\"?"
+    );
+    assert_eq!(did_you_mean("bananas", &["url", "prefix"]), None);
+}
+
+#[test]
+fn spans_parse() {
+    assert_eq!(parse_span("30s"), Some(Span::Seconds(30)));
+    assert_eq!(parse_span("15m"), Some(Span::Seconds(900)));
+    assert_eq!(parse_span("2h"), Some(Span::Seconds(7200)));
+    assert_eq!(parse_span("12mo"), Some(Span::Months(12)));
+    for bad in ["", "m", "7", "7 d", "7D", "-7d", "1.5h", "7dd"] {
+        assert_eq!(parse_span(bad), None, "{bad}");
+    }
+}
