@@ -16,9 +16,9 @@
 //! 5. Semantic validation builds the [`Policy`]: addresses, durations, cron, timezone, URLs,
 //!    names, cross references, credentials.
 //!
-//! One file per job: [`raw`] (the types as written, and so the schema), [`context`]
-//! (positions, problems, `${VAR}` expansion: steps 1–2), [`schema_check`] (step 3),
-//! [`validate`] (steps 4–5), [`render`] (`patina check`'s description and the policy reference).
+//! One file per job: `raw` (the types as written, and so the schema), `context`
+//! (positions, problems, `${VAR}` expansion: steps 1–2), `schema_check` (step 3),
+//! `validate` (steps 4–5), `render` (`patina check`'s description and the policy reference).
 //!
 //! A path that already has a problem gets no follow-on problems. Messages never contain the
 //! value of a secret (tokens, keys, alert URLs and headers).
