@@ -18,10 +18,11 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, CatalogError, NewJob, ResultRow};
-use crate::manifest::{DumpId, FORMAT_VERSION, Manifest, SourceFacts, Trigger};
-use crate::policy::{Compression, D1Mode, Database, Policy, SourceSpec};
-use crate::source::d1::{self, D1Error};
+use crate::manifest::{DumpId, FORMAT_VERSION, Manifest, Trigger};
+use crate::policy::{Compression, Database, Policy};
+use crate::source::d1::D1Error;
 use crate::source::sqlite::{self, DumpRequest, Progress, SourceError};
+use crate::source::{SnapshotError, SnapshotRequest};
 use crate::store::{Store, StoreError, UploadSink};
 
 /// How long a SQLite source may stay locked by a writer before the backup fails.
@@ -277,25 +278,25 @@ pub async fn backup_database(
         let into_second = started_at.timestamp_subsec_millis() as u64;
         tokio::time::sleep(Duration::from_millis(1001 - into_second.min(1000))).await;
     };
-    // A D1 database is first copied into a scratch SQLite file (removed when `snapshot` is
-    // dropped); from there on both kinds take the same path.
-    let (path, source_facts, snapshot) = match &db.source {
-        SourceSpec::Sqlite { path } => (
-            path.clone(),
-            SourceFacts::Sqlite {
-                path: path.display().to_string(),
+    // A source gives one consistent SQLite file to dump (a D1 database is copied into a scratch
+    // file first, removed when `snapshot` is dropped); from there on every kind is the same.
+    let scratch_dir = ctx.policy.daemon.state_dir.join("scratch");
+    let snapshot = crate::source::of(&db.source)
+        .snapshot(&SnapshotRequest {
+            database: &db.name,
+            scratch_dir: &scratch_dir,
+            exclude_tables: &db.exclude_tables,
+            cloudflare: ctx.policy.cloudflare.as_ref(),
+        })
+        .await
+        .map_err(|e| match e {
+            SnapshotError::D1(e) => BackupError::D1(e),
+            SnapshotError::Unsupported { reason } => BackupError::Unsupported {
+                database: db.name.clone(),
+                reason,
             },
-            None,
-        ),
-        SourceSpec::D1 { id, mode } => {
-            let snapshot = d1_snapshot(ctx, db, id, *mode).await?;
-            let facts = SourceFacts::D1 {
-                id: id.clone(),
-                bookmark: snapshot.bookmark().map(str::to_string),
-            };
-            (snapshot.path().to_path_buf(), facts, Some(snapshot))
-        }
-    };
+        })?;
+    let path = snapshot.path().to_path_buf();
     let compression = ctx.policy.storage.compression;
     let data_key = id.data_key(compression);
     let manifest_key = id.manifest_key();
@@ -358,8 +359,8 @@ pub async fn backup_database(
         tables: summary.tables,
         row_count: summary.row_count,
         schema_hash: summary.schema_hash,
-        source: source_facts,
-        fidelity: snapshot.as_ref().map(|s| s.fidelity().clone()),
+        source: snapshot.facts.clone(),
+        fidelity: snapshot.fidelity.clone(),
         job_id: job_id.to_string(),
         trigger,
         started_at,
@@ -379,37 +380,6 @@ pub async fn backup_database(
         }),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Copies a D1 database into `{state_dir}/scratch` through the D1 REST API.
-async fn d1_snapshot(
-    ctx: &Context,
-    db: &Database,
-    id: &str,
-    mode: D1Mode,
-) -> Result<d1::Snapshot, BackupError> {
-    // `config` refuses a d1 database without a [cloudflare] section; this is a backstop.
-    let cloudflare = ctx
-        .policy
-        .cloudflare
-        .as_ref()
-        .ok_or_else(|| BackupError::Unsupported {
-            database: db.name.clone(),
-            reason: "a d1 database needs a [cloudflare] section with account_id and api_token"
-                .into(),
-        })?;
-    let client = d1::Client::new(cloudflare, d1::Options::default())?;
-    let scratch_dir = ctx.policy.daemon.state_dir.join("scratch");
-    let snapshot = client
-        .snapshot(&d1::SnapshotRequest {
-            database: &db.name,
-            id,
-            mode,
-            scratch_dir: &scratch_dir,
-            exclude_tables: &db.exclude_tables,
-        })
-        .await?;
-    Ok(snapshot)
 }
 
 fn is_write_failure(e: &BackupError) -> bool {

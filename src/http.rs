@@ -1049,9 +1049,9 @@ async fn restore_guide(
             })
             .unwrap_or(policy.storage.compression),
         base_url: &base_url,
-        d1_id: declared.and_then(|d| match &d.source {
-            SourceSpec::D1 { id, .. } => Some(id.as_str()),
-            SourceSpec::Sqlite { .. } => None,
+        source_steps: declared.and_then(|d| {
+            let date = newest.map_or("YYYY-MM-DD", |b| b.date.as_str());
+            crate::source::of(&d.source).restore_guide(&db, date)
         }),
     };
     let source = declared.map(|d| match &d.source {
@@ -1095,8 +1095,8 @@ pub struct GuideFacts<'a> {
     pub compression: Compression,
     /// `http://host:port` of this server.
     pub base_url: &'a str,
-    /// The D1 database id, for kind `d1`.
-    pub d1_id: Option<&'a str>,
+    /// Restore steps particular to the source's kind ([`crate::source::Source::restore_guide`]).
+    pub source_steps: Option<Vec<String>>,
 }
 
 /// Step-by-step restore instructions for a database's kind. Add a kind by adding an arm.
@@ -1119,8 +1119,9 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
     match f.kind {
         "d1" => {
             // The steps live with the D1 source: `patina restore --format d1` makes the file
-            // D1-ready (foreign-key order, no BEGIN/COMMIT, statements under 100 KB).
-            let mut steps = crate::source::d1::restore_steps(db, f.d1_id.unwrap_or("<id>"), &date);
+            // D1-ready (foreign-key order, no BEGIN/COMMIT, statements under 100 KB); the last
+            // two are Time Travel's.
+            let mut steps = f.source_steps.clone().unwrap_or_default();
             let time_travel = steps.split_off(steps.len().saturating_sub(2));
             json!({
                 "method1_wrangler": {
@@ -1516,7 +1517,11 @@ mod tests {
             location: None,
             compression: Compression::Zstd,
             base_url: "http://127.0.0.1:9477",
-            d1_id: Some("45eae4c7-8ae7-4078-9218-8e1677a4360f"),
+            source_steps: crate::source::of(&SourceSpec::D1 {
+                id: "45eae4c7-8ae7-4078-9218-8e1677a4360f".into(),
+                mode: crate::policy::D1Mode::Export,
+            })
+            .restore_guide("groveauth", "2026-11-22"),
         });
         let wrangler = g["method1_wrangler"]["steps"].to_string();
         assert!(

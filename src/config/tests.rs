@@ -1,4 +1,3 @@
-
 use super::validate::parse_span;
 use super::*;
 use chrono::Utc;
