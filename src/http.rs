@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 
 use crate::backup::{Clock, JobRequest};
 use crate::catalog::{Catalog, CatalogError, InventoryRow, JobDetail};
+use crate::codec;
 use crate::manifest::{Trigger, valid_database_name};
 use crate::metrics::{Format, Inputs, Metrics};
 use crate::policy::{Compression, Policy, SourceSpec};
@@ -882,7 +883,7 @@ async fn download(
         (
             Body::from_stream(stored),
             content_type,
-            format!("{db}-{date}{}", compression.dump_suffix()),
+            format!("{db}-{date}{}", codec::dump_suffix(compression)),
         )
     } else {
         (
