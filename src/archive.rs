@@ -15,7 +15,8 @@
 //! Nothing is built in memory. An async *feeder* task opens each member with
 //! [`Store::get_stream`] and forwards its chunks through a bounded channel
 //! ([`FEED_CHANNEL_CAPACITY`] chunks) to one blocking thread, which runs
-//! `verifying reader → tar::Builder → (gzip) → HashingWriter → UploadSink`; the sink blocks while
+//! `verifying reader → tar::Builder → codec::Encoder (gzip or nothing → sha256) → UploadSink`;
+//! the sink blocks while
 //! its parts are in flight ([`crate::store::UploadSink::max_buffered_bytes`]). So one build holds
 //! at most a few channel chunks, one 8 KiB copy buffer, the gzip window and the upload's
 //! `(1 + queued + in flight)` parts, whatever the size of the archive. The dump manifests
@@ -45,10 +46,9 @@ use std::path::{Path, PathBuf};
 use bytes::{Buf, Bytes};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::backup::HashingWriter;
+use crate::codec::{self, Checked, Encoder, Mismatch, Tallied, Verified, Verifier};
 use crate::manifest::{
     ArchiveManifest, ArchiveMember, DumpId, FORMAT_VERSION, IsoWeek, Manifest, ManifestError,
     ParsedKey, archive_member_path, parse_key,
@@ -373,22 +373,24 @@ fn write_tar(
         week: week.to_string(),
         source,
     };
-    let hashed = HashingWriter::new(sink);
     // `.tar.gz` when the dumps themselves are not compressed.
-    let hashed = if compression == Compression::None {
-        let gz = flate2::write::GzEncoder::new(hashed, flate2::Compression::default());
-        let mut tar = new_builder(gz);
-        append_members(week, planned, &mut feed, &mut tar)?;
-        let gz = tar.into_inner().map_err(write_err)?;
-        gz.finish().map_err(write_err)?
-    } else {
-        let mut tar = new_builder(hashed);
-        append_members(week, planned, &mut feed, &mut tar)?;
-        tar.into_inner().map_err(write_err)?
-    };
-    let (sink, sha256, size) = hashed.into_parts();
-    sink.finish().map_err(write_err)?;
-    Ok((sha256, size))
+    let encoder = Encoder::new(codec::archive_compression(compression), sink).map_err(write_err)?;
+    let mut tar = new_builder(encoder);
+    let appended = append_members(week, planned, &mut feed, &mut tar);
+    match (appended, tar.into_inner()) {
+        (Ok(()), Ok(encoder)) => {
+            let (sink, digest) = encoder.finish().map_err(write_err)?;
+            sink.finish().map_err(write_err)?;
+            Ok((digest.sha256, digest.size))
+        }
+        // Not finished, so the upload is abandoned and nothing becomes visible.
+        (Err(e), Ok(encoder)) => {
+            encoder.abandon();
+            Err(e)
+        }
+        (Err(e), Err(_)) => Err(e),
+        (Ok(()), Err(e)) => Err(write_err(e)),
+    }
 }
 
 fn new_builder<W: Write>(w: W) -> tar::Builder<W> {
@@ -412,7 +414,7 @@ fn append_members<W: Write>(
             problem,
         };
 
-        let mut reader = Verifying::new(FeedReader::new(feed), m.size);
+        let mut reader = Verifying::new(FeedReader::new(feed), Verifier::new(&m.sha256, m.size));
         let mut header = member_header(m.size, mtime);
         let appended = tar.append_data(&mut header, &m.path, &mut reader);
         let failure = reader.inner.failure.take();
@@ -444,18 +446,18 @@ fn append_members<W: Write>(
             }
             (Ok(()), None) => {}
         }
-        let (sha256, size) = reader.finish();
-        if size != m.size {
-            return Err(damaged(format!(
-                "size mismatch ({size} bytes, its manifest records {})",
-                m.size
-            )));
-        }
-        if sha256 != m.sha256 {
-            return Err(damaged(format!(
-                "sha256 mismatch ({sha256}, its manifest records {})",
-                m.sha256
-            )));
+        if let Err(Mismatch { actual, .. }) = reader.verifier.finish() {
+            return Err(damaged(if actual.size != m.size {
+                format!(
+                    "size mismatch ({} bytes, its manifest records {})",
+                    actual.size, m.size
+                )
+            } else {
+                format!(
+                    "sha256 mismatch ({}, its manifest records {})",
+                    actual.sha256, m.sha256
+                )
+            }));
         }
 
         let bytes = &p.manifest_bytes;
@@ -493,6 +495,19 @@ pub async fn extract_dump(
     dump_key: &str,
     dest: &Path,
 ) -> Result<Manifest, ArchiveError> {
+    extract_verified(store, archive, dump_key, dest)
+        .await
+        .map(|(manifest, _)| manifest)
+}
+
+/// [`extract_dump`], also returning `dest` opened for reading as [`Verified`] stored bytes, for
+/// the codec to decode (restore, `/download`).
+pub async fn extract_verified(
+    store: &Store,
+    archive: &ArchiveManifest,
+    dump_key: &str,
+    dest: &Path,
+) -> Result<(Manifest, Verified<File>), ArchiveError> {
     let location = store.location(&archive.key);
     let Some(member) = archive.members.iter().find(|m| m.dump_key == dump_key) else {
         return Err(ArchiveError::NotListed {
@@ -556,13 +571,24 @@ pub fn partial_path(dest: &Path) -> PathBuf {
 }
 
 impl Extraction {
-    fn run(&self, mut feed: mpsc::Receiver<Feed>, gzipped: bool) -> Result<Manifest, ArchiveError> {
+    fn run(
+        &self,
+        mut feed: mpsc::Receiver<Feed>,
+        gzipped: bool,
+    ) -> Result<(Manifest, Verified<File>), ArchiveError> {
         let mut raw = FeedReader::new(&mut feed);
-        let result = if gzipped {
-            self.walk(flate2::read::GzDecoder::new(&mut raw))
+        let container = if gzipped {
+            Compression::Gzip
         } else {
-            self.walk(&mut raw)
+            Compression::None
         };
+        let result = codec::decompress(container, &mut raw)
+            .map_err(|source| ArchiveError::ReadTar {
+                archive: self.archive.clone(),
+                dump_key: self.dump_key.clone(),
+                source,
+            })
+            .and_then(|tar| self.walk(tar));
         // A storage error explains a tar read error better than the tar does.
         match (result, raw.failure.take()) {
             (Err(ArchiveError::ReadTar { .. }), Some(source)) => Err(ArchiveError::Read {
@@ -573,7 +599,7 @@ impl Extraction {
         }
     }
 
-    fn walk<R: Read>(&self, reader: R) -> Result<Manifest, ArchiveError> {
+    fn walk<R: Read>(&self, reader: R) -> Result<(Manifest, Verified<File>), ArchiveError> {
         let tar_err = |source| ArchiveError::ReadTar {
             archive: self.archive.clone(),
             dump_key: self.dump_key.clone(),
@@ -586,7 +612,7 @@ impl Extraction {
         };
         let manifest_path = archive_member_path(&self.manifest_key).to_string();
         let mut archive = tar::Archive::new(reader);
-        let mut copied = false;
+        let mut copied: Option<Checked> = None;
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
             let path = entry
@@ -595,12 +621,11 @@ impl Extraction {
                 .to_string_lossy()
                 .into_owned();
             if path == self.member.path {
-                self.copy_member(&mut entry)?;
-                copied = true;
+                copied = Some(self.copy_member(&mut entry)?);
             } else if path == manifest_path {
-                if !copied {
+                let Some(checked) = copied.take() else {
                     break; // members come before their manifests
-                }
+                };
                 if entry.header().size().map_err(tar_err)? > MAX_MANIFEST_MEMBER {
                     return Err(damaged(format!(
                         "member {path} is too large for a manifest"
@@ -614,20 +639,20 @@ impl Extraction {
                         "member {path} describes other bytes than the archive manifest"
                     )));
                 }
-                std::fs::rename(&self.partial, &self.dest).map_err(|source| {
-                    ArchiveError::Dest {
-                        dump_key: self.dump_key.clone(),
-                        dest: self.dest.clone(),
-                        source,
-                    }
-                })?;
-                return Ok(manifest);
+                let dest_err = |source| ArchiveError::Dest {
+                    dump_key: self.dump_key.clone(),
+                    dest: self.dest.clone(),
+                    source,
+                };
+                std::fs::rename(&self.partial, &self.dest).map_err(dest_err)?;
+                let file = File::open(&self.dest).map_err(dest_err)?;
+                return Ok((manifest, checked.over(file)));
             }
         }
         Err(ArchiveError::NotInTar {
             archive: self.archive.clone(),
             dump_key: self.dump_key.clone(),
-            path: if copied {
+            path: if copied.is_some() {
                 manifest_path
             } else {
                 self.member.path.clone()
@@ -635,40 +660,42 @@ impl Extraction {
         })
     }
 
-    fn copy_member(&self, entry: &mut impl Read) -> Result<(), ArchiveError> {
+    fn copy_member(&self, entry: &mut impl Read) -> Result<Checked, ArchiveError> {
         let dest_err = |source| ArchiveError::Dest {
             dump_key: self.dump_key.clone(),
             dest: self.dest.clone(),
             source,
         };
         let file = File::create(&self.partial).map_err(dest_err)?;
-        let mut out = HashingWriter::new(io::BufWriter::with_capacity(1 << 16, file));
+        let mut out = Tallied::new(io::BufWriter::with_capacity(1 << 16, file));
         io::copy(entry, &mut out).map_err(|source| ArchiveError::ReadTar {
             archive: self.archive.clone(),
             dump_key: self.dump_key.clone(),
             source,
         })?;
-        let (out, sha256, size) = out.into_parts();
+        let (out, digest) = out.into_parts();
         let file = out.into_inner().map_err(|e| dest_err(e.into_error()))?;
         file.sync_all().map_err(dest_err)?;
-        let damaged = |problem| ArchiveError::ExtractDamaged {
-            archive: self.archive.clone(),
-            dump_key: self.dump_key.clone(),
-            problem,
-        };
-        if size != self.member.size {
-            return Err(damaged(format!(
-                "member {}: size mismatch ({size} bytes, the archive manifest records {})",
-                self.member.path, self.member.size
-            )));
-        }
-        if sha256 != self.member.sha256 {
-            return Err(damaged(format!(
-                "member {}: sha256 mismatch ({sha256}, the archive manifest records {})",
-                self.member.path, self.member.sha256
-            )));
-        }
-        Ok(())
+        digest
+            .check(&self.member.sha256, self.member.size)
+            .map_err(|Mismatch { actual, .. }| {
+                let path = &self.member.path;
+                ArchiveError::ExtractDamaged {
+                    archive: self.archive.clone(),
+                    dump_key: self.dump_key.clone(),
+                    problem: if actual.size != self.member.size {
+                        format!(
+                            "member {path}: size mismatch ({} bytes, the archive manifest records {})",
+                            actual.size, self.member.size
+                        )
+                    } else {
+                        format!(
+                            "member {path}: sha256 mismatch ({}, the archive manifest records {})",
+                            actual.sha256, self.member.sha256
+                        )
+                    },
+                }
+            })
     }
 }
 
@@ -811,45 +838,38 @@ impl Read for FeedReader<'_> {
     }
 }
 
-/// Hashes and counts what passes through; refuses to deliver more than `limit` bytes (a tar
-/// header already promised the size, so a longer member must not reach the archive).
+/// Feeds what passes through to a [`Verifier`]; refuses to deliver more than the expected size
+/// (a tar header already promised the size, so a longer member must not reach the archive).
 struct Verifying<R> {
     inner: R,
-    hasher: Sha256,
-    bytes: u64,
+    verifier: Verifier,
     limit: u64,
     too_long: bool,
 }
 
 impl<R: Read> Verifying<R> {
-    fn new(inner: R, limit: u64) -> Self {
+    fn new(inner: R, verifier: Verifier) -> Self {
+        let limit = verifier.expected_size();
         Verifying {
             inner,
-            hasher: Sha256::new(),
-            bytes: 0,
+            verifier,
             limit,
             too_long: false,
         }
-    }
-
-    /// The hex sha256 and the byte count.
-    fn finish(self) -> (String, u64) {
-        (hex::encode(self.hasher.finalize()), self.bytes)
     }
 }
 
 impl<R: Read> Read for Verifying<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if self.bytes + n as u64 > self.limit {
+        if self.verifier.size() + n as u64 > self.limit {
             self.too_long = true;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "member is longer than its manifest records",
             ));
         }
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        self.verifier.update(&buf[..n]);
         Ok(n)
     }
 }

@@ -2,9 +2,10 @@
 //! streamed to storage, then committed by writing its manifest, then recorded in the catalog.
 //!
 //! The pipeline for one database runs on a blocking thread (rusqlite is synchronous):
-//! `source rows → SQL text → compressor → sha256 + byte count → UploadSink`, while an async task
-//! uploads fixed-size parts. The SQL text is handed to a second thread that compresses, hashes
-//! and fills the sink, so dumping and compressing overlap on two cores. Memory does not grow with the database. The manifest is written
+//! `source rows → SQL text → codec (compress → sha256 + byte count) → UploadSink`, while an
+//! async task uploads fixed-size parts. The SQL text is handed to a second thread that runs the
+//! [`crate::codec::Encoder`] and fills the sink, so dumping and compressing overlap on two cores.
+//! Memory does not grow with the database. The manifest is written
 //! only after the data object is stored and its size checked, with create-only semantics, so a
 //! backup either exists completely or not at all. One failing database never stops the others.
 
@@ -15,9 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, CatalogError, NewJob, ResultRow};
+use crate::codec::{Digest, Encoder};
 use crate::manifest::{DumpId, FORMAT_VERSION, Manifest, Trigger};
 use crate::policy::{Compression, Database, Policy};
 use crate::source::d1::D1Error;
@@ -27,11 +28,6 @@ use crate::store::{Store, StoreError, UploadSink};
 
 /// How long a SQLite source may stay locked by a writer before the backup fails.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// zstd level. The reference `sqlite3 .dump | zstd` uses the default, 3; on SQL dumps level 1
-/// is about a quarter faster and no larger (the benchmark fixture: 296.6 MB at 1, 309.2 MB
-/// at 3), and compression is half of a backup's CPU time.
-const ZSTD_LEVEL: i32 = 1;
 
 pub use crate::clock::{Clock, system_clock};
 
@@ -389,7 +385,7 @@ fn is_write_failure(e: &BackupError) -> bool {
     )
 }
 
-/// Dump into `sink` through the configured compressor, hashing what is stored.
+/// Dump into `sink` through the codec, hashing what is stored.
 /// Returns the dump summary, the sha256 (hex) and the size of the stored bytes.
 ///
 /// This thread dumps; a second one compresses, hashes and hands parts to the upload, so the
@@ -428,9 +424,9 @@ fn dump_compressed(
         reason: "the compressing thread panicked".into(),
     })?;
     match (dumped, sent, compressed) {
-        (Ok(summary), Ok(()), Ok((sink, sha256, size))) => {
+        (Ok(summary), Ok(()), Ok((sink, digest))) => {
             sink.finish().map_err(compress_err)?;
-            Ok((summary, sha256, size))
+            Ok((summary, digest.sha256, digest.size))
         }
         // The compressor (or the upload behind it) failing makes the dump's writes fail:
         // report the compressor's cause. Dropping the sink unfinished abandons the upload.
@@ -488,74 +484,19 @@ impl Write for PipeWriter {
     }
 }
 
-/// The compressing thread: everything from `rx` through the compressor and the hash into
-/// `sink`. Returns the sink (unfinished: only a complete dump finishes it), sha256 and size.
+/// The compressing thread: everything from `rx` through the codec into `sink`. Returns the sink
+/// (unfinished: only a complete dump finishes it) and the digest of the stored bytes.
 fn compress(
     compression: Compression,
     sink: UploadSink,
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     spare: std::sync::mpsc::Sender<Vec<u8>>,
-) -> io::Result<(UploadSink, String, u64)> {
-    let hashed = HashingWriter::new(sink);
-    let feed = |out: &mut dyn Write| -> io::Result<()> {
-        for mut chunk in rx {
-            out.write_all(&chunk)?;
-            chunk.clear();
-            let _ = spare.send(chunk);
-        }
-        Ok(())
-    };
-    let hashed = match compression {
-        Compression::Zstd => {
-            let mut encoder = zstd::stream::write::Encoder::new(hashed, ZSTD_LEVEL)?;
-            feed(&mut encoder)?;
-            encoder.finish()?
-        }
-        Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(hashed, flate2::Compression::default());
-            feed(&mut encoder)?;
-            encoder.finish()?
-        }
-        Compression::None => {
-            let mut hashed = hashed;
-            feed(&mut hashed)?;
-            hashed
-        }
-    };
-    Ok(hashed.into_parts())
-}
-
-/// Passes bytes through while computing their sha256 and length.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
+) -> io::Result<(UploadSink, Digest)> {
+    let mut encoder = Encoder::new(compression, sink)?;
+    for mut chunk in rx {
+        encoder.write_all(&chunk)?;
+        chunk.clear();
+        let _ = spare.send(chunk);
     }
-
-    /// The inner writer, the hex sha256 and the byte count.
-    pub fn into_parts(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    encoder.finish()
 }

@@ -18,8 +18,10 @@
 //! - `/healthz` is 200 while the loop ran a pass within 3 ticks (by the daemon's clock);
 //!   `/readyz` is 200 once the catalog answers and the last storage listing succeeded.
 //! - `/download` finds the day's newest backup in storage (the source of truth, so archived
-//!   days work too), checks sha256 and size while streaming and breaks the transfer on a
-//!   mismatch, and decompresses on a blocking thread: memory does not grow with the dump.
+//!   days work too) and fetches it as `patina restore` does ([`restore::fetch_verified`]): into
+//!   a file in `state_dir`, its sha256 and size checked before a byte is sent, so a damaged
+//!   object is a 502 rather than a silently damaged file. The SQL is decoded on a blocking
+//!   thread: memory does not grow with the dump.
 //! - `/api/backup-status` runs the seed's three queries; a day's `type` is `weekly` when a
 //!   database whose schedule fires weekly or less often was backed up that day (the seed's
 //!   Sunday "Weekly Full" run), `daily` otherwise; `isHealthy` is a committed backup dated today
@@ -51,12 +53,13 @@ use tokio::net::TcpListener;
 
 use crate::backup::{Clock, JobRequest};
 use crate::catalog::{Catalog, CatalogError, InventoryRow, JobDetail};
+use crate::codec;
 use crate::human;
 use crate::manifest::{Trigger, valid_database_name};
 use crate::metrics::{Format, Inputs, Metrics};
 use crate::policy::{Compression, Policy, SourceSpec};
 use crate::reconcile::Reconciler;
-use crate::restore::{self, At, Located, RestoreError};
+use crate::restore::{self, At, RestoreError};
 use crate::store::StoreError;
 
 /// The status page template; see [`ui`].
@@ -822,47 +825,31 @@ async fn download(
                 Some("storage could not be read; see GET /readyz"),
             ),
         })?;
-    let (stored, compression): (BoxStream<'static, io::Result<Bytes>>, Compression) = match &located
-    {
-        Located::Daily(m) => {
-            let stream = store.get_stream(&m.key).await.map_err(storage_error)?;
-            (
-                checked(stream, m.sha256.clone(), m.size, store.location(&m.key)),
-                m.compression,
-            )
-        }
-        Located::Archived { archive, member } => {
-            let part = policy
-                .daemon
-                .state_dir
-                .join(format!(".download-{}.part", uuid::Uuid::new_v4().simple()));
-            let manifest = crate::archive::extract_dump(&store, archive, &member.dump_key, &part)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string(), None))?;
-            let file = tokio::fs::File::open(&part).await;
-            // Unlinked at once: the open handle keeps the bytes until the stream ends.
-            let _ = std::fs::remove_file(&part);
-            let file = file.map_err(|e| ApiError::internal(format!("read extract: {e}")))?;
-            (
-                tokio_util::io::ReaderStream::new(file).boxed(),
-                manifest.compression,
-            )
-        }
-    };
+    // The same fetch-and-verify as `patina restore`: a damaged object is refused before a byte
+    // is sent.
+    let part = policy
+        .daemon
+        .state_dir
+        .join(format!(".download-{}.part", uuid::Uuid::new_v4().simple()));
+    let verified = restore::fetch_verified(&store, &located, &part)
+        .await
+        .map_err(fetch_error)?;
+    let compression = verified.compression();
     let (body, content_type, file_name) = if raw {
         let content_type = match compression {
             Compression::Zstd => "application/zstd",
             Compression::Gzip => "application/gzip",
             Compression::None => "application/sql",
         };
+        let file = tokio::fs::File::from_std(verified.into_stored());
         (
-            Body::from_stream(stored),
+            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
             content_type,
-            format!("{db}-{date}{}", compression.dump_suffix()),
+            format!("{db}-{date}{}", codec::dump_suffix(compression)),
         )
     } else {
         (
-            Body::from_stream(decompressed(stored, compression)),
+            Body::from_stream(plain_stream(verified)),
             "application/sql",
             format!("{db}-{date}.sql"),
         )
@@ -885,68 +872,34 @@ fn storage_error(e: StoreError) -> ApiError {
     )
 }
 
-/// The stored bytes, hashed on the way: a mismatch with the manifest ends the stream with an
-/// error, which breaks the transfer (the client never gets a silently damaged file).
-fn checked(
-    inner: BoxStream<'static, Result<Bytes, StoreError>>,
-    sha256: String,
-    size: u64,
-    location: String,
-) -> BoxStream<'static, io::Result<Bytes>> {
-    struct S {
-        inner: BoxStream<'static, Result<Bytes, StoreError>>,
-        hasher: Sha256,
-        seen: u64,
-        sha256: String,
-        size: u64,
-        location: String,
-    }
-    let state = S {
-        inner,
-        hasher: Sha256::new(),
-        seen: 0,
-        sha256,
-        size,
-        location,
-    };
-    futures::stream::unfold(Some(state), |state| async move {
-        let mut st = state?;
-        match st.inner.next().await {
-            Some(Ok(chunk)) => {
-                st.hasher.update(&chunk);
-                st.seen += chunk.len() as u64;
-                Some((Ok(chunk), Some(st)))
-            }
-            Some(Err(e)) => Some((Err(io::Error::other(e.to_string())), None)),
-            None => {
-                let actual = hex::encode(st.hasher.finalize_reset());
-                if actual == st.sha256 && st.seen == st.size {
-                    None
-                } else {
-                    tracing::error!(location = %st.location, "download: checksum mismatch, transfer aborted");
-                    Some((
-                        Err(io::Error::other(format!(
-                            "checksum mismatch for {}",
-                            st.location
-                        ))),
-                        None,
-                    ))
-                }
-            }
+/// Why the stored bytes could not be fetched and verified.
+fn fetch_error(e: RestoreError) -> ApiError {
+    match e {
+        RestoreError::Store(e) => storage_error(e),
+        e @ RestoreError::Checksum { .. } => {
+            tracing::error!(error = %e, "download: checksum mismatch, refused");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                e.to_string(),
+                Some("the stored object is damaged; download another date"),
+            )
         }
-    })
-    .boxed()
+        e @ RestoreError::Archive(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string(), None),
+        e => ApiError::internal(e.to_string()),
+    }
 }
 
-/// Decompress on a blocking thread; chunks flow through a small channel (bounded memory).
-fn decompressed(
-    stored: BoxStream<'static, io::Result<Bytes>>,
-    compression: Compression,
-) -> BoxStream<'static, io::Result<Bytes>> {
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stored));
+/// The SQL text of verified stored bytes, decoded on a blocking thread; chunks flow through a
+/// small channel (bounded memory). A decoding error ends the stream with it, which breaks the
+/// transfer.
+fn plain_stream(verified: restore::VerifiedFile) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = decompress_into(compression, reader, &tx) {
+        let pumped = verified
+            .into_plain()
+            .map_err(io::Error::other)
+            .and_then(|mut plain| pump(&mut plain, &tx));
+        if let Err(e) = pumped {
             let _ = tx.blocking_send(Err(e));
         }
     });
@@ -954,31 +907,6 @@ fn decompressed(
         rx.recv().await.map(|item| (item, rx))
     })
     .boxed()
-}
-
-fn decompress_into(
-    compression: Compression,
-    src: impl Read,
-    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
-    // After the decoder ends, read the source to its end too, so the checksum is checked.
-    match compression {
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(src)?;
-            pump(&mut d, tx)?;
-            io::copy(&mut d.finish(), &mut io::sink())?;
-        }
-        Compression::Gzip => {
-            let mut d = flate2::read::MultiGzDecoder::new(src);
-            pump(&mut d, tx)?;
-            io::copy(&mut d.into_inner(), &mut io::sink())?;
-        }
-        Compression::None => {
-            let mut src = src;
-            pump(&mut src, tx)?;
-        }
-    }
-    Ok(())
 }
 
 fn pump(r: &mut impl Read, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {

@@ -1,9 +1,10 @@
 //! Patina: a declarative backup daemon for SQLite and Cloudflare D1 databases.
 //!
 //! The modules follow the architecture of `DESIGN.md` §2. Pure modules (`config`, `policy`,
-//! `schedule`, `dump`, `manifest`) import no tokio, network or filesystem code and take the clock
-//! as a parameter; adapters (`store`, `source`, `catalog`) sit behind narrow interfaces; `backup`,
-//! `restore` and `cli` compose them.
+//! `schedule`, `dump`, `manifest`, `codec`) import no tokio, network or filesystem code and take
+//! the clock as a parameter; adapters (`store`, `source`, `catalog`) sit behind narrow
+//! interfaces; `backup`, `restore` and `cli` compose them. `codec` is the one pipeline from SQL
+//! text to stored bytes and back (compress → hash; verify → decompress).
 
 pub mod alert;
 pub mod archive;
@@ -11,6 +12,7 @@ pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod dump;

@@ -18,6 +18,7 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::policy::Compression;
 
 /// The manifest format this build writes (and the newest it reads).
@@ -65,7 +66,7 @@ impl DumpId {
 
     /// Key of the dump's data object.
     pub fn data_key(&self, compression: Compression) -> String {
-        format!("{}{}", self.stem(), compression.dump_suffix())
+        format!("{}{}", self.stem(), codec::dump_suffix(compression))
     }
 
     /// Key of the dump's manifest (the commit marker).
@@ -96,14 +97,10 @@ impl IsoWeek {
         Some(Utc.from_utc_datetime(&monday.and_hms_opt(0, 0, 0)?))
     }
 
-    /// Key of the week's archive.
+    /// Key of the week's archive of dumps stored with `compression` (`.tar`, or `.tar.gz` for
+    /// uncompressed dumps: see [`codec::archive_compression`]).
     pub fn archive_key(&self, compression: Compression) -> String {
-        let ext = if compression == Compression::None {
-            ".tar.gz"
-        } else {
-            ".tar"
-        };
-        format!("weekly/{self}{ext}")
+        format!("weekly/{self}{}", codec::archive_suffix(compression))
     }
 
     pub fn manifest_key(&self) -> String {
@@ -159,7 +156,7 @@ fn parse_daily(rest: &str) -> Option<ParsedKey> {
     } else {
         let (ts, compression) = [Compression::Zstd, Compression::Gzip, Compression::None]
             .into_iter()
-            .find_map(|c| file.strip_suffix(c.dump_suffix()).map(|ts| (ts, c)))?;
+            .find_map(|c| file.strip_suffix(codec::dump_suffix(c)).map(|ts| (ts, c)))?;
         (ts, Some(compression))
     };
     let taken_at = parse_canonical_ts(ts, date)?;

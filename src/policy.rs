@@ -94,15 +94,6 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The file-name suffix of a dump stored with this compression.
-    pub fn dump_suffix(self) -> &'static str {
-        match self {
-            Compression::Zstd => ".sql.zst",
-            Compression::Gzip => ".sql.gz",
-            Compression::None => ".sql",
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Compression::Zstd => "zstd",

@@ -3,6 +3,9 @@
 //! sha256 and size against the manifest *before* anything is loaded, decompress and replay it
 //! into a new SQLite file, and only then move that file into place.
 //!
+//! [`fetch_verified`] and [`VerifiedFile`] are the decode side of the codec's I/O: the one way
+//! stored bytes are read back, used by restore, verify and `/download` alike.
+//!
 //! A restore never overwrites an existing file unless asked to (`--force`); it writes beside
 //! the target under a temporary name and renames, so a failed restore leaves nothing behind.
 //! Verification restores into a scratch file and compares the result with the manifest:
@@ -14,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::archive;
+use crate::codec::{self, Mismatch, Verified, Verifier};
 use crate::inventory::{self, CommittedDump, Inventory, ReadError};
 use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
 use crate::policy::Compression;
@@ -252,32 +255,14 @@ pub async fn restore_located(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "restore".into());
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let temp = TempFiles {
-        download: dir.join(format!(".{name}.patina-{tag}.download")),
-        database: dir.join(format!(".{name}.patina-{tag}.tmp")),
-    };
+    let download = dir.join(format!(".{name}.patina-{tag}.download"));
+    let database = TempPath(dir.join(format!(".{name}.patina-{tag}.tmp")));
 
-    let compression = match located {
-        Located::Daily(manifest) => {
-            download_checked(store, manifest, &temp.download).await?;
-            manifest.compression
-        }
-        Located::Archived { archive, member } => {
-            let manifest = archive::extract_dump(store, archive, &member.dump_key, &temp.download)
-                .await
-                .map_err(|e| RestoreError::Archive(e.to_string()))?;
-            manifest.compression
-        }
-    };
-
-    let download = temp.download.clone();
-    let database = temp.database.clone();
-    let location = located.describe(store);
-    let statements = tokio::task::spawn_blocking(move || {
-        load_file(&download, compression, &database, &location)
-    })
-    .await
-    .map_err(|e| RestoreError::Task(e.to_string()))??;
+    let verified = fetch_verified(store, located, &download).await?;
+    let loading = database.0.clone();
+    let statements = tokio::task::spawn_blocking(move || load_plain(verified, &loading))
+        .await
+        .map_err(|e| RestoreError::Task(e.to_string()))??;
 
     for suffix in ["-wal", "-shm", "-journal"] {
         let side = PathBuf::from(format!("{}{suffix}", target.display()));
@@ -289,7 +274,7 @@ pub async fn restore_located(
             })?;
         }
     }
-    std::fs::rename(&temp.database, target).map_err(|source| RestoreError::Io {
+    std::fs::rename(&database.0, target).map_err(|source| RestoreError::Io {
         action: "move restored database into place at",
         path: target.to_path_buf(),
         source,
@@ -303,17 +288,78 @@ pub async fn restore_located(
     })
 }
 
-/// Temporary files of one restore, removed on every path out.
-struct TempFiles {
-    download: PathBuf,
-    database: PathBuf,
+/// A temporary file, removed when this is dropped (on every path out, a cancelled future's too).
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
-impl Drop for TempFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.download);
-        let _ = std::fs::remove_file(&self.database);
+/// The stored bytes of a backup in a local file, checked against their manifest's sha256 and
+/// size: what [`fetch_verified`] returns, and the only thing restore, verify and `/download`
+/// decode. The file is removed when this is dropped (an open handle from
+/// [`VerifiedFile::into_stored`] or [`VerifiedFile::into_plain`] keeps reading it).
+pub struct VerifiedFile {
+    stored: Verified<File>,
+    compression: Compression,
+    /// Where the bytes came from, for messages.
+    location: String,
+    _path: TempPath,
+}
+
+impl VerifiedFile {
+    /// How the stored bytes are compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
+
+    /// The stored bytes as they are (`/download?raw=1`).
+    pub fn into_stored(self) -> File {
+        self.stored.into_stored()
+    }
+
+    /// The SQL text: the stored bytes through the codec's decoding layers. Blocking reads.
+    pub fn into_plain(self) -> Result<Box<dyn Read + Send>, RestoreError> {
+        codec::decode(self.compression, self.stored).map_err(|source| RestoreError::Decompress {
+            location: self.location.clone(),
+            source,
+        })
+    }
+}
+
+/// Fetch a located backup's stored bytes into the local file `path` and check them against
+/// their manifest: a daily dump is streamed from storage while hashed; an archived one is
+/// extracted from its weekly archive, checked against the archive manifest. Nothing is decoded
+/// before this returns, and on any failure nothing is left at `path`; neither when the future is
+/// dropped, except that an extraction already running on its blocking thread finishes (as
+/// [`archive::extract_dump`] always has) and may leave its file.
+pub async fn fetch_verified(
+    store: &Store,
+    located: &Located,
+    path: &Path,
+) -> Result<VerifiedFile, RestoreError> {
+    let guard = TempPath(path.to_path_buf());
+    let (stored, compression) = match located {
+        Located::Daily(manifest) => (
+            download_checked(store, manifest, path).await?,
+            manifest.compression,
+        ),
+        Located::Archived { archive, member } => {
+            let (manifest, stored) =
+                archive::extract_verified(store, archive, &member.dump_key, path)
+                    .await
+                    .map_err(|e| RestoreError::Archive(e.to_string()))?;
+            (stored, manifest.compression)
+        }
+    };
+    Ok(VerifiedFile {
+        stored,
+        compression,
+        location: located.describe(store),
+        _path: guard,
+    })
 }
 
 /// Stream the object to `path`, hashing as it goes; fail unless sha256 and size match.
@@ -321,60 +367,43 @@ async fn download_checked(
     store: &Store,
     manifest: &Manifest,
     path: &Path,
-) -> Result<(), RestoreError> {
+) -> Result<Verified<File>, RestoreError> {
     let io_err = |source| RestoreError::Io {
         action: "write download",
         path: path.to_path_buf(),
         source,
     };
     let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut verifier = Verifier::new(&manifest.sha256, manifest.size);
     let mut stream = store.get_stream(&manifest.key).await?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
+        verifier.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
     }
     file.flush().await.map_err(io_err)?;
     drop(file);
-    let actual = hex::encode(hasher.finalize());
-    if actual != manifest.sha256 || size != manifest.size {
-        return Err(RestoreError::Checksum {
-            location: store.location(&manifest.key),
-            expected: manifest.sha256.clone(),
-            actual,
-            expected_size: manifest.size,
-            actual_size: size,
-        });
-    }
-    Ok(())
-}
-
-fn load_file(
-    download: &Path,
-    compression: Compression,
-    database: &Path,
-    location: &str,
-) -> Result<u64, RestoreError> {
-    let file = File::open(download).map_err(|source| RestoreError::Io {
+    let checked =
+        verifier
+            .finish()
+            .map_err(|Mismatch { expected, actual }| RestoreError::Checksum {
+                location: store.location(&manifest.key),
+                expected: expected.sha256,
+                actual: actual.sha256,
+                expected_size: expected.size,
+                actual_size: actual.size,
+            })?;
+    let file = File::open(path).map_err(|source| RestoreError::Io {
         action: "read download",
-        path: download.to_path_buf(),
+        path: path.to_path_buf(),
         source,
     })?;
-    let decompress_err = |source| RestoreError::Decompress {
-        location: location.to_string(),
-        source,
-    };
-    let reader: Box<dyn Read> = match compression {
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(file).map_err(decompress_err)?)
-        }
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::None => Box::new(file),
-    };
-    let mut reader = BufReader::with_capacity(1 << 18, reader);
+    Ok(checked.over(file))
+}
+
+/// Replay the SQL text of `verified` into a new SQLite file at `database`, and sync it.
+fn load_plain(verified: VerifiedFile, database: &Path) -> Result<u64, RestoreError> {
+    let mut reader = BufReader::with_capacity(1 << 18, verified.into_plain()?);
     let summary = sqlite::load(&mut reader, database)?;
     File::open(database)
         .and_then(|f| f.sync_all())

@@ -2,6 +2,7 @@
 //! the real `tar`, `zstd` and `sqlite3` programs — restoring must never need Patina.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -595,4 +596,77 @@ async fn bad_inputs_are_refused_before_uploading() {
         .unwrap_err();
     assert!(matches!(err, ArchiveError::Duplicate { .. }), "{err:?}");
     assert_nothing_archived(&store).await;
+}
+
+/// A day whose daily dump was pruned restores from its weekly archive, `.tar` and `.tar.gz`
+/// alike, through the same fetch-and-verify as a daily dump; a damaged archive member is
+/// refused before anything is loaded.
+#[tokio::test]
+async fn a_pruned_day_restores_from_its_weekly_archive() {
+    use patina::restore::{self, At, Located};
+    for compression in [Compression::Zstd, Compression::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path(), "backups/").unwrap();
+        let dumps = small_week(&store, compression).await;
+        let built = archive::build(&store, week(), &dumps, compression, "job", Utc::now())
+            .await
+            .unwrap();
+        // Prune every daily dump of the week.
+        for m in &dumps {
+            let id = m.dump_id().unwrap();
+            store.delete(&m.key).await.unwrap();
+            store.delete(&id.manifest_key()).await.unwrap();
+        }
+        let day = DAYS[1].parse().unwrap();
+        let located = restore::locate(&store, "beta", At::Date(day))
+            .await
+            .unwrap();
+        assert!(
+            matches!(located, Located::Archived { .. }),
+            "{compression:?}"
+        );
+        let target = dir.path().join("beta.db");
+        restore::restore_located(&store, &located, &target, false)
+            .await
+            .unwrap();
+        let db = rusqlite::Connection::open(&target).unwrap();
+        let x: i64 = db.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, 11, "{compression:?}: day 1, database 1");
+        drop(db);
+
+        // The archive's copy of that dump is damaged: refused, nothing loaded or left behind.
+        let mut bytes = store.get(&built.key).await.unwrap().to_vec();
+        if compression == Compression::Zstd {
+            // Inside the plain tar, flip a byte of a data member (after the first header).
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0xff;
+        } else {
+            // Replace the gzip stream with one whose member bytes differ.
+            let mut tar = Vec::new();
+            flate2::read::GzDecoder::new(bytes.as_slice())
+                .read_to_end(&mut tar)
+                .unwrap();
+            let needle = b"VALUES(11)";
+            let at = tar.windows(needle.len()).position(|w| w == needle).unwrap();
+            tar[at + 7] = b'9';
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&tar).unwrap();
+            bytes = gz.finish().unwrap();
+        }
+        store.put(&built.key, bytes.into(), false).await.unwrap();
+        let again = dir.path().join("again.db");
+        let err = restore::restore_located(&store, &located, &again, false)
+            .await
+            .unwrap_err();
+        assert!(!again.exists(), "{compression:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".patina-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{compression:?}: {leftovers:?}");
+        if compression == Compression::None {
+            assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+        }
+    }
 }

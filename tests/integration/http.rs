@@ -654,6 +654,69 @@ async fn without_a_token_writes_and_downloads_are_disabled() {
     w.server.shutdown().await;
 }
 
+/// `/download` fetches and verifies as `patina restore` does: a damaged object is refused with a
+/// 502 before a byte is sent (plain and raw alike), and nothing is left in the state directory.
+#[tokio::test]
+async fn a_damaged_object_is_refused_before_a_byte_is_sent() {
+    let w = World::new(
+        &format!("api_token = \"{TOKEN}\""),
+        false,
+        t("2026-11-16T10:00:00Z"),
+    )
+    .await;
+    w.pass().await;
+    let key = w
+        .catalog
+        .lock()
+        .unwrap()
+        .list_backups(Some("alpha"))
+        .unwrap()[0]
+        .key
+        .clone();
+    let good = w.store.get(&key).await.unwrap();
+    let mut bytes = good.to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    w.store.put(&key, bytes.into(), false).await.unwrap();
+    let path = "/download/2026-11-16/alpha";
+    for url in [path.to_string(), format!("{path}?raw=1")] {
+        let r = w
+            .http
+            .get(w.url(&url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{url}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"].as_str().unwrap().contains("checksum mismatch"),
+            "{e}"
+        );
+        assert_json_error(&e);
+    }
+    let state_dir = w.reconciler.policy().daemon.state_dir.clone();
+    let leftovers: Vec<_> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".download-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Repaired, it is served again.
+    w.store.put(&key, good.clone(), false).await.unwrap();
+    let r = w
+        .http
+        .get(w.url(&format!("{path}?raw=1")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), good);
+    w.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn readyz_says_why_when_the_listing_fails() {
     let w = World::new("", false, t("2026-11-16T10:00:00Z")).await;
