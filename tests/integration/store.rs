@@ -8,10 +8,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
-use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use patina::policy::{Compression, Secret, Storage, StorageLocation};
-use patina::store::{PART_SIZE, Store, StoreError};
+use patina::store::{Backend, ObjectStoreBackend, PART_SIZE, PutMode, Store, StoreError};
 
 use crate::support::s3::S3Server;
 
@@ -24,8 +23,8 @@ struct Stores {
 
 #[tokio::test]
 async fn conformance_memory() {
-    let backend = Arc::new(InMemory::new());
-    let view = |prefix| Store::with_backend(backend.clone(), "memory://".into(), prefix).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+    let view = |prefix| Store::with_backend(backend.clone(), prefix).unwrap();
     conformance(Stores {
         a: view("a/"),
         b: view("b/"),
@@ -74,7 +73,11 @@ async fn conformance(stores: Stores) {
 async fn round_trip(store: &Store) {
     let before = chrono::Utc::now() - chrono::Duration::minutes(1);
     store
-        .put("rt/one.txt", Bytes::from_static(b"hello"), false)
+        .put(
+            "rt/one.txt",
+            Bytes::from_static(b"hello"),
+            PutMode::Overwrite,
+        )
         .await
         .unwrap();
     assert_eq!(store.get("rt/one.txt").await.unwrap(), &b"hello"[..]);
@@ -84,7 +87,11 @@ async fn round_trip(store: &Store) {
 
     // Overwrite is the default.
     store
-        .put("rt/one.txt", Bytes::from_static(b"hello again"), false)
+        .put(
+            "rt/one.txt",
+            Bytes::from_static(b"hello again"),
+            PutMode::Overwrite,
+        )
         .await
         .unwrap();
     assert_eq!(store.get("rt/one.txt").await.unwrap(), &b"hello again"[..]);
@@ -92,11 +99,19 @@ async fn round_trip(store: &Store) {
 
 async fn create_only(store: &Store) {
     store
-        .put("co/manifest.json", Bytes::from_static(b"first"), true)
+        .put(
+            "co/manifest.json",
+            Bytes::from_static(b"first"),
+            PutMode::Create,
+        )
         .await
         .unwrap();
     let err = store
-        .put("co/manifest.json", Bytes::from_static(b"second"), true)
+        .put(
+            "co/manifest.json",
+            Bytes::from_static(b"second"),
+            PutMode::Create,
+        )
         .await
         .unwrap_err();
     match &err {
@@ -117,7 +132,10 @@ async fn listing(store: &Store) {
         ("ls/bz", "333"),
         ("lsx/d", "4444"),
     ] {
-        store.put(key, Bytes::from(body), false).await.unwrap();
+        store
+            .put(key, Bytes::from(body), PutMode::Overwrite)
+            .await
+            .unwrap();
     }
     let keys = |objects: Vec<patina::store::ObjectInfo>| {
         objects
@@ -172,7 +190,7 @@ async fn listing(store: &Store) {
 
 async fn deletion(store: &Store) {
     store
-        .put("del/x", Bytes::from_static(b"x"), false)
+        .put("del/x", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
         .unwrap();
     store.delete("del/x").await.unwrap();
@@ -289,13 +307,13 @@ async fn failed_upload_stops_the_writer(store: &Store) {
 
 async fn prefix_isolation(stores: &Stores) {
     let Stores { a, b, root } = stores;
-    a.put("iso/k", Bytes::from_static(b"from a"), false)
+    a.put("iso/k", Bytes::from_static(b"from a"), PutMode::Overwrite)
         .await
         .unwrap();
-    b.put("iso/k", Bytes::from_static(b"from b"), false)
+    b.put("iso/k", Bytes::from_static(b"from b"), PutMode::Overwrite)
         .await
         .unwrap();
-    b.put("iso/only-b", Bytes::from_static(b"b"), false)
+    b.put("iso/only-b", Bytes::from_static(b"b"), PutMode::Overwrite)
         .await
         .unwrap();
     assert_eq!(a.get("iso/k").await.unwrap(), &b"from a"[..]);
@@ -391,7 +409,7 @@ async fn s3_wrong_secret_names_the_operation_and_hides_the_secret() {
     assert!(!format!("{store:?}").contains(wrong));
 
     let put = store
-        .put("k.json", Bytes::from_static(b"{}"), false)
+        .put("k.json", Bytes::from_static(b"{}"), PutMode::Overwrite)
         .await
         .unwrap_err();
     let list = store.list("daily/").await.unwrap_err();
@@ -496,7 +514,7 @@ async fn file_storage_creates_its_folder_or_says_why_not() {
     let nested = dir.path().join("backups/patina");
     let store = Store::open(&storage(nested.clone())).unwrap();
     store
-        .put("a/b", Bytes::from_static(b"x"), false)
+        .put("a/b", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
         .unwrap();
     assert_eq!(std::fs::read(nested.join("a/b")).unwrap(), b"x");
