@@ -54,7 +54,7 @@ use crate::manifest::{
     ParsedKey, archive_member_path, parse_key,
 };
 use crate::policy::Compression;
-use crate::store::{Store, StoreError};
+use crate::store::{PutMode, Store, StoreError};
 
 /// Chunks of a member buffered between the feeder task and the blocking tar thread.
 pub const FEED_CHANNEL_CAPACITY: usize = 4;
@@ -260,10 +260,14 @@ pub async fn build(
         patina_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     match store
-        .put(&manifest_key, Bytes::from(manifest.to_json()), true)
+        .put(
+            &manifest_key,
+            Bytes::from(manifest.to_json()),
+            PutMode::Create,
+        )
         .await
     {
-        Ok(()) => Ok(manifest),
+        Ok(_) => Ok(manifest),
         Err(StoreError::AlreadyExists { .. }) => Err(already_exists()),
         Err(e) => Err(store_err(e)),
     }

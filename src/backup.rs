@@ -24,7 +24,7 @@ use crate::policy::{Compression, Database, Policy};
 use crate::source::d1::D1Error;
 use crate::source::sqlite::{self, DumpRequest, Progress, SourceError};
 use crate::source::{SnapshotError, SnapshotRequest};
-use crate::store::{Store, StoreError, UploadSink};
+use crate::store::{PutMode, Store, StoreError, UploadSink};
 
 /// How long a SQLite source may stay locked by a writer before the backup fails.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -365,10 +365,14 @@ pub async fn backup_database(
     };
     match ctx
         .store
-        .put(&manifest_key, Bytes::from(manifest.to_json()), true)
+        .put(
+            &manifest_key,
+            Bytes::from(manifest.to_json()),
+            PutMode::Create,
+        )
         .await
     {
-        Ok(()) => Ok(manifest),
+        Ok(_) => Ok(manifest),
         Err(StoreError::AlreadyExists { .. }) => Err(BackupError::Collision {
             database: db.name.clone(),
             at: id.taken_at.to_rfc3339(),

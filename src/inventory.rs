@@ -170,6 +170,7 @@ mod tests {
             key: key.to_string(),
             size: 10,
             last_modified: format!("2026-11-22T03:{minute:02}:00Z").parse().unwrap(),
+            etag: None,
         }
     }
 

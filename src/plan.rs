@@ -404,6 +404,7 @@ mod tests {
                     key,
                     size: 100,
                     last_modified: t(at),
+                    etag: None,
                 });
             }
         }
@@ -549,6 +550,7 @@ mod tests {
             key: "daily/2026-11-18/blog/20261118T030000Z.sql.zst".into(),
             size: 1,
             last_modified: t("2026-11-18T03:00:00Z"),
+            etag: None,
         });
         let plan = plan(&p, &with_debris, &[], &view, t("2026-11-18T04:30:00Z"));
         assert_eq!(plan.adoptions.len(), 1);

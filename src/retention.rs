@@ -469,6 +469,7 @@ mod tests {
                 key: id.data_key(Compression::Zstd),
                 size: 100,
                 last_modified: at,
+                etag: None,
             },
             manifest_key: id.manifest_key(),
             id,
@@ -855,6 +856,7 @@ mod tests {
                 key: w.archive_key(Compression::Zstd),
                 size: 1000,
                 last_modified: d.id.taken_at,
+                etag: None,
             },
             manifest_key: w.manifest_key(),
         };

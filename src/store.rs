@@ -1,31 +1,29 @@
-//! Object storage through `object_store`: `file://` (the embedded default), `s3://bucket` (R2,
-//! S3, MinIO; path-style with a custom endpoint) and `memory://` (tests), behind one small
-//! [`Store`] type that applies the key prefix, names the object in every error, and streams
-//! uploads from a blocking producer with fixed-size multipart parts.
+//! Object storage behind one small [`Store`] façade: it applies the key prefix, counts
+//! requests, names the object in every error, and streams uploads from a blocking producer in
+//! fixed-size parts. The storage itself sits behind the [`Backend`] interface (put with
+//! [`PutMode`]: overwrite, create-only, replace-if-etag; etags in `head` and listings);
+//! [`ObjectStoreBackend`] implements it for `file://` (the embedded default), `s3://bucket` (R2,
+//! S3, MinIO) and `memory://` (tests).
 //!
 //! Keys given to and returned by a [`Store`] are relative to the configured prefix. Every error
 //! names the operation and the full location (`get s3://bucket/prefix/key: …`); secrets never
 //! appear in errors or `Debug` output.
 
+mod backend;
+mod objstore;
+
 use std::fmt;
 use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    RetryConfig, WriteMultipart,
-};
 use tokio::sync::mpsc;
+
+pub use backend::{Backend, BackendError, ETag, ObjectInfo, Parts, PutMode};
+pub use objstore::ObjectStoreBackend;
 
 use crate::policy::{Storage, StorageLocation};
 
@@ -45,14 +43,34 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 pub enum StoreError {
     #[error("{op} {location}: object not found")]
     NotFound { op: &'static str, location: String },
+    /// A [`PutMode::Create`] found an object at the key.
     #[error("{op} {location}: object already exists")]
     AlreadyExists { op: &'static str, location: String },
+    /// A [`PutMode::Replace`] found another version at the key (or none): someone else wrote it.
+    #[error(
+        "{op} {location}: the object changed or was deleted since it was read (expected etag {expected_etag})"
+    )]
+    Precondition {
+        op: &'static str,
+        location: String,
+        expected_etag: ETag,
+    },
+    /// The storage cannot do this at all (a conditional write on `file://`).
+    #[error(
+        "{op} {location}: {backend} storage cannot {operation}; use s3:// storage (R2, S3, MinIO) for this"
+    )]
+    Unsupported {
+        op: &'static str,
+        location: String,
+        operation: &'static str,
+        backend: String,
+    },
     #[error("{op} {location}: {source}")]
     Backend {
         op: &'static str,
         location: String,
         #[source]
-        source: object_store::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("invalid storage configuration: {0}")]
     Config(String),
@@ -60,12 +78,33 @@ pub enum StoreError {
     Abandoned { location: String, reason: String },
 }
 
-/// One object in a listing; `key` is relative to the configured prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    pub last_modified: DateTime<Utc>,
+impl StoreError {
+    /// `error` from the backend, about the object at `location`, during `op`.
+    fn from_backend(op: &'static str, location: String, error: BackendError) -> StoreError {
+        match error {
+            BackendError::NotFound { .. } => StoreError::NotFound { op, location },
+            BackendError::AlreadyExists { .. } => StoreError::AlreadyExists { op, location },
+            BackendError::Precondition { expected_etag, .. } => StoreError::Precondition {
+                op,
+                location,
+                expected_etag,
+            },
+            BackendError::Unsupported {
+                operation, backend, ..
+            } => StoreError::Unsupported {
+                op,
+                location,
+                operation,
+                backend,
+            },
+            BackendError::Abandoned { reason, .. } => StoreError::Abandoned { location, reason },
+            BackendError::Other { source, .. } => StoreError::Backend {
+                op,
+                location,
+                source,
+            },
+        }
+    }
 }
 
 /// A bucket (or folder) with a key prefix.
@@ -74,14 +113,9 @@ pub struct ObjectInfo {
 /// credentials) is never printed.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    /// The same storage for [`Store::get_stream`]: no deadline on the whole request (a large
-    /// restore may take many minutes), only on each read. Same as `inner` but for S3.
-    streaming: Arc<dyn ObjectStore>,
+    backend: Arc<dyn Backend>,
     /// Empty, or ends with `/`; prepended to every key.
     prefix: String,
-    /// Display base without the prefix: `s3://bucket/`, `file:///abs/path/`, `memory://`.
-    base: String,
     /// Requests made through this store (and its clones), by operation.
     requests: Arc<RequestCounters>,
 }
@@ -100,8 +134,8 @@ pub struct RequestCounters {
 pub type RequestCounts = [(&'static str, u64); 5];
 
 impl RequestCounters {
-    fn count(&self, op: &AtomicU64) {
-        op.fetch_add(1, Ordering::Relaxed);
+    fn count(&self, op: &AtomicU64, n: u64) {
+        op.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> RequestCounts {
@@ -204,144 +238,39 @@ impl Store {
     /// Open the configured storage; `file://` folders are created if missing. Makes no
     /// network request: a wrong bucket or key shows up on the first operation.
     pub fn open(storage: &Storage) -> Result<Store, StoreError> {
-        match &storage.location {
-            StorageLocation::File(root) => Store::local(root, &storage.prefix),
-            StorageLocation::Memory => Store::with_backend(
-                Arc::new(InMemory::new()),
-                "memory://".into(),
-                &storage.prefix,
-            ),
-            StorageLocation::S3 { bucket } => Store::s3(bucket, storage),
-        }
+        let backend = match &storage.location {
+            StorageLocation::File(root) => ObjectStoreBackend::local(root)?,
+            StorageLocation::Memory => ObjectStoreBackend::memory(),
+            StorageLocation::S3 { bucket } => ObjectStoreBackend::s3(bucket, storage)?,
+        };
+        Store::with_backend(Arc::new(backend), &storage.prefix)
     }
 
     /// A process-local in-memory store (tests).
     pub fn memory(prefix: &str) -> Store {
-        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        Store {
-            streaming: inner.clone(),
-            inner,
-            prefix: normalize_prefix(prefix),
-            base: "memory://".into(),
-            requests: Arc::default(),
-        }
+        Store::with_backend(Arc::new(ObjectStoreBackend::memory()), prefix).expect("a valid prefix")
     }
 
     /// `file://` store rooted at `root` (tests and tools).
     pub fn local(root: &FsPath, prefix: &str) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(root).map_err(|e| {
-            StoreError::Config(format!(
-                "cannot create the storage folder {}: {e}; check the path and its permissions",
-                root.display()
-            ))
-        })?;
-        let canonical = std::fs::canonicalize(root).map_err(|e| {
-            StoreError::Config(format!(
-                "cannot resolve storage folder {}: {e}",
-                root.display()
-            ))
-        })?;
-        let fs = LocalFileSystem::new_with_prefix(&canonical)
-            .map_err(|e| {
-                StoreError::Config(format!("cannot use storage folder {}: {e}", root.display()))
-            })?
-            // Backups must survive a power cut once reported stored, like on S3.
-            .with_fsync(true)
-            // Retention deletes whole days: do not leave empty date folders behind.
-            .with_automatic_cleanup(true);
-        let mut base = format!("file://{}", canonical.display());
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        Store::with_backend(Arc::new(fs), base, prefix)
+        Store::with_backend(Arc::new(ObjectStoreBackend::local(root)?), prefix)
     }
 
-    /// Wrap any `object_store` backend (tests that inject failures, tools). `base` is the
-    /// display location of the backend's root, e.g. `s3://bucket/`.
-    pub fn with_backend(
-        inner: Arc<dyn ObjectStore>,
-        base: String,
-        prefix: &str,
-    ) -> Result<Store, StoreError> {
+    /// Any backend (tests that inject failures or share one bucket between prefixes, tools).
+    pub fn with_backend(backend: Arc<dyn Backend>, prefix: &str) -> Result<Store, StoreError> {
         let prefix = normalize_prefix(prefix);
-        if !prefix.is_empty() {
-            Path::parse(&prefix).map_err(|e| {
-                StoreError::Config(format!("prefix {prefix:?} is not a valid object key: {e}"))
+        if let Some(folder) = prefix.strip_suffix('/') {
+            check_key(folder).map_err(|why| {
+                StoreError::Config(format!(
+                    "prefix {prefix:?} is not a valid object key: {why}"
+                ))
             })?;
         }
         Ok(Store {
-            streaming: inner.clone(),
-            inner,
+            backend,
             prefix,
-            base,
             requests: Arc::default(),
         })
-    }
-
-    fn s3(bucket: &str, storage: &Storage) -> Result<Store, StoreError> {
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(250),
-                    max_backoff: Duration::from_secs(8),
-                    base: 2.0,
-                },
-                max_retries: 4,
-                retry_timeout: Duration::from_secs(180),
-            });
-        let mut options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(10))
-            .with_read_timeout(Duration::from_secs(60))
-            // A whole request, including sending one PART_SIZE part on a slow uplink.
-            .with_timeout(Duration::from_secs(120));
-        let region = match (&storage.region, &storage.endpoint) {
-            (Some(region), _) => region.clone(),
-            (None, Some(_)) => "auto".to_owned(),
-            (None, None) => "us-east-1".to_owned(),
-        };
-        builder = builder.with_region(region);
-        if let Some(endpoint) = &storage.endpoint {
-            if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
-                return Err(StoreError::Config(format!(
-                    "s3://{bucket}: endpoint {endpoint:?} must start with https:// (or http://)"
-                )));
-            }
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-            if endpoint.starts_with("http://") {
-                options = options.with_allow_http(true);
-            }
-        }
-        match (&storage.access_key_id, &storage.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                builder = builder
-                    .with_access_key_id(id.expose())
-                    .with_secret_access_key(secret.expose());
-            }
-            (None, None) => {} // the instance's credentials (IMDS, web identity)
-            _ => {
-                return Err(StoreError::Config(format!(
-                    "s3://{bucket}: set both access_key_id and secret_access_key, or neither"
-                )));
-            }
-        }
-        let build = |options: ClientOptions| {
-            builder
-                .clone()
-                .with_client_options(options)
-                .build()
-                .map_err(|e| StoreError::Config(format!("s3://{bucket}: {e}")))
-        };
-        let streaming = build(options.clone().with_timeout_disabled())?;
-        let mut store = Store::with_backend(
-            Arc::new(build(options)?),
-            format!("s3://{bucket}/"),
-            &storage.prefix,
-        )?;
-        store.streaming = Arc::new(streaming);
-        Ok(store)
     }
 
     /// Requests made through this store and its clones so far.
@@ -351,34 +280,27 @@ impl Store {
 
     /// Full display location of a key (`s3://bucket/prefix/key`), for messages.
     pub fn location(&self, key: &str) -> String {
-        format!("{}{}{key}", self.base, self.prefix)
+        format!("{}{}{key}", self.backend.root(), self.prefix)
     }
 
-    /// Put a small object whole. With `create_only`, fail with `AlreadyExists` if present.
-    pub async fn put(&self, key: &str, bytes: Bytes, create_only: bool) -> Result<(), StoreError> {
+    /// Put a small object whole, as `mode` allows: [`PutMode::Create`] fails with
+    /// [`StoreError::AlreadyExists`] if an object is there, [`PutMode::Replace`] with
+    /// [`StoreError::Precondition`] unless the object is still at that etag; a mode the storage
+    /// cannot do fails with [`StoreError::Unsupported`]. Returns the new etag, when the storage
+    /// reports one.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<Option<ETag>, StoreError> {
         const OP: &str = "put";
-        self.requests.count(&self.requests.put);
-        let path = self.path(OP, key)?;
-        let mode = if create_only {
-            PutMode::Create
-        } else {
-            PutMode::Overwrite
-        };
-        let opts = PutOptions {
-            mode,
-            ..Default::default()
-        };
-        match self.inner.put_opts(&path, bytes.into(), opts).await {
-            Ok(_) => Ok(()),
-            // S3 answers a failed `If-None-Match: *` with 412.
-            Err(object_store::Error::Precondition { .. }) if create_only => {
-                Err(StoreError::AlreadyExists {
-                    op: OP,
-                    location: self.location(key),
-                })
-            }
-            Err(e) => Err(self.error(OP, key, e)),
-        }
+        self.requests.count(&self.requests.put, 1);
+        let full = self.full_key(OP, key)?;
+        self.backend
+            .put(&full, bytes, mode)
+            .await
+            .map_err(|e| self.error(OP, key, e))
     }
 
     /// Start a streamed upload to `key`: write from blocking code into the returned sink, then
@@ -386,8 +308,9 @@ impl Store {
     /// was abandoned, in which case nothing is visible at `key`). Memory stays bounded: the sink
     /// blocks while a few parts are in flight.
     ///
-    /// An object that fits in one part is stored with a single `put`; larger ones with a
-    /// multipart upload of equal [`PART_SIZE`] parts. Must be called within a tokio runtime.
+    /// The backend gets equal [`PART_SIZE`] parts (but the last); an object that fits in one
+    /// part is stored with a single put, larger ones with a multipart upload. Must be called
+    /// within a tokio runtime.
     pub fn start_upload(
         &self,
         key: &str,
@@ -420,103 +343,22 @@ impl Store {
         rx: &mut mpsc::Receiver<Chunk>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upload";
-        let path = self.path(OP, key)?;
-        // An object that fits in one part is stored with one plain put.
-        let first = match rx.recv().await {
-            Some(Chunk::Data(part)) => part,
-            Some(Chunk::Done) => return self.put_whole(OP, key, &path, Bytes::new()).await,
-            None => return Err(self.abandoned(key)),
-        };
-        let second = match rx.recv().await {
-            Some(Chunk::Data(part)) => part,
-            Some(Chunk::Done) => return self.put_whole(OP, key, &path, first).await,
-            None => return Err(self.abandoned(key)),
-        };
-
-        // Create, one per part, complete: counted as puts (the class R2 bills them in).
-        self.requests.count(&self.requests.put);
-        let upload = self
-            .inner
-            .put_multipart(&path)
+        let full = self.full_key(OP, key)?;
+        let parts = counted_parts(rx, &self.requests, &full);
+        self.backend
+            .upload(&full, parts)
             .await
-            .map_err(|e| self.error(OP, key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut size = (first.len() + second.len()) as u64;
-        writer.put(first);
-        let pumped = async {
-            writer
-                .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| self.error(OP, key, e))?;
-            writer.put(second);
-            loop {
-                // Wait before receiving: a slow network keeps the sink blocked, not memory.
-                writer
-                    .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| self.error(OP, key, e))?;
-                match rx.recv().await {
-                    Some(Chunk::Data(part)) => {
-                        self.requests.count(&self.requests.put);
-                        size += part.len() as u64;
-                        writer.put(part);
-                    }
-                    Some(Chunk::Done) => return Ok(()),
-                    None => return Err(self.abandoned(key)),
-                }
-            }
-        }
-        .await;
-        match pumped {
-            Ok(()) => {
-                // first two parts + completion
-                for _ in 0..3 {
-                    self.requests.count(&self.requests.put);
-                }
-                // `finish` aborts the multipart upload itself when a part or the completion fails.
-                writer.finish().await.map_err(|e| self.error(OP, key, e))?;
-                Ok(size)
-            }
-            Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(
-                        location = %self.location(key),
-                        error = %abort,
-                        "could not abort a multipart upload; its parts stay billed until a \
-                         bucket lifecycle rule removes them"
-                    );
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn put_whole(
-        &self,
-        op: &'static str,
-        key: &str,
-        path: &Path,
-        bytes: Bytes,
-    ) -> Result<u64, StoreError> {
-        let size = bytes.len() as u64;
-        self.requests.count(&self.requests.put);
-        self.inner
-            .put(path, bytes.into())
-            .await
-            .map_err(|e| self.error(op, key, e))?;
-        Ok(size)
+            .map_err(|e| self.error(OP, key, e))
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         const OP: &str = "get";
-        self.requests.count(&self.requests.get);
-        let path = self.path(OP, key)?;
-        let result = self
-            .inner
-            .get(&path)
+        self.requests.count(&self.requests.get, 1);
+        let full = self.full_key(OP, key)?;
+        self.backend
+            .get(&full)
             .await
-            .map_err(|e| self.error(OP, key, e))?;
-        result.bytes().await.map_err(|e| self.error(OP, key, e))
+            .map_err(|e| self.error(OP, key, e))
     }
 
     /// Stream an object's bytes.
@@ -525,38 +367,33 @@ impl Store {
         key: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
         const OP: &str = "get";
-        self.requests.count(&self.requests.get);
-        let path = self.path(OP, key)?;
-        let result = self
-            .streaming
-            .get(&path)
+        self.requests.count(&self.requests.get, 1);
+        let full = self.full_key(OP, key)?;
+        let stream = self
+            .backend
+            .get_stream(&full)
             .await
             .map_err(|e| self.error(OP, key, e))?;
         let location = self.location(key);
-        Ok(result
-            .into_stream()
-            .map_err(move |source| StoreError::Backend {
-                op: "read",
-                location: location.clone(),
-                source,
-            })
+        Ok(stream
+            .map_err(move |e| StoreError::from_backend("read", location.clone(), e))
             .boxed())
     }
 
     /// `None` when absent.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         const OP: &str = "head";
-        self.requests.count(&self.requests.head);
-        let path = self.path(OP, key)?;
-        match self.inner.head(&path).await {
-            Ok(meta) => Ok(Some(ObjectInfo {
-                key: key.to_owned(),
-                size: meta.size,
-                last_modified: meta.last_modified,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(OP, key, e)),
-        }
+        self.requests.count(&self.requests.head, 1);
+        let full = self.full_key(OP, key)?;
+        let info = self
+            .backend
+            .head(&full)
+            .await
+            .map_err(|e| self.error(OP, key, e))?;
+        Ok(info.map(|info| ObjectInfo {
+            key: key.to_owned(),
+            ..info
+        }))
     }
 
     /// Every object under `prefix` (relative), complete or an error: never a partial listing.
@@ -565,75 +402,107 @@ impl Store {
     /// `daily/2026-11-22/…`. Keys come back relative to the store's prefix, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         const OP: &str = "list objects in";
-        self.requests.count(&self.requests.list);
+        self.requests.count(&self.requests.list, 1);
         let full = format!("{}{prefix}", self.prefix);
-        // object_store lists whole path segments: list the folder, then filter by the rest.
-        let folder = &full[..full.rfind('/').map_or(0, |i| i + 1)];
-        let folder = if folder.is_empty() {
-            None
-        } else {
-            Some(Path::parse(folder).map_err(|e| self.error(OP, prefix, e.into()))?)
-        };
-        let metas: Vec<ObjectMeta> = self
-            .inner
-            .list(folder.as_ref())
-            .try_collect()
+        let objects = self
+            .backend
+            .list(&full)
             .await
             .map_err(|e| self.error(OP, prefix, e))?;
-        let mut objects: Vec<ObjectInfo> = metas
+        Ok(objects
             .into_iter()
-            .filter(|m| m.location.as_ref().starts_with(&full))
-            .map(|m| ObjectInfo {
-                key: m.location.as_ref()[self.prefix.len()..].to_owned(),
-                size: m.size,
-                last_modified: m.last_modified,
+            .filter_map(|info| {
+                let key = info.key.strip_prefix(&self.prefix)?.to_owned();
+                Some(ObjectInfo { key, ..info })
             })
-            .collect();
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+            .collect())
     }
 
     /// Delete; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         const OP: &str = "delete";
-        self.requests.count(&self.requests.delete);
-        let path = self.path(OP, key)?;
-        match self.inner.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.error(OP, key, e)),
-        }
+        self.requests.count(&self.requests.delete, 1);
+        let full = self.full_key(OP, key)?;
+        self.backend
+            .delete(&full)
+            .await
+            .map_err(|e| self.error(OP, key, e))
     }
 
-    /// The backend path of `key`: the prefix applied, validated as an object key.
-    fn path(&self, op: &'static str, key: &str) -> Result<Path, StoreError> {
-        if key.is_empty() || key.ends_with('/') {
-            let source = object_store::path::Error::EmptySegment {
-                path: format!("{}{key}", self.prefix),
-            };
-            return Err(self.error(op, key, source.into()));
-        }
-        Path::parse(format!("{}{key}", self.prefix)).map_err(|e| self.error(op, key, e.into()))
-    }
-
-    fn error(&self, op: &'static str, key: &str, source: object_store::Error) -> StoreError {
-        let location = self.location(key);
-        match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { op, location },
-            object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { op, location },
-            source => StoreError::Backend {
+    /// The backend key of `key`: the prefix applied, checked against [`check_key`], so that
+    /// every backend gets the same, portable keys.
+    fn full_key(&self, op: &'static str, key: &str) -> Result<String, StoreError> {
+        let full = format!("{}{key}", self.prefix);
+        match check_key(&full) {
+            Ok(()) => Ok(full),
+            Err(why) => Err(StoreError::Backend {
                 op,
-                location,
-                source,
-            },
+                location: self.location(key),
+                source: why.into(),
+            }),
         }
     }
 
-    fn abandoned(&self, key: &str) -> StoreError {
-        StoreError::Abandoned {
-            location: self.location(key),
-            reason: "the writer stopped before finishing (sink dropped without finish)".into(),
+    fn error(&self, op: &'static str, key: &str, error: BackendError) -> StoreError {
+        StoreError::from_backend(op, self.location(key), error)
+    }
+}
+
+/// The parts an [`UploadSink`] sends, as a [`Parts`] stream for the backend, counting requests
+/// as R2 bills them: one put for a single-part object; for a multipart upload its creation,
+/// one per part, and its completion.
+fn counted_parts<'a>(
+    rx: &'a mut mpsc::Receiver<Chunk>,
+    requests: &'a RequestCounters,
+    key: &'a str,
+) -> Parts<'a> {
+    futures::stream::unfold(Some((rx, 0u64)), move |state| async move {
+        let (rx, sent) = state?;
+        match rx.recv().await {
+            Some(Chunk::Data(part)) => {
+                // The second part turns the upload into a multipart one: create, then send.
+                requests.count(&requests.put, if sent == 1 { 2 } else { 1 });
+                Some((Ok(part), Some((rx, sent + 1))))
+            }
+            Some(Chunk::Done) => {
+                if sent != 1 {
+                    // the put of an empty object, or the completion of a multipart upload
+                    requests.count(&requests.put, 1);
+                }
+                None
+            }
+            None => {
+                let reason =
+                    "the writer stopped before finishing (sink dropped without finish)".to_owned();
+                let abandoned = BackendError::Abandoned {
+                    key: key.to_owned(),
+                    reason,
+                };
+                Some((Err(abandoned), None))
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Whether `key` is a portable object key: `/`-separated segments, none empty, `.` or `..`,
+/// and no control characters.
+fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("an object key cannot be empty".into());
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return Err(format!("{key:?} has an empty path segment"));
+        }
+        if segment == "." || segment == ".." {
+            return Err(format!("{key:?} has a {segment:?} path segment"));
+        }
+        if segment.chars().any(|c| c.is_ascii_control()) {
+            return Err(format!("{key:?} has a control character"));
         }
     }
+    Ok(())
 }
 
 /// `""`, or the prefix with one trailing `/` and no leading one.
@@ -655,6 +524,42 @@ mod tests {
         assert_eq!(normalize_prefix(""), "");
         assert_eq!(normalize_prefix("a"), "a/");
         assert_eq!(normalize_prefix("/a/b/"), "a/b/");
+    }
+
+    #[test]
+    fn keys_are_checked_the_same_for_every_backend() {
+        for key in [
+            "a",
+            "daily/2026-11-22/app/20261122T030012Z.sql.zst",
+            "a b/ü",
+        ] {
+            assert_eq!(check_key(key), Ok(()), "{key}");
+        }
+        for key in ["", "a/", "/a", "a//b", "a/./b", "../a", "a\nb"] {
+            assert!(check_key(key).is_err(), "{key:?} accepted");
+        }
+        let err = Store::with_backend(Arc::new(ObjectStoreBackend::memory()), "p//q/").unwrap_err();
+        assert!(err.to_string().contains("p//q/"), "{err}");
+    }
+
+    /// Requests are counted as R2 bills them: one put for an object of up to one part; a
+    /// multipart upload's creation, parts and completion.
+    #[tokio::test]
+    async fn upload_requests_are_counted_as_billed() {
+        let store = Store::memory("");
+        for (len, puts) in [(0, 1), (10, 1), (PART_SIZE, 1), (2 * PART_SIZE + 1, 5)] {
+            let before = store.requests()[3].1;
+            let (mut sink, task) = store.start_upload("k");
+            tokio::task::spawn_blocking(move || {
+                std::io::Write::write_all(&mut sink, &vec![1; len])?;
+                sink.finish()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(task.await.unwrap().unwrap(), len as u64);
+            assert_eq!(store.requests()[3], ("put", before + puts), "{len} bytes");
+        }
     }
 
     #[test]

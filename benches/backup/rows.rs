@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use patina::backup::Quiet;
 use patina::catalog::Catalog;
 use patina::reconcile::{ManualClock, Reconciler};
-use patina::store::Store;
+use patina::store::{PutMode, Store};
 
 use crate::{PATINA, loadavg, median, reset};
 
@@ -297,7 +297,7 @@ pub fn reconcile_row(work: &Path, iters: usize, with_file: bool) -> String {
                 rt.block_on(async {
                     for k in &keys {
                         store
-                            .put(k, bytes::Bytes::from_static(b"{}"), false)
+                            .put(k, bytes::Bytes::from_static(b"{}"), PutMode::Overwrite)
                             .await
                             .expect("put");
                     }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use patina::archive::{self, ArchiveError};
 use patina::manifest::{DumpId, FORMAT_VERSION, IsoWeek, Manifest, SourceFacts, Trigger};
 use patina::policy::Compression;
-use patina::store::{PART_SIZE, Store};
+use patina::store::{PART_SIZE, PutMode, Store};
 use sha2::{Digest, Sha256};
 
 use crate::support::s3::S3Server;
@@ -78,7 +78,7 @@ async fn put_dump(
     let id = DumpId::new(database, taken_at);
     let key = id.data_key(compression);
     store
-        .put(&key, Bytes::copy_from_slice(data), true)
+        .put(&key, Bytes::copy_from_slice(data), PutMode::Create)
         .await
         .unwrap();
     let manifest = Manifest {
@@ -105,7 +105,11 @@ async fn put_dump(
         patina_version: "0.1.0".into(),
     };
     store
-        .put(&id.manifest_key(), Bytes::from(manifest.to_json()), true)
+        .put(
+            &id.manifest_key(),
+            Bytes::from(manifest.to_json()),
+            PutMode::Create,
+        )
         .await
         .unwrap();
     manifest
@@ -329,7 +333,10 @@ async fn a_damaged_member_stops_the_build_and_leaves_nothing() {
     let damaged = &dumps[1].key;
     let mut bytes = store.get(damaged).await.unwrap().to_vec();
     bytes.extend_from_slice(b"junk");
-    store.put(damaged, bytes.into(), false).await.unwrap();
+    store
+        .put(damaged, bytes.into(), PutMode::Overwrite)
+        .await
+        .unwrap();
     let err = archive::build(&store, week(), &dumps, Compression::Zstd, "job", Utc::now())
         .await
         .unwrap_err();
@@ -350,7 +357,10 @@ async fn a_damaged_member_stops_the_build_and_leaves_nothing() {
         .await
         .unwrap()
         .slice(..dumps[1].size as usize);
-    store.put(damaged, repaired, false).await.unwrap();
+    store
+        .put(damaged, repaired, PutMode::Overwrite)
+        .await
+        .unwrap();
     let gone = &dumps[4].key;
     store.delete(gone).await.unwrap();
     let err = archive::build(&store, week(), &dumps, Compression::Zstd, "job", Utc::now())
@@ -416,7 +426,10 @@ async fn a_damaged_archive_is_caught_on_extract() {
     // Flip a byte inside the first member's data (after its 512-byte header).
     let mut bytes = store.get(&built.key).await.unwrap().to_vec();
     bytes[512 + 5] ^= 0xff;
-    store.put(&built.key, bytes.into(), false).await.unwrap();
+    store
+        .put(&built.key, bytes.into(), PutMode::Overwrite)
+        .await
+        .unwrap();
 
     let first = &built.members[0];
     let dest = dir.path().join("x.sql.zst");
@@ -547,7 +560,10 @@ async fn s3_damaged_member_aborts_the_multipart_upload() {
     let mut bytes = store.get(&damaged.key).await.unwrap().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
-    store.put(&damaged.key, bytes.into(), false).await.unwrap();
+    store
+        .put(&damaged.key, bytes.into(), PutMode::Overwrite)
+        .await
+        .unwrap();
 
     let err = archive::build(&store, week(), &dumps, Compression::Zstd, "job", Utc::now())
         .await
@@ -653,7 +669,10 @@ async fn a_pruned_day_restores_from_its_weekly_archive() {
             gz.write_all(&tar).unwrap();
             bytes = gz.finish().unwrap();
         }
-        store.put(&built.key, bytes.into(), false).await.unwrap();
+        store
+            .put(&built.key, bytes.into(), patina::store::PutMode::Overwrite)
+            .await
+            .unwrap();
         let again = dir.path().join("again.db");
         let err = restore::restore_located(&store, &located, &again, false)
             .await

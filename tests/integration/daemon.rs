@@ -15,7 +15,7 @@ use patina::catalog::Catalog;
 use patina::manifest::{ParsedKey, parse_key};
 use patina::policy::Policy;
 use patina::reconcile::{ManualClock, Reconciler};
-use patina::store::Store;
+use patina::store::{PutMode, Store};
 
 use crate::support::s3::S3Server;
 
@@ -400,13 +400,17 @@ async fn adoption_drift_and_debris() {
         .put(
             "daily/2026-11-20/app/20261120T030000Z.sql.zst",
             bytes::Bytes::from_static(b"partial"),
-            false,
+            PutMode::Overwrite,
         )
         .await
         .unwrap();
     // Foreign: never touched.
     w.store
-        .put("notes/README.txt", bytes::Bytes::from_static(b"hi"), false)
+        .put(
+            "notes/README.txt",
+            bytes::Bytes::from_static(b"hi"),
+            PutMode::Overwrite,
+        )
         .await
         .unwrap();
     let r = w.pass().await;

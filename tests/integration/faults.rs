@@ -14,7 +14,7 @@ use patina::backup::{self, JobRequest, Quiet};
 use patina::catalog::Catalog;
 use patina::manifest::Trigger;
 use patina::reconcile::{ManualClock, Reconciler};
-use patina::store::Store;
+use patina::store::{ObjectStoreBackend, Store};
 
 use crate::support::faulty::{Fault, FaultyProxy};
 use crate::support::s3::S3Server;
@@ -66,8 +66,8 @@ async fn rig(retention: &str) -> Rig {
         )
         .build()
         .unwrap();
-    let store =
-        Store::with_backend(Arc::new(s3), format!("s3://{}/", server.bucket), "patina/").unwrap();
+    let backend = ObjectStoreBackend::new(Arc::new(s3), format!("s3://{}/", server.bucket));
+    let store = Store::with_backend(Arc::new(backend), "patina/").unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(DEMO_DB, dir.path().join("app.db")).unwrap();
     let text = format!(

@@ -14,7 +14,7 @@ use patina::backup::Quiet;
 use patina::catalog::Catalog;
 use patina::http::AppState;
 use patina::reconcile::{ManualClock, Reconciler};
-use patina::store::Store;
+use patina::store::{PutMode, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::s3::S3Server;
@@ -69,9 +69,13 @@ async fn live() -> Live {
         "patina/notes/secret.txt",
         "patina/daily/2026-11-16/ghost/20261116T030000Z.sql",
     ] {
-        raw.put(key, bytes::Bytes::from_static(FOREIGN.as_bytes()), false)
-            .await
-            .unwrap();
+        raw.put(
+            key,
+            bytes::Bytes::from_static(FOREIGN.as_bytes()),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
     }
     // A file next to the bucket folder, for traversals out of it.
     std::fs::write(s3.bucket_dir().join("../outside.txt"), FOREIGN).unwrap();

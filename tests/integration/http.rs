@@ -677,7 +677,10 @@ async fn a_damaged_object_is_refused_before_a_byte_is_sent() {
     let mut bytes = good.to_vec();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
-    w.store.put(&key, bytes.into(), false).await.unwrap();
+    w.store
+        .put(&key, bytes.into(), patina::store::PutMode::Overwrite)
+        .await
+        .unwrap();
     let path = "/download/2026-11-16/alpha";
     for url in [path.to_string(), format!("{path}?raw=1")] {
         let r = w
@@ -704,7 +707,10 @@ async fn a_damaged_object_is_refused_before_a_byte_is_sent() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Repaired, it is served again.
-    w.store.put(&key, good.clone(), false).await.unwrap();
+    w.store
+        .put(&key, good.clone(), patina::store::PutMode::Overwrite)
+        .await
+        .unwrap();
     let r = w
         .http
         .get(w.url(&format!("{path}?raw=1")))

@@ -1,6 +1,10 @@
-//! `Store` conformance: one suite run on `file://`, `memory://` and a real S3-protocol server
-//! (s3s-fs, SigV4 checked), plus what only one backend can show (raw files, bad credentials).
+//! The storage interface's conformance suite: one set of cases run on every [`Backend`] —
+//! `file://`, `memory://` and a real S3-protocol server (s3s-fs, SigV4 checked) — through the
+//! [`Store`] façade, plus what only one backend can show (raw files, bad credentials).
+//!
+//! Adding a backend: a fixture function and one line in `conformance!`, with what it can do.
 
+use std::any::Any;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -8,12 +12,79 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
-use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use patina::policy::{Compression, Secret, Storage, StorageLocation};
-use patina::store::{PART_SIZE, Store, StoreError};
+use patina::store::{
+    Backend, BackendError, ETag, ObjectStoreBackend, PART_SIZE, PutMode, Store, StoreError,
+};
 
 use crate::support::s3::S3Server;
+
+/// What a backend can do, as measured by this suite: each flag but `atomic` is asserted both
+/// ways, so a backend that gains or loses a capability fails here until its line is updated.
+#[derive(Debug, Clone, Copy)]
+struct Can {
+    /// `PutMode::Create` (`If-None-Match: *`); else `Unsupported`.
+    create: bool,
+    /// `PutMode::Replace(etag)` (`If-Match`); else `Unsupported`.
+    replace: bool,
+    /// Listings carry etags; else `None` in every listed `ObjectInfo`.
+    list_etags: bool,
+    /// Conditional writes hold under concurrency: of writers racing with one condition, exactly
+    /// one wins. Not checked when false (a race may happen not to show).
+    atomic: bool,
+}
+
+/// A backend under test and whatever must live as long as it (a folder, a server).
+struct Fixture {
+    backend: Arc<dyn Backend>,
+    _keep: Box<dyn Any>,
+}
+
+async fn memory() -> Fixture {
+    Fixture {
+        backend: Arc::new(ObjectStoreBackend::memory()),
+        _keep: Box::new(()),
+    }
+}
+
+async fn file() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture {
+        backend: Arc::new(ObjectStoreBackend::local(dir.path()).unwrap()),
+        _keep: Box::new(dir),
+    }
+}
+
+async fn s3() -> Fixture {
+    let server = S3Server::start().await;
+    let backend = ObjectStoreBackend::s3(&server.bucket, &server.storage("")).unwrap();
+    Fixture {
+        backend: Arc::new(backend),
+        _keep: Box::new(server),
+    }
+}
+
+macro_rules! conformance {
+    ($($test:ident: $fixture:ident, $can:expr;)*) => {$(
+        // Several threads, so that racing writers really overlap.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $test() {
+            let fixture = $fixture().await;
+            conformance(fixture.backend.clone(), $can).await;
+        }
+    )*};
+}
+
+conformance! {
+    conformance_memory: memory, Can { create: true, replace: true, list_etags: true, atomic: true };
+    // object_store's LocalFileSystem creates with an atomic hard link but has no If-Match.
+    conformance_file: file, Can { create: true, replace: false, list_etags: true, atomic: true };
+    // s3s-fs leaves ETag out of ListObjectsV2, and checks a condition before writing, without a
+    // lock: of 16 writers racing on one key with 256 KiB bodies, 5 to 16 "won" in each of 20
+    // rounds (Create and Replace alike). Real S3, R2 and MinIO list etags and decide atomically.
+    conformance_s3: s3, Can { create: true, replace: true, list_etags: false, atomic: false };
+}
 
 /// Three views of one backend: prefixes `a/` and `b/`, and the bare root.
 struct Stores {
@@ -22,46 +93,20 @@ struct Stores {
     root: Store,
 }
 
-#[tokio::test]
-async fn conformance_memory() {
-    let backend = Arc::new(InMemory::new());
-    let view = |prefix| Store::with_backend(backend.clone(), "memory://".into(), prefix).unwrap();
-    conformance(Stores {
+async fn conformance(backend: Arc<dyn Backend>, can: Can) {
+    let view = |prefix| Store::with_backend(backend.clone(), prefix).unwrap();
+    let stores = Stores {
         a: view("a/"),
         b: view("b/"),
         root: view(""),
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn conformance_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let view = |prefix| Store::local(dir.path(), prefix).unwrap();
-    conformance(Stores {
-        a: view("a/"),
-        b: view("b/"),
-        root: view(""),
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn conformance_s3() {
-    let s3 = S3Server::start().await;
-    conformance(Stores {
-        a: s3.store("a/"),
-        b: s3.store("b/"),
-        root: s3.store(""),
-    })
-    .await;
-}
-
-async fn conformance(stores: Stores) {
+    };
     let store = &stores.a;
     round_trip(store).await;
-    create_only(store).await;
-    listing(store).await;
+    etags(store, can).await;
+    create_only(store, can).await;
+    concurrent_creates(store, can).await;
+    replace_if_etag(store, backend.as_ref(), can).await;
+    listing(store, can).await;
     deletion(store).await;
     missing_objects(store).await;
     small_uploads(store).await;
@@ -74,7 +119,11 @@ async fn conformance(stores: Stores) {
 async fn round_trip(store: &Store) {
     let before = chrono::Utc::now() - chrono::Duration::minutes(1);
     store
-        .put("rt/one.txt", Bytes::from_static(b"hello"), false)
+        .put(
+            "rt/one.txt",
+            Bytes::from_static(b"hello"),
+            PutMode::Overwrite,
+        )
         .await
         .unwrap();
     assert_eq!(store.get("rt/one.txt").await.unwrap(), &b"hello"[..]);
@@ -83,20 +132,69 @@ async fn round_trip(store: &Store) {
     assert!(info.last_modified > before, "{info:?}");
 
     // Overwrite is the default.
+    assert_eq!(PutMode::default(), PutMode::Overwrite);
     store
-        .put("rt/one.txt", Bytes::from_static(b"hello again"), false)
+        .put(
+            "rt/one.txt",
+            Bytes::from_static(b"hello again"),
+            PutMode::default(),
+        )
         .await
         .unwrap();
     assert_eq!(store.get("rt/one.txt").await.unwrap(), &b"hello again"[..]);
 }
 
-async fn create_only(store: &Store) {
-    store
-        .put("co/manifest.json", Bytes::from_static(b"first"), true)
-        .await
-        .unwrap();
+/// Every put reports the new etag; `head` and listings give the same one; an overwrite
+/// changes it, even to the same size.
+async fn etags(store: &Store, can: Can) {
+    let put = |body: &'static [u8]| async move {
+        store
+            .put(
+                "et/lease.json",
+                Bytes::from_static(body),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap()
+            .expect("put returns an etag")
+    };
+    let first = put(b"{\"generation\":1}").await;
+    let head = store.head("et/lease.json").await.unwrap().unwrap();
+    assert_eq!(head.etag.as_ref(), Some(&first));
+    let listed = store.list("et/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let expected = can.list_etags.then(|| first.clone());
+    assert_eq!(listed[0].etag, expected, "etag in the listing");
+
+    let second = put(b"{\"generation\":2}").await;
+    assert_ne!(first, second, "an overwrite keeps the etag");
+    let head = store.head("et/lease.json").await.unwrap().unwrap();
+    assert_eq!(head.etag.as_ref(), Some(&second));
+}
+
+async fn create_only(store: &Store, can: Can) {
+    let created = store
+        .put(
+            "co/manifest.json",
+            Bytes::from_static(b"first"),
+            PutMode::Create,
+        )
+        .await;
+    if !can.create {
+        assert_unsupported(store, "co/manifest.json", created.unwrap_err());
+        assert_eq!(store.head("co/manifest.json").await.unwrap(), None);
+        return;
+    }
+    let etag = created.unwrap().expect("create returns an etag");
+    let head = store.head("co/manifest.json").await.unwrap().unwrap();
+    assert_eq!(head.etag, Some(etag));
+
     let err = store
-        .put("co/manifest.json", Bytes::from_static(b"second"), true)
+        .put(
+            "co/manifest.json",
+            Bytes::from_static(b"second"),
+            PutMode::Create,
+        )
         .await
         .unwrap_err();
     match &err {
@@ -110,14 +208,178 @@ async fn create_only(store: &Store) {
     assert_eq!(store.get("co/manifest.json").await.unwrap(), &b"first"[..]);
 }
 
-async fn listing(store: &Store) {
+/// Body of each racing writer: large enough that a check-then-write backend lets several win.
+const RACE_BODY: usize = 256 * 1024;
+
+/// Several writers race to create one key (a claim, DESIGN §16): exactly one wins.
+async fn concurrent_creates(store: &Store, can: Can) {
+    if !(can.create && can.atomic) {
+        return;
+    }
+    let racers = (0..8u8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let body = Bytes::from(vec![i; RACE_BODY]);
+            store.put("race/claim.json", body, PutMode::Create).await
+        })
+    });
+    let mut winners = Vec::new();
+    for (i, racer) in racers.enumerate() {
+        match racer.await.unwrap() {
+            Ok(_) => winners.push(i as u8),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("racer {i}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = store.get("race/claim.json").await.unwrap();
+    assert!(
+        stored == vec![winners[0]; RACE_BODY],
+        "not the winner's bytes"
+    );
+}
+
+/// Replace-if-etag, the lease renewal of DESIGN §16.
+async fn replace_if_etag(store: &Store, backend: &dyn Backend, can: Can) {
+    let key = "rp/lease.json";
+    let v1 = store
+        .put(key, Bytes::from_static(b"v1"), PutMode::Overwrite)
+        .await
+        .unwrap()
+        .unwrap();
+    let replaced = store
+        .put(key, Bytes::from_static(b"v2"), PutMode::Replace(v1.clone()))
+        .await;
+    if !can.replace {
+        // Never a silent overwrite.
+        assert_unsupported(store, key, replaced.unwrap_err());
+        assert_eq!(store.get(key).await.unwrap(), &b"v1"[..]);
+        return;
+    }
+    let v2 = replaced.unwrap().expect("replace returns the new etag");
+    assert_ne!(v1, v2);
+    assert_eq!(store.get(key).await.unwrap(), &b"v2"[..]);
+    assert_eq!(
+        store.head(key).await.unwrap().unwrap().etag.as_ref(),
+        Some(&v2)
+    );
+
+    // A stale etag: someone else wrote since we read.
+    let err = store
+        .put(key, Bytes::from_static(b"v3"), PutMode::Replace(v1.clone()))
+        .await
+        .unwrap_err();
+    assert_precondition(store, key, &v1, err);
+    assert_eq!(store.get(key).await.unwrap(), &b"v2"[..]);
+
+    // The same through the interface itself: the error names the whole key.
+    let full = format!("a/{key}");
+    match backend
+        .put(
+            &full,
+            Bytes::from_static(b"v3"),
+            PutMode::Replace(v1.clone()),
+        )
+        .await
+    {
+        Err(BackendError::Precondition { key, expected_etag }) => {
+            assert_eq!((key.as_str(), &expected_etag), (full.as_str(), &v1));
+        }
+        other => panic!("expected Precondition, got {other:?}"),
+    }
+
+    // Holders renew with the same etag at once: exactly one wins.
+    if can.atomic {
+        let racers = (0..8u8).map(|i| {
+            let store = store.clone();
+            let v2 = v2.clone();
+            tokio::spawn(async move {
+                let body = Bytes::from(vec![i; RACE_BODY]);
+                store.put("rp/lease.json", body, PutMode::Replace(v2)).await
+            })
+        });
+        let mut winners = Vec::new();
+        for (i, racer) in racers.enumerate() {
+            match racer.await.unwrap() {
+                Ok(_) => winners.push(i as u8),
+                Err(StoreError::Precondition { .. }) => {}
+                Err(e) => panic!("racer {i}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let stored = store.get(key).await.unwrap();
+        assert!(
+            stored == vec![winners[0]; RACE_BODY],
+            "not the winner's bytes"
+        );
+    }
+
+    // A deleted object has no version to match.
+    let current = store.head(key).await.unwrap().unwrap().etag.unwrap();
+    store.delete(key).await.unwrap();
+    let err = store
+        .put(
+            key,
+            Bytes::from_static(b"v4"),
+            PutMode::Replace(current.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_precondition(store, key, &current, err);
+    assert_eq!(store.head(key).await.unwrap(), None);
+}
+
+fn assert_precondition(store: &Store, key: &str, stale: &ETag, err: StoreError) {
+    match &err {
+        StoreError::Precondition {
+            op,
+            location,
+            expected_etag,
+        } => {
+            assert_eq!(*op, "put");
+            assert_eq!(location, &store.location(key));
+            assert_eq!(expected_etag, stale);
+        }
+        other => panic!("expected Precondition, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(key) && text.contains(stale.as_str()),
+        "{text}"
+    );
+}
+
+fn assert_unsupported(store: &Store, key: &str, err: StoreError) {
+    match &err {
+        StoreError::Unsupported { op, location, .. } => {
+            assert_eq!(*op, "put");
+            assert_eq!(location, &store.location(key));
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("use s3://"), "no hint: {text}");
+}
+
+async fn listing(store: &Store, can: Can) {
+    let mut etags = std::collections::HashMap::new();
     for (key, body) in [
         ("ls/a", "1"),
         ("ls/b/c", "22"),
         ("ls/bz", "333"),
         ("lsx/d", "4444"),
     ] {
-        store.put(key, Bytes::from(body), false).await.unwrap();
+        let etag = store
+            .put(key, Bytes::from(body), PutMode::Overwrite)
+            .await
+            .unwrap();
+        etags.insert(key, etag);
+    }
+    for listed in store.list("ls").await.unwrap() {
+        let expected = etags[listed.key.as_str()]
+            .clone()
+            .filter(|_| can.list_etags);
+        assert_eq!(listed.etag, expected, "{listed:?}");
     }
     let keys = |objects: Vec<patina::store::ObjectInfo>| {
         objects
@@ -172,7 +434,7 @@ async fn listing(store: &Store) {
 
 async fn deletion(store: &Store) {
     store
-        .put("del/x", Bytes::from_static(b"x"), false)
+        .put("del/x", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
         .unwrap();
     store.delete("del/x").await.unwrap();
@@ -227,9 +489,11 @@ async fn large_upload(store: &Store) {
     assert!(len > 2 * PART_SIZE);
     let data = noise(len, 3);
     assert_eq!(upload(store, "up/large", &data).await.unwrap(), len as u64);
-    assert_eq!(
-        store.head("up/large").await.unwrap().unwrap().size,
-        len as u64
+    let head = store.head("up/large").await.unwrap().unwrap();
+    assert_eq!(head.size, len as u64);
+    assert!(
+        head.etag.is_some(),
+        "a multipart object has an etag: {head:?}"
     );
     assert!(store.get("up/large").await.unwrap() == data, "get differs");
 
@@ -289,13 +553,13 @@ async fn failed_upload_stops_the_writer(store: &Store) {
 
 async fn prefix_isolation(stores: &Stores) {
     let Stores { a, b, root } = stores;
-    a.put("iso/k", Bytes::from_static(b"from a"), false)
+    a.put("iso/k", Bytes::from_static(b"from a"), PutMode::Overwrite)
         .await
         .unwrap();
-    b.put("iso/k", Bytes::from_static(b"from b"), false)
+    b.put("iso/k", Bytes::from_static(b"from b"), PutMode::Overwrite)
         .await
         .unwrap();
-    b.put("iso/only-b", Bytes::from_static(b"b"), false)
+    b.put("iso/only-b", Bytes::from_static(b"b"), PutMode::Overwrite)
         .await
         .unwrap();
     assert_eq!(a.get("iso/k").await.unwrap(), &b"from a"[..]);
@@ -391,7 +655,7 @@ async fn s3_wrong_secret_names_the_operation_and_hides_the_secret() {
     assert!(!format!("{store:?}").contains(wrong));
 
     let put = store
-        .put("k.json", Bytes::from_static(b"{}"), false)
+        .put("k.json", Bytes::from_static(b"{}"), PutMode::Overwrite)
         .await
         .unwrap_err();
     let list = store.list("daily/").await.unwrap_err();
@@ -496,7 +760,7 @@ async fn file_storage_creates_its_folder_or_says_why_not() {
     let nested = dir.path().join("backups/patina");
     let store = Store::open(&storage(nested.clone())).unwrap();
     store
-        .put("a/b", Bytes::from_static(b"x"), false)
+        .put("a/b", Bytes::from_static(b"x"), PutMode::Overwrite)
         .await
         .unwrap();
     assert_eq!(std::fs::read(nested.join("a/b")).unwrap(), b"x");
