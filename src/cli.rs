@@ -18,6 +18,7 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::backup::{self, BackupError, JobRequest, Observer};
+use crate::bucket;
 use crate::catalog::{self, Catalog};
 use crate::config;
 use crate::human;
@@ -1090,7 +1091,7 @@ async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Fail
 
 async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
-    let inv = inventory::scan(&store)
+    let inv = bucket::scan(&store)
         .await
         .context("list storage")
         .map_err(Failure::from)?;
@@ -1098,7 +1099,7 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
     let mut manifests = Vec::new();
     let mut unreadable = 0usize;
     let mut reads = futures::stream::iter(inv.dumps.iter())
-        .map(|d| async move { inventory::read_manifest(store_ref, &d.manifest_key).await })
+        .map(|d| async move { bucket::read_manifest(store_ref, &d.manifest_key).await })
         .buffer_unordered(8);
     while let Some(result) = reads.next().await {
         match result {

@@ -4,13 +4,50 @@
 //! manifest both present), debris (a data object without its manifest — a crash mid-upload, or a
 //! backup in flight), orphaned manifests (a manifest whose data object is gone: drift), weekly
 //! archives, and foreign keys that Patina did not write and never touches.
+//!
+//! Pure: the listing comes in as [`ObjectInfo`]s (the storage adapters produce them), and the
+//! engine's `bucket` module does the I/O (listing, reading manifests). `plan` and `retention`
+//! decide from these types alone.
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 
-use crate::manifest::{DumpId, IsoWeek, Manifest, ParsedKey, parse_key};
-use crate::store::{ObjectInfo, Store, StoreError};
+use crate::manifest::{DumpId, IsoWeek, ParsedKey, parse_key};
+
+/// An object's version tag as the backend gave it (quotes included): opaque, compared only
+/// for equality and handed back in a replace-if-etag write (`store::PutMode::Replace`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    pub fn new(tag: impl Into<String>) -> ETag {
+        ETag(tag.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One object in a listing or a `head`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// From a storage backend, the whole key; from a `Store`, relative to its prefix.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    /// `None` where the backend reports none (some S3 servers in listings).
+    pub etag: Option<ETag>,
+}
 
 /// A dump whose data object and manifest are both present.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,26 +175,6 @@ impl Inventory {
             .filter(|o| o.last_modified + grace <= now)
             .collect()
     }
-}
-
-/// List the whole prefix once and classify it.
-pub async fn scan(store: &Store) -> Result<Inventory, StoreError> {
-    Ok(Inventory::classify(store.list("").await?))
-}
-
-/// Read and check a dump's manifest.
-pub async fn read_manifest(store: &Store, manifest_key: &str) -> Result<Manifest, ReadError> {
-    let bytes = store.get(manifest_key).await?;
-    Ok(Manifest::from_json(&bytes, manifest_key)?)
-}
-
-/// A manifest that could not be fetched or parsed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod archive;
 pub mod backup;
+pub mod bucket;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

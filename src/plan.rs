@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::manifest::DumpId;
     use crate::policy::Compression;
-    use crate::store::ObjectInfo;
+    use crate::inventory::ObjectInfo;
     use std::path::Path;
 
     fn t(s: &str) -> DateTime<Utc> {

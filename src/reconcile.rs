@@ -25,8 +25,9 @@ use tokio::task::JoinSet;
 use crate::alert::Alerts;
 use crate::archive;
 use crate::backup::{self, Clock, JobRequest, Observer};
+use crate::bucket;
 use crate::catalog::{Catalog, CatalogError};
-use crate::inventory::{self, Inventory};
+use crate::inventory::Inventory;
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
@@ -350,7 +351,7 @@ impl Reconciler {
 
         for a in &plan.adoptions {
             report.storage_requests += 1;
-            match inventory::read_manifest(&store, &a.manifest_key).await {
+            match bucket::read_manifest(&store, &a.manifest_key).await {
                 Ok(m) => {
                     let expires = policy.retention.daily.after(m.completed_at);
                     self.catalog

@@ -20,8 +20,9 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::archive;
+use crate::bucket::{self, ReadError};
 use crate::codec::{self, Mismatch, Verified, Verifier};
-use crate::inventory::{self, CommittedDump, Inventory, ReadError};
+use crate::inventory::{CommittedDump, Inventory};
 use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
 use crate::policy::Compression;
 use crate::source::sqlite::{self, SourceError};
@@ -131,7 +132,7 @@ pub async fn find(
             hint,
         });
     };
-    let manifest = inventory::read_manifest(store, &dump.manifest_key).await?;
+    let manifest = bucket::read_manifest(store, &dump.manifest_key).await?;
     Ok((dump, manifest))
 }
 

@@ -440,7 +440,7 @@ mod tests {
     use super::*;
     use crate::manifest::{ArchiveMember, DumpId, FORMAT_VERSION};
     use crate::policy::Compression;
-    use crate::store::ObjectInfo;
+    use crate::inventory::ObjectInfo;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

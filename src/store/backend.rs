@@ -20,33 +20,12 @@
 //! [`BackendError::Unsupported`] before anything is written: it is never downgraded to a plain
 //! overwrite.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+
 use futures::stream::BoxStream;
 
-/// An object's version tag as the backend gave it (quotes included): opaque, compared only
-/// for equality and handed back in [`PutMode::Replace`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ETag(String);
-
-impl ETag {
-    pub fn new(tag: impl Into<String>) -> ETag {
-        ETag(tag.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ETag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::inventory::{ETag, ObjectInfo};
 
 /// How a whole-object put treats an object already at the key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -70,17 +49,6 @@ impl PutMode {
             PutMode::Replace(_) => "replace an object only if its etag matches (If-Match)",
         }
     }
-}
-
-/// One object in a listing or a `head`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// From a [`Backend`], the whole key; from a [`Store`](super::Store), relative to its prefix.
-    pub key: String,
-    pub size: u64,
-    pub last_modified: DateTime<Utc>,
-    /// `None` where the backend reports none (some S3 servers in listings).
-    pub etag: Option<ETag>,
 }
 
 /// Parts of a streamed upload, in order. Every part but the last is the same size. The stream

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use patina::catalog::Catalog;
-use patina::inventory::{self, Inventory};
+use patina::inventory::Inventory;
 use patina::reconcile::{ManualClock, Reconciler};
 use patina::store::Store;
 use sha2::Digest;
@@ -111,10 +111,10 @@ async fn killed_backups_lose_nothing_and_lie_about_nothing() {
     let store = Store::open(&policy.storage).unwrap();
 
     // Every committed backup is whole: the object exists with the recorded sha256 and size.
-    let inv = inventory::scan(&store).await.unwrap();
+    let inv = patina::bucket::scan(&store).await.unwrap();
     assert!(!inv.dumps.is_empty());
     for d in &inv.dumps {
-        let m = inventory::read_manifest(&store, &d.manifest_key)
+        let m = patina::bucket::read_manifest(&store, &d.manifest_key)
             .await
             .unwrap();
         let bytes = store.get(&m.key).await.unwrap();
@@ -167,7 +167,7 @@ async fn killed_backups_lose_nothing_and_lie_about_nothing() {
     );
     reconciler.run_once().await.unwrap();
     reconciler.wait_idle().await;
-    let inv: Inventory = inventory::scan(&store).await.unwrap();
+    let inv: Inventory = patina::bucket::scan(&store).await.unwrap();
     assert!(inv.debris.is_empty(), "debris left: {:?}", inv.debris);
     assert!(
         inv.orphaned_manifests.is_empty(),
