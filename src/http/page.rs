@@ -1,5 +1,5 @@
 //! The status page: `/api/backup-status` in the seed's shape and the "Data Backups" page at
-//! `/ui`.
+//! `/ui`, both from one typed [`BackupStatus`] — serialized for the one, rendered for the other.
 //!
 //! - `/api/backup-status` runs the seed's three queries; a day's `type` is `weekly` when a
 //!   database whose schedule fires weekly or less often was backed up that day (the seed's
@@ -15,105 +15,174 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::api::{StatusData, retention_summary, schedule_summary, status_data};
 use super::{ApiError, AppState};
+use crate::catalog::{DayRow, InventorySummary, JobDetail};
 use crate::human;
+use crate::policy::Policy;
 
-/// The status page template; see [`ui`].
+/// The status page template; see [`render`].
 const UI_TEMPLATE: &str = include_str!("../ui.html");
 
-/// The status page's data (seed 000), computed from the catalog with its three queries.
+/// The status page's data (seed 000): served as JSON by `/api/backup-status` and shown by `/ui`.
+///
+/// Fields here and below are declared in alphabetical order, the order the JSON has always had,
+/// so the bytes served stay the same.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
-    pub json: Value,
-    pub days: Vec<(String, u64, u64, &'static str)>,
-    pub healthy: bool,
+    /// The newest days with backups (at most 7), newest first.
+    pub daily_history: Vec<Day>,
+    /// A committed backup is dated today or yesterday (UTC).
+    pub is_healthy: bool,
+    /// How the last 10 jobs went.
+    pub reliability: Reliability,
+    /// Totals over the inventory.
+    pub summary: Summary,
 }
 
-async fn backup_status_data(s: &AppState) -> Result<(BackupStatus, StatusData), ApiError> {
-    let policy = s.reconciler.policy();
-    let now = (s.clock)();
-    let (summary, days, jobs) = s
-        .read(|c| {
-            Ok((
-                c.inventory_summary()?,
-                c.daily_history(7)?,
-                c.jobs_detail(10, false)?,
-            ))
-        })
-        .await?;
-    let weekly_dbs: BTreeSet<&str> = policy
-        .databases
-        .iter()
-        .filter(|d| {
-            crate::metrics::expected_interval(&d.schedule, now).is_some_and(|s| s >= 7.0 * 86_400.0)
-        })
-        .map(|d| d.name.as_str())
-        .collect();
-    let days: Vec<(String, u64, u64, &'static str)> = days
-        .into_iter()
-        .map(|d| {
-            let weekly = d.databases.iter().any(|n| weekly_dbs.contains(n.as_str()));
-            (
-                d.date,
-                d.count,
-                d.bytes,
-                if weekly { "weekly" } else { "daily" },
-            )
-        })
-        .collect();
-    let perfect = jobs
-        .iter()
-        .filter(|j| j.job.status == "completed" && j.job.failed_count == 0)
-        .count();
-    let partial = jobs
-        .iter()
-        .filter(|j| j.job.status == "completed" && j.job.failed_count > 0)
-        .count();
-    let score = if jobs.is_empty() {
-        0.0
-    } else {
-        perfect as f64 / jobs.len() as f64 * 100.0
-    };
-    let today = now.format("%Y-%m-%d").to_string();
-    let yesterday = (now - chrono::Duration::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
-    let healthy = days.iter().any(|d| d.0 == today || d.0 == yesterday);
-    let json = json!({
-        "summary": {
-            "totalBackups": summary.total_backups,
-            "uniqueDays": summary.unique_days,
-            "totalBytes": summary.total_bytes,
-            "lastBackup": summary.newest_date,
-        },
-        "dailyHistory": days.iter().map(|(date, count, size, kind)| json!({
-            "date": date, "count": count, "size": size, "type": kind,
-        })).collect::<Vec<_>>(),
-        "reliability": {
-            "score": score,
-            "perfectJobs": perfect,
-            "partialJobs": partial,
-            "totalJobs": jobs.len(),
-        },
-        "isHealthy": healthy,
-    });
-    let extra = status_data(s).await?;
-    Ok((
+/// Totals over the backups in storage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Date (`YYYY-MM-DD`) of the newest backup, if any.
+    pub last_backup: Option<String>,
+    pub total_backups: u64,
+    pub total_bytes: u64,
+    /// Days with at least one backup.
+    pub unique_days: u64,
+}
+
+/// One day of the daily history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    /// Backups taken that day.
+    pub count: u64,
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Their total size in bytes.
+    pub size: u64,
+    #[serde(rename = "type")]
+    pub kind: DayKind,
+}
+
+/// A day is `weekly` when a database whose schedule fires weekly or less often was backed up
+/// that day (the seed's Sunday "Weekly Full" run), `daily` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DayKind {
+    Daily,
+    Weekly,
+}
+
+/// How the recent jobs went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reliability {
+    /// Completed with some databases failed.
+    pub partial_jobs: usize,
+    /// Completed with no database failed.
+    pub perfect_jobs: usize,
+    /// Percent of the jobs that were perfect (0 with no jobs).
+    pub score: f64,
+    pub total_jobs: usize,
+}
+
+impl BackupStatus {
+    /// The page's data from the catalog's answers (the seed's three queries), at `now`.
+    pub fn new(
+        policy: &Policy,
+        summary: InventorySummary,
+        days: Vec<DayRow>,
+        jobs: &[JobDetail],
+        now: DateTime<Utc>,
+    ) -> BackupStatus {
+        let weekly_dbs: BTreeSet<&str> = policy
+            .databases
+            .iter()
+            .filter(|d| {
+                crate::metrics::expected_interval(&d.schedule, now)
+                    .is_some_and(|s| s >= 7.0 * 86_400.0)
+            })
+            .map(|d| d.name.as_str())
+            .collect();
+        let daily_history: Vec<Day> = days
+            .into_iter()
+            .map(|d| {
+                let weekly = d.databases.iter().any(|n| weekly_dbs.contains(n.as_str()));
+                Day {
+                    count: d.count,
+                    date: d.date,
+                    size: d.bytes,
+                    kind: if weekly {
+                        DayKind::Weekly
+                    } else {
+                        DayKind::Daily
+                    },
+                }
+            })
+            .collect();
+        let perfect = jobs
+            .iter()
+            .filter(|j| j.job.status == "completed" && j.job.failed_count == 0)
+            .count();
+        let partial = jobs
+            .iter()
+            .filter(|j| j.job.status == "completed" && j.job.failed_count > 0)
+            .count();
+        let score = if jobs.is_empty() {
+            0.0
+        } else {
+            perfect as f64 / jobs.len() as f64 * 100.0
+        };
+        let today = now.format("%Y-%m-%d").to_string();
+        let yesterday = (now - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string();
+        let is_healthy = daily_history
+            .iter()
+            .any(|d| d.date == today || d.date == yesterday);
         BackupStatus {
-            json,
-            days,
-            healthy,
-        },
-        extra,
-    ))
+            daily_history,
+            is_healthy,
+            reliability: Reliability {
+                partial_jobs: partial,
+                perfect_jobs: perfect,
+                score,
+                total_jobs: jobs.len(),
+            },
+            summary: Summary {
+                last_backup: summary.newest_date,
+                total_backups: summary.total_backups,
+                total_bytes: summary.total_bytes,
+                unique_days: summary.unique_days,
+            },
+        }
+    }
+
+    /// Run the three queries and build the page's data.
+    async fn load(s: &AppState, policy: &Policy, now: DateTime<Utc>) -> Result<Self, ApiError> {
+        let (summary, days, jobs) = s
+            .read(|c| {
+                Ok((
+                    c.inventory_summary()?,
+                    c.daily_history(7)?,
+                    c.jobs_detail(10, false)?,
+                ))
+            })
+            .await?;
+        Ok(BackupStatus::new(policy, summary, days, &jobs, now))
+    }
 }
 
 pub(super) async fn backup_status(
     State(s): State<Arc<AppState>>,
-) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(backup_status_data(&s).await?.0.json))
+) -> Result<axum::Json<BackupStatus>, ApiError> {
+    let policy = s.reconciler.policy();
+    let now = (s.clock)();
+    Ok(axum::Json(BackupStatus::load(&s, &policy, now).await?))
 }
 
 /// HTML-escape text for element content and attribute values.
@@ -155,14 +224,34 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     let policy = s.reconciler.policy();
     let snapshot = s.reconciler.snapshot();
     let now = (s.clock)();
-    let tz = policy.daemon.timezone;
-    let (status, data) = backup_status_data(&s).await?;
-    let j = &status.json;
-    let summary = &j["summary"];
-    let rel = &j["reliability"];
+    let status = BackupStatus::load(&s, &policy, now).await?;
+    let data = status_data(&s).await?;
+    let html = render(&status, &data, &policy, &snapshot.running, now);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response())
+}
 
-    let last_backup = summary["lastBackup"].as_str();
-    let (state_class, banner_icon, banner_text, banner_detail) = if status.healthy {
+/// The page: `ui.html` filled from the page's data, the `/status` facts (last success per
+/// database, recent jobs), the policy's schedules and the databases running now.
+fn render(
+    status: &BackupStatus,
+    data: &StatusData,
+    policy: &Policy,
+    running: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> String {
+    let tz = policy.daemon.timezone;
+    let summary = &status.summary;
+    let rel = &status.reliability;
+
+    let last_backup = summary.last_backup.as_deref();
+    let (state_class, banner_icon, banner_text, banner_detail) = if status.is_healthy {
         (
             "ok",
             "✓",
@@ -189,9 +278,8 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
 
     // "Backup ran today": the newest job today, by the daemon's timezone-independent UTC date.
     let today = now.format("%Y-%m-%d").to_string();
-    let ran_today = status.days.iter().any(|d| d.0 == today);
-    let today_html = if ran_today {
-        let count = status.days.iter().find(|d| d.0 == today).map_or(0, |d| d.1);
+    let today_html = if let Some(day) = status.daily_history.iter().find(|d| d.date == today) {
+        let count = day.count;
         format!(
             r#"<p class="today ok" role="status"><span aria-hidden="true">✓</span> Backup ran today — {count} file{}</p>"#,
             if count == 1 { "" } else { "s" }
@@ -201,12 +289,9 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     };
 
     let stats = [
-        (summary["totalBackups"].to_string(), "Total Backups"),
-        (summary["uniqueDays"].to_string(), "Days Covered"),
-        (
-            human::bytes(summary["totalBytes"].as_u64().unwrap_or(0)),
-            "Storage Used",
-        ),
+        (summary.total_backups.to_string(), "Total Backups"),
+        (summary.unique_days.to_string(), "Days Covered"),
+        (human::bytes(summary.total_bytes), "Storage Used"),
         (policy.databases.len().to_string(), "Databases"),
     ]
     .iter()
@@ -219,7 +304,7 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     })
     .collect::<String>();
 
-    let score = rel["score"].as_f64().unwrap_or(0.0);
+    let score = rel.score;
     let bar_class = if score >= 90.0 {
         "ok"
     } else if score >= 70.0 {
@@ -228,14 +313,14 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
         "bad"
     };
 
-    let days_html = if status.days.is_empty() {
+    let days_html = if status.daily_history.is_empty() {
         r#"<li class="empty">No backups in storage yet.</li>"#.to_string()
     } else {
         status
-            .days
+            .daily_history
             .iter()
-            .map(|(date, count, size, kind)| {
-                let badge = if *kind == "weekly" {
+            .map(|Day { count, date, size, kind }| {
+                let badge = if *kind == DayKind::Weekly {
                     r#"<span class="badge weekly">Weekly</span>"#
                 } else {
                     r#"<span class="badge daily">Daily</span>"#
@@ -257,7 +342,7 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
         .map(|d| {
             let next = if !d.enabled {
                 "disabled".to_string()
-            } else if snapshot.running.contains(&d.name) {
+            } else if running.contains(&d.name) {
                 "running now".to_string()
             } else {
                 d.schedule
@@ -326,12 +411,12 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     let footer = format!(
         "Schedules ({}): {} • Retention: {} • Updated {}",
         tz.name(),
-        schedule_summary(&policy),
-        retention_summary(&policy),
+        schedule_summary(policy),
+        retention_summary(policy),
         local_time(now, tz)
     );
 
-    let html = UI_TEMPLATE
+    UI_TEMPLATE
         .replace("{{state}}", state_class)
         .replace("{{banner_icon}}", banner_icon)
         .replace("{{banner_text}}", banner_text)
@@ -341,22 +426,14 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
         .replace("{{score}}", &format!("{score:.0}"))
         .replace("{{score_raw}}", &format!("{score:.1}"))
         .replace("{{bar_class}}", bar_class)
-        .replace("{{perfect}}", &rel["perfectJobs"].to_string())
-        .replace("{{partial}}", &rel["partialJobs"].to_string())
-        .replace("{{total_jobs}}", &rel["totalJobs"].to_string())
+        .replace("{{perfect}}", &rel.perfect_jobs.to_string())
+        .replace("{{partial}}", &rel.partial_jobs.to_string())
+        .replace("{{total_jobs}}", &rel.total_jobs.to_string())
         .replace("{{days}}", &days_html)
         .replace("{{next_runs}}", &next_html)
         .replace("{{jobs}}", &jobs_html)
         .replace("{{footer}}", &esc(&footer))
-        .replace("{{version}}", env!("CARGO_PKG_VERSION"));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        html,
-    )
-        .into_response())
+        .replace("{{version}}", env!("CARGO_PKG_VERSION"))
 }
 
 fn capitalize(s: &str) -> String {
@@ -370,6 +447,124 @@ fn capitalize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::JobRow;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// alpha backs up daily, beta weekly.
+    fn policy() -> Policy {
+        let text = "[daemon]\ntick = \"60s\"\n\
+             [priorities.critical]\nschedule = \"0 3 * * *\"\n\
+             [priorities.normal]\nschedule = \"0 4 * * SUN\"\n\
+             [[database]]\nname = \"alpha\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n\
+             [[database]]\nname = \"beta\"\nkind = \"sqlite\"\npath = \"b.db\"\npriority = \"normal\"\n";
+        crate::config::from_str(text, "patina.toml", std::path::Path::new("/srv"), &|_| None)
+            .unwrap()
+    }
+
+    fn day(date: &str, databases: &[&str]) -> DayRow {
+        DayRow {
+            date: date.into(),
+            count: databases.len() as u64,
+            bytes: 1000 * databases.len() as u64,
+            databases: databases.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn job(failed: i64) -> JobDetail {
+        JobDetail {
+            job: JobRow {
+                job_id: format!("job-{failed}"),
+                started_at: t("2026-11-16T03:00:00Z").timestamp(),
+                completed_at: Some(t("2026-11-16T03:00:05Z").timestamp()),
+                status: "completed".into(),
+                trigger_type: "scheduled".into(),
+                total_databases: 2,
+                successful_count: 2 - failed,
+                failed_count: failed,
+                total_size_bytes: 2000,
+                duration_ms: Some(5000),
+                error_message: None,
+            },
+            initiated_by: Some("daemon".into()),
+            reason: None,
+        }
+    }
+
+    fn status(now: DateTime<Utc>) -> BackupStatus {
+        BackupStatus::new(
+            &policy(),
+            InventorySummary {
+                total_backups: 3,
+                unique_days: 2,
+                total_bytes: 3000,
+                oldest_date: Some("2026-11-15".into()),
+                newest_date: Some("2026-11-16".into()),
+            },
+            vec![
+                day("2026-11-16", &["alpha", "beta"]),
+                day("2026-11-15", &["alpha"]),
+            ],
+            &[job(0), job(1)],
+            now,
+        )
+    }
+
+    #[test]
+    fn the_status_serializes_in_the_seeds_shape_byte_for_byte() {
+        let json = serde_json::to_string(&status(t("2026-11-17T12:00:00Z"))).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"dailyHistory":[{"count":2,"date":"2026-11-16","size":2000,"type":"weekly"},"#,
+                r#"{"count":1,"date":"2026-11-15","size":1000,"type":"daily"}],"isHealthy":true,"#,
+                r#""reliability":{"partialJobs":1,"perfectJobs":1,"score":50.0,"totalJobs":2},"#,
+                r#""summary":{"lastBackup":"2026-11-16","totalBackups":3,"totalBytes":3000,"uniqueDays":2}}"#,
+            )
+        );
+    }
+
+    #[test]
+    fn the_page_is_rendered_from_the_same_status() {
+        let now = t("2026-11-16T12:00:00Z");
+        let data = StatusData {
+            running_jobs: vec![],
+            recent: vec![job(1)],
+            summary: InventorySummary {
+                total_backups: 3,
+                unique_days: 2,
+                total_bytes: 3000,
+                oldest_date: None,
+                newest_date: None,
+            },
+            last_success: Default::default(),
+        };
+        let html = render(&status(now), &data, &policy(), &BTreeSet::new(), now);
+        for needle in [
+            "Backups Healthy",
+            "Backup ran today — 2 files",
+            r#"<time datetime="2026-11-16">Today</time> <span class="badge weekly">Weekly</span>"#,
+            r#"<time datetime="2026-11-15">Yesterday</time> <span class="badge daily">Daily</span>"#,
+            "<span>50%</span>",
+            "⚠ Partial (1 failed)",
+            "2.9 KB",
+        ] {
+            assert!(html.contains(needle), "{needle} missing from {html}");
+        }
+        assert!(!html.contains("{{"), "unfilled template field");
+        let unhealthy = render(
+            &status(t("2026-11-18T12:00:00Z")),
+            &data,
+            &policy(),
+            &BTreeSet::new(),
+            t("2026-11-18T12:00:00Z"),
+        );
+        assert!(
+            unhealthy.contains("Backup Issue") && unhealthy.contains("No backup has run today yet")
+        );
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
