@@ -1,0 +1,172 @@
+//! `GET /download/{date}/{db}`: one day's backup of a database, as SQL or (`?raw=1`) as stored.
+//!
+//! It finds the day's newest backup in storage (the source of truth, so archived days work too)
+//! and fetches it as `patina restore` does ([`restore::fetch_verified`]): into a file in
+//! `state_dir`, its sha256 and size checked before a byte is sent, so a damaged object is a 502
+//! rather than a silently damaged file. The SQL is decoded on a blocking thread: memory does not
+//! grow with the dump.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::Deserialize;
+
+use super::auth::{authorize, check_database_name, parse_date, path_error};
+use super::{ApiError, AppState};
+use crate::codec;
+use crate::policy::Compression;
+use crate::restore::{self, At, RestoreError};
+use crate::store::StoreError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DownloadParams {
+    raw: Option<String>,
+}
+
+pub(super) async fn download(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path((date, db)) = path.map_err(path_error)?;
+    let policy = s.reconciler.policy();
+    authorize(&policy, &headers)?;
+    let day = parse_date(&date)?;
+    check_database_name(&db)?;
+    let Query(p) = params.map_err(|e| {
+        ApiError::bad_request(format!("invalid query: {}", e.body_text()), "use ?raw=1")
+    })?;
+    let raw = match p.raw.as_deref() {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                format!("invalid raw {other:?}"),
+                "use ?raw=1 for the stored bytes",
+            ));
+        }
+    };
+    let store = s.reconciler.store();
+    let located = restore::locate(&store, &db, At::Date(day))
+        .await
+        .map_err(|e| match e {
+            RestoreError::NoBackup { .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no backup of {db} on {date}"),
+                Some("GET /list?database=NAME shows the dates with backups"),
+            ),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                other.to_string(),
+                Some("storage could not be read; see GET /readyz"),
+            ),
+        })?;
+    // The same fetch-and-verify as `patina restore`: a damaged object is refused before a byte
+    // is sent.
+    let part = policy
+        .daemon
+        .state_dir
+        .join(format!(".download-{}.part", uuid::Uuid::new_v4().simple()));
+    let verified = restore::fetch_verified(&store, &located, &part)
+        .await
+        .map_err(fetch_error)?;
+    let compression = verified.compression();
+    let (body, content_type, file_name) = if raw {
+        let content_type = match compression {
+            Compression::Zstd => "application/zstd",
+            Compression::Gzip => "application/gzip",
+            Compression::None => "application/sql",
+        };
+        let file = tokio::fs::File::from_std(verified.into_stored());
+        (
+            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            content_type,
+            format!("{db}-{date}{}", codec::dump_suffix(compression)),
+        )
+    } else {
+        (
+            Body::from_stream(plain_stream(verified)),
+            "application/sql",
+            format!("{db}-{date}.sql"),
+        )
+    };
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Names are validated ([a-z0-9_-] and a date): nothing to escape.
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+fn storage_error(e: StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        e.to_string(),
+        Some("storage could not be read; see GET /readyz"),
+    )
+}
+
+/// Why the stored bytes could not be fetched and verified.
+fn fetch_error(e: RestoreError) -> ApiError {
+    match e {
+        RestoreError::Store(e) => storage_error(e),
+        e @ RestoreError::Checksum { .. } => {
+            tracing::error!(error = %e, "download: checksum mismatch, refused");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                e.to_string(),
+                Some("the stored object is damaged; download another date"),
+            )
+        }
+        e @ RestoreError::Archive(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string(), None),
+        e => ApiError::internal(e.to_string()),
+    }
+}
+
+/// The SQL text of verified stored bytes, decoded on a blocking thread; chunks flow through a
+/// small channel (bounded memory). A decoding error ends the stream with it, which breaks the
+/// transfer.
+fn plain_stream(verified: restore::VerifiedFile) -> BoxStream<'static, io::Result<Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let pumped = verified
+            .into_plain()
+            .map_err(io::Error::other)
+            .and_then(|mut plain| pump(&mut plain, &tx));
+        if let Err(e) = pumped {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+fn pump(r: &mut impl Read, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if tx
+            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+            .is_err()
+        {
+            // The client went away.
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "client gone"));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The HTTP server of `patina run` (DESIGN §7): health, Prometheus metrics, the JSON API of the
+//! seed (`/`, `/status`, `/list`, `/trigger`, `/download`, `/restore-guide`), the status page's
+//! `/api/backup-status` and the "Data Backups" page at `/ui`. This file holds what every route
+//! shares: the router, the state handlers read, and the JSON error.
+//!
+//! It reads state — the reconciler's snapshot, the catalog, storage — and never changes the
+//! policy. The one thing it starts is a manual backup job (`POST /trigger`), through the same
+//! [`Reconciler::start_job`] the loop uses, so the one-job-per-database rule holds.
+//!
+//! One file per job:
+//! - `auth.rs` — the bearer token (constant time) and the validation of names and dates;
+//! - `api.rs` — the JSON endpoints: `/`, `/healthz`, `/readyz`, `/metrics`, `/status`, `/list`,
+//!   `POST /trigger`;
+//! - `download.rs` — `/download`, fetched and verified as `patina restore` does;
+//! - `guide.rs` — `/restore-guide` and its instructions;
+//! - `page.rs` — the status page: `/api/backup-status` and `/ui`.
+//!
+//! Decisions:
+//! - Binds `daemon.listen` (default `127.0.0.1:9477`) before the first pass; a taken port stops
+//!   the daemon at start with the address in the message.
+//! - Every error is JSON `{"error", "hint"}` with a 4xx/5xx status, including unknown routes,
+//!   wrong methods, bad query strings and oversized bodies (64 KiB).
+
+mod api;
+mod auth;
+mod download;
+mod guide;
+mod page;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::backup::Clock;
+use crate::catalog::{Catalog, CatalogError};
+use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
+
+pub use api::MAX_LIST;
+pub use guide::{GuideFacts, restore_instructions};
+pub use page::BackupStatus;
+
+/// Largest request body accepted (`POST /trigger`).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "listen on {addr} (daemon.listen): {source} — is another patina or program using the port? Pick another with listen = \"127.0.0.1:PORT\""
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the handlers read.
+pub struct AppState {
+    reconciler: Arc<Reconciler>,
+    catalog: Arc<Mutex<Catalog>>,
+    clock: Clock,
+    /// When the server (and so the daemon's policy) started, by `clock`.
+    started_at: DateTime<Utc>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        reconciler: Arc<Reconciler>,
+        catalog: Arc<Mutex<Catalog>>,
+        clock: Clock,
+    ) -> Arc<AppState> {
+        let started_at = clock();
+        Arc::new(AppState {
+            reconciler,
+            catalog,
+            clock,
+            started_at,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// Run a catalog read on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let catalog = Arc::clone(&self.catalog);
+        tokio::task::spawn_blocking(move || {
+            let catalog = catalog.lock().unwrap_or_else(|e| e.into_inner());
+            f(&catalog)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("catalog read failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
+
+/// Bind the listener (before the first pass, so a taken port fails the start).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serve until `shutdown` resolves, then finish the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(api::index))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/status", get(api::status))
+        .route("/list", get(api::list))
+        .route("/trigger", post(api::trigger))
+        .route("/download/{date}/{db}", get(download::download))
+        .route("/restore-guide/{db}", get(guide::restore_guide))
+        .route("/api/backup-status", get(page::backup_status))
+        .route("/ui", get(page::ui))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// A JSON error: `{"error": "...", "hint": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    hint: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>, hint: Option<&str>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+    fn bad_request(error: impl Into<String>, hint: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error, Some(hint))
+    }
+    fn internal(error: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error,
+            Some("see the daemon's log"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(h) = self.hint {
+            body["hint"] = Value::String(h);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not found",
+        Some("GET / lists the endpoints"),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        Some("GET / lists the endpoints and their methods"),
+    )
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting shared by the JSON views
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-22T03:00:00Z`), `null` when out of range.
+fn iso(ts: i64) -> Value {
+    DateTime::<Utc>::from_timestamp(ts, 0)
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .unwrap_or(Value::Null)
+}
+
+/// Unix seconds as the UTC date `YYYY-MM-DD`.
+fn date_of(ts: i64) -> String {
+    DateTime::<Utc>::from_timestamp(ts, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
