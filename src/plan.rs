@@ -374,9 +374,9 @@ fn fmt_time(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::ObjectInfo;
     use crate::manifest::DumpId;
     use crate::policy::Compression;
-    use crate::inventory::ObjectInfo;
     use std::path::Path;
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -438,9 +438,9 @@ fn compact(d: chrono::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::ObjectInfo;
     use crate::manifest::{ArchiveMember, DumpId, FORMAT_VERSION};
     use crate::policy::Compression;
-    use crate::inventory::ObjectInfo;
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
