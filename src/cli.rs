@@ -547,14 +547,7 @@ async fn backup_now(
             Some("add a [[database]] section, or name a disabled one explicitly".into()),
         ));
     }
-    let store = open_store(&policy)?;
-    let catalog = open_catalog(&policy)?;
-    let ctx = backup::Context {
-        policy: Arc::new(policy),
-        store,
-        catalog: Arc::new(Mutex::new(catalog)),
-        clock: backup::system_clock(),
-    };
+    let ctx = job_context(policy)?;
     let bars = show_progress().then(|| Arc::new(Bars::new(&names)));
     let observer: Arc<dyn Observer> = match &bars {
         Some(b) => Arc::clone(b) as Arc<dyn Observer>,
@@ -968,6 +961,16 @@ async fn restore_to_d1(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a one-shot job runs with: the policy, its storage and catalog, the system clock.
+fn job_context(policy: Policy) -> Result<backup::Context, Failure> {
+    Ok(backup::Context {
+        store: open_store(&policy)?,
+        catalog: Arc::new(Mutex::new(open_catalog(&policy)?)),
+        policy: Arc::new(policy),
+        clock: backup::system_clock(),
+    })
+}
+
 /// A committed backup of D1 database `id` with trigger `pre-restore`: under the name of the
 /// policy's database with that id, else `{database}-pre-restore`.
 async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Manifest, Failure> {
@@ -1006,14 +1009,7 @@ async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Mani
             name
         }
     };
-    let store = open_store(&policy)?;
-    let catalog = open_catalog(&policy)?;
-    let ctx = backup::Context {
-        policy: Arc::new(policy),
-        store,
-        catalog: Arc::new(Mutex::new(catalog)),
-        clock: backup::system_clock(),
-    };
+    let ctx = job_context(policy)?;
     let report = backup::run_job(
         &ctx,
         JobRequest {

@@ -74,6 +74,15 @@ pub(crate) fn exact_content(path: &Path) -> BTreeMap<String, Vec<Vec<Exact>>> {
     out
 }
 
+/// A snapshot of the stand-in's database `ID_A` with the tests' fast timings.
+async fn snap_of(
+    server: &D1Server,
+    mode: D1Mode,
+    scratch: &Path,
+) -> Result<patina::source::d1::Snapshot, patina::source::d1::D1Error> {
+    snapshot(server, &server.token, ID_A, mode, fast(), scratch).await
+}
+
 /// Fails with the first differing row, readably.
 pub(crate) fn assert_exact(copy: &Path, source: &Path) {
     let (a, b) = (exact_content(copy), exact_content(source));
@@ -265,16 +274,7 @@ async fn values_the_export_cannot_carry_are_repaired_from_query() {
     let server = D1Server::start();
     server.add_database(ID_A, &source);
     let scratch = dir.path().join("scratch");
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &scratch,
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &scratch).await.unwrap();
     assert_eq!(snap.mode(), D1Mode::Export, "{:?}", snap.fallback());
     assert!(snap.bookmark().is_some());
     let f = snap.fidelity();
@@ -305,16 +305,9 @@ async fn query_mode_is_exact_for_every_hazard() {
         .unwrap();
     let server = D1Server::start();
     server.add_database(ID_A, &source);
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Query,
-        fast(),
-        &dir.path().join("s"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Query, &dir.path().join("s"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
     let f = snap.fidelity();
     assert!(f.checked);
@@ -335,16 +328,9 @@ async fn exports_that_do_not_load_fall_back_to_query_mode() {
         unloadable_db(&source, reason);
         let server = D1Server::start();
         server.add_database(ID_A, &source);
-        let snap = snapshot(
-            &server,
-            &server.token,
-            ID_A,
-            D1Mode::Export,
-            fast(),
-            &dir.path().join("s"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{reason}: {e}"));
+        let snap = snap_of(&server, D1Mode::Export, &dir.path().join("s"))
+            .await
+            .unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(snap.mode(), D1Mode::Query, "{reason}");
         let why = snap
             .fallback()
@@ -381,16 +367,9 @@ async fn a_database_with_a_virtual_table_is_never_exported() {
         .unwrap();
     let server = D1Server::start();
     server.add_database(ID_A, &source);
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("s"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("s"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
     assert!(
         snap.fallback()
@@ -415,16 +394,9 @@ async fn a_database_with_a_virtual_table_is_never_exported() {
             "D1 Export error: cannot export databases with Virtual Tables (fts5)".into(),
         ),
     );
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("s2"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("s2"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
     assert_exact(snap.path(), &plain);
 }
@@ -442,16 +414,9 @@ async fn truncated_and_broken_exports_never_become_a_wrong_copy() {
         ID_A,
         Fault::DropsLines("INSERT INTO \"clean\" VALUES(4".into()),
     );
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("a"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("a"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Export);
     assert_eq!(
         snap.fidelity().tables_from_query,
@@ -463,16 +428,9 @@ async fn truncated_and_broken_exports_never_become_a_wrong_copy() {
 
     // Cut between statements: tables are missing — query mode for this run.
     server.set_fault(ID_A, Fault::TruncatedAtStatement(0.5));
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("a2"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("a2"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
     assert!(
         snap.fallback()
@@ -485,32 +443,18 @@ async fn truncated_and_broken_exports_never_become_a_wrong_copy() {
 
     // Cut inside a statement: it does not load — query mode for this run.
     server.set_fault(ID_A, Fault::TruncatedMidStatement);
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("b"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("b"))
+        .await
+        .unwrap();
     assert_eq!(snap.mode(), D1Mode::Query);
     assert_exact(snap.path(), &source);
 
     // The download breaks off: a clear error, nothing left behind, no hang.
     server.set_fault(ID_A, Fault::DownloadBreaksOff);
     let scratch = dir.path().join("c");
-    let err = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &scratch,
-    )
-    .await
-    .expect_err("a broken download fails");
+    let err = snap_of(&server, D1Mode::Export, &scratch)
+        .await
+        .expect_err("a broken download fails");
     let message = err.to_string();
     assert!(
         message.contains("groveauth") && message.contains("download"),
@@ -531,29 +475,15 @@ async fn a_database_busy_with_an_export_is_waited_for_within_the_budget() {
     let server = D1Server::start();
     server.add_database(ID_A, &source);
     server.set_fault(ID_A, Fault::Busy { times: 3 });
-    let snap = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("a"),
-    )
-    .await
-    .unwrap();
+    let snap = snap_of(&server, D1Mode::Export, &dir.path().join("a"))
+        .await
+        .unwrap();
     assert_exact(snap.path(), &source);
 
     server.set_fault(ID_A, Fault::Busy { times: 1000 });
-    let err = snapshot(
-        &server,
-        &server.token,
-        ID_A,
-        D1Mode::Export,
-        fast(),
-        &dir.path().join("b"),
-    )
-    .await
-    .expect_err("busy for ever");
+    let err = snap_of(&server, D1Mode::Export, &dir.path().join("b"))
+        .await
+        .expect_err("busy for ever");
     let message = err.to_string();
     assert!(
         message.contains("long-running export") && message.contains("attempts"),
