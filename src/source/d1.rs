@@ -52,8 +52,10 @@ use crate::manifest::Fidelity;
 use crate::policy::{Cloudflare, D1Mode, Secret};
 use crate::source::sqlite::{self, SourceError};
 
-/// The permission a token needs, in the words of the Cloudflare dashboard.
+/// The permission a token needs to back up, in the words of the Cloudflare dashboard.
 pub const TOKEN_PERMISSION: &str = "\"D1 Read\" (Account → D1 → Read)";
+/// The permission a token needs to restore into D1 (`patina restore --to-d1`).
+pub const EDIT_PERMISSION: &str = "\"D1 Edit\" (Account → D1 → Edit)";
 
 /// Timings and limits of the client. The defaults suit the real API; tests shorten them.
 #[derive(Debug, Clone)]
@@ -152,6 +154,14 @@ pub enum D1Error {
         database: String,
         action: &'static str,
         detail: String,
+    },
+    #[error(
+        "restore into d1 database {id} ({database}): Cloudflare refused the API token (HTTP {status}) — importing needs the {EDIT_PERMISSION} permission on this account; nothing was changed"
+    )]
+    ImportUnauthorized {
+        database: String,
+        id: String,
+        status: u16,
     },
     #[error(
         "restore into d1 database {id} ({database}): D1 refused the import and left the database as it was: {message}"
@@ -1361,7 +1371,16 @@ impl Client {
                 "import",
                 &json!({ "action": "init", "etag": etag }),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // A token that can read (the checks before passed) but not write.
+                D1Error::Unauthorized { status, .. } => D1Error::ImportUnauthorized {
+                    database: database.to_string(),
+                    id: id.to_string(),
+                    status,
+                },
+                other => other,
+            })?;
         let mut state = match init.get("upload_url").and_then(Json::as_str) {
             Some(url) => {
                 let filename = init

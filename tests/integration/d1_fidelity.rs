@@ -771,6 +771,15 @@ fn restore_into_d1_replaces_the_tables_exactly_and_keeps_a_safety_backup() {
         text(&o)
     );
     assert_eq!(exact_content(&path("full.db")), before);
+    server.set_fault(ID_FULL, Fault::ReadOnlyToken);
+    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
+    assert_code(&o, 1);
+    assert!(
+        text(&o).contains("\"D1 Edit\"") && text(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(exact_content(&path("full.db")), before);
     server.set_fault(ID_FULL, Fault::UploadDamaged);
     let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
     assert_code(&o, 1);
@@ -793,8 +802,8 @@ fn restore_into_d1_replaces_the_tables_exactly_and_keeps_a_safety_backup() {
         })
         .map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap())
         .collect::<Vec<_>>();
-    // One per --force attempt: the two that D1 refused took theirs too.
-    assert_eq!(safety.len(), 3, "{files:?}");
+    // One per --force attempt: the three that D1 refused took theirs too.
+    assert_eq!(safety.len(), 4, "{files:?}");
     for m in &safety {
         assert_eq!(m["trigger"], "pre-restore");
         assert_eq!(m["source"]["id"], ID_FULL);

@@ -77,6 +77,8 @@ pub enum Fault {
     UploadDamaged,
     /// The import never leaves `active`.
     ImportStuck,
+    /// The token may read but not write: the import answers 403.
+    ReadOnlyToken,
     /// The download of the export breaks off halfway (the signed URL expired while streaming).
     DownloadBreaksOff,
 }
@@ -543,6 +545,9 @@ async fn import(
         Ok(x) => x,
         Err(r) => return r,
     };
+    if fault == Fault::ReadOnlyToken {
+        return cf_error(StatusCode::FORBIDDEN, 10000, "Authentication error");
+    }
     let Ok(request) = serde_json::from_slice::<Json>(&body) else {
         return cf_error(StatusCode::BAD_REQUEST, 7400, "Invalid JSON body");
     };
