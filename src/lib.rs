@@ -1,33 +1,17 @@
 //! Patina: a declarative backup daemon for SQLite and Cloudflare D1 databases.
 //!
-//! The modules follow the architecture of `DESIGN.md` §2. Pure modules (`config`, `policy`,
-//! `schedule`, `dump`, `manifest`, `codec`) import no tokio, network or filesystem code and take
-//! the clock as a parameter; adapters (`store`, `source`, `catalog`) sit behind narrow
-//! interfaces; `backup`, `restore` and `cli` compose them. `codec` is the one pipeline from SQL
-//! text to stored bytes and back (compress → hash; verify → decompress).
+//! The folders show the architecture of `DESIGN.md` §2, and arrows point down only:
+//! [`core`] holds the pure decisions (no tokio, network, SQLite or filesystem code; the clock is
+//! a parameter), [`adapters`] the world outside behind narrow interfaces, [`engine`] composes
+//! them, and [`cli`] and [`config`] are the ways in. Every module is also re-exported at the
+//! crate root (`patina::policy`, `patina::store`, …), so paths name the module, not its layer.
 
-pub mod alert;
-pub mod archive;
-pub mod backup;
-pub mod bucket;
-pub mod catalog;
+pub mod adapters;
 pub mod cli;
-pub mod clock;
-pub mod codec;
 pub mod config;
-pub mod daemon;
-pub mod dump;
-pub mod http;
-pub mod human;
-pub mod inventory;
-pub mod manifest;
-pub mod metrics;
-pub mod plan;
-pub mod policy;
-pub mod reconcile;
-pub mod restore;
-pub mod retention;
-pub mod schedule;
-pub mod source;
-pub mod store;
-pub mod systemd;
+pub mod core;
+pub mod engine;
+
+pub use adapters::{alert, catalog, http, metrics, source, store, systemd};
+pub use core::{clock, codec, dump, human, inventory, manifest, plan, policy, retention, schedule};
+pub use engine::{archive, backup, bucket, daemon, reconcile, restore};

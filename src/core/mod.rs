@@ -1,0 +1,17 @@
+//! The pure core: the decisions, with no tokio, network, SQLite or filesystem code and the clock
+//! passed in. What a policy means (`policy`, `schedule`), what is due and what is kept and why
+//! (`plan`, `retention`), what sits in the bucket as typed facts (`inventory`), object keys and
+//! manifests (`manifest`), the SQL dump format (`dump`), the layers between SQL text and stored
+//! bytes (`codec`), the clock as a value (`clock`), and numbers for people (`human`).
+//! Most of the tests live here.
+
+pub mod clock;
+pub mod codec;
+pub mod dump;
+pub mod human;
+pub mod inventory;
+pub mod manifest;
+pub mod plan;
+pub mod policy;
+pub mod retention;
+pub mod schedule;
