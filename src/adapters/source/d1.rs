@@ -1764,47 +1764,28 @@ fn scratch_tables(path: &Path, exclude: &[String]) -> Result<Vec<ScratchTable>, 
     objects.retain(|o| o.kind == "table" && !sqlite::is_virtual(o.sql.as_deref().unwrap_or("")));
     let mut tables = Vec::with_capacity(objects.len());
     for o in objects {
-        let without_rowid: bool = conn
-            .query_row(
-                "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
-                [&o.name],
-                |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT name, type, hidden, pk FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
-            )
-            .map_err(|e| e.to_string())?;
-        let mut columns = Vec::new();
-        let mut pk = Vec::new();
-        let mut rows = stmt.query([&o.name]).map_err(|e| e.to_string())?;
-        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
-            let name: String = r.get(0).map_err(|e| e.to_string())?;
-            let decl: String = r.get(1).map_err(|e| e.to_string())?;
-            let hidden: i64 = r.get(2).map_err(|e| e.to_string())?;
-            let pk_pos: i64 = r.get(3).map_err(|e| e.to_string())?;
-            if pk_pos > 0 {
-                pk.push((name.clone(), decl.clone()));
-            }
-            if hidden != 2 && hidden != 3 {
-                let d = decl.to_ascii_uppercase();
+        let err = |e: rusqlite::Error| e.to_string();
+        let without_rowid = sqlite::without_rowid(&conn, &o.name).map_err(err)?;
+        let all = sqlite::table_columns(&conn, &o.name).map_err(err)?;
+        let columns = all
+            .iter()
+            .filter(|c| !c.is_generated())
+            .map(|c| {
+                let d = c.decl.to_ascii_uppercase();
                 let real_affinity = !d.contains("INT")
                     && !d.contains("CHAR")
                     && !d.contains("CLOB")
                     && !d.contains("TEXT")
                     && !d.contains("BLOB")
                     && (d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB"));
-                columns.push(ScratchColumn {
-                    name,
+                ScratchColumn {
+                    name: c.name.clone(),
                     real_affinity,
-                });
-            }
-        }
-        let key = match pk.as_slice() {
-            [(name, decl)] if !without_rowid && decl.eq_ignore_ascii_case("INTEGER") => {
-                Some(name.clone())
-            }
+                }
+            })
+            .collect();
+        let key = match sqlite::primary_key(&all).as_slice() {
+            [c] if !without_rowid && c.decl.eq_ignore_ascii_case("INTEGER") => Some(c.name.clone()),
             _ => None,
         };
         tables.push(ScratchTable {

@@ -82,7 +82,9 @@ use rusqlite::{Connection, OpenFlags};
 use crate::dump::{
     push_blob, push_blob_value, push_ident, push_integer, push_real, push_text, quote_ident,
 };
-use crate::source::sqlite::{is_internal, is_virtual, schema_objects};
+use crate::source::sqlite::{
+    Column, is_internal, is_virtual, primary_key, schema_objects, table_columns, without_rowid,
+};
 
 /// D1's limit on one SQL statement, in bytes.
 pub const D1_MAX_STATEMENT: usize = 100_000;
@@ -359,15 +361,6 @@ struct ForeignKey {
     to: Vec<Option<String>>,
 }
 
-/// One column of `pragma_table_xinfo`.
-struct Column {
-    name: String,
-    decl: String,
-    notnull: bool,
-    pk: i64,
-    hidden: i64,
-}
-
 impl Schema {
     fn read(conn: &Connection) -> rusqlite::Result<Schema> {
         let objects = schema_objects(conn, &[])?;
@@ -432,22 +425,6 @@ impl Schema {
     }
 }
 
-fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Column>> {
-    let mut stmt = conn.prepare(
-        "SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
-    )?;
-    stmt.query_map([table], |r| {
-        Ok(Column {
-            name: r.get(0)?,
-            decl: r.get(1)?,
-            notnull: r.get(2)?,
-            pk: r.get(3)?,
-            hidden: r.get(4)?,
-        })
-    })?
-    .collect()
-}
-
 /// `INSERT INTO "t" (rowid,"a","b") VALUES` and `SELECT rowid,"a","b" FROM main."t" ORDER BY
 /// …`, the rowid (under the name given) as a bare word: quoted, it would read as a column name.
 fn insert_and_select(
@@ -484,22 +461,16 @@ fn insert_and_select(
 
 impl Table {
     fn read(conn: &Connection, name: String, sql: String) -> rusqlite::Result<Table> {
-        let cols = columns(conn, &name)?;
-        let without_rowid: bool = conn.query_row(
-            "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
-            [&name],
-            |r| r.get(0),
-        )?;
-        // 2 and 3: generated columns, computed again on insert.
+        let cols = table_columns(conn, &name)?;
+        let without_rowid = without_rowid(conn, &name)?;
         let inserted: Vec<String> = cols
             .iter()
-            .filter(|c| c.hidden != 2 && c.hidden != 3)
+            .filter(|c| !c.is_generated())
             .map(|c| c.name.clone())
             .collect();
         let mut explicit_rowid = None;
         let order_by = if without_rowid {
-            let mut pk: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
-            pk.sort_by_key(|c| c.pk);
+            let pk = primary_key(&cols);
             pk.iter()
                 .map(|c| quote_ident(&c.name))
                 .collect::<Vec<_>>()
@@ -580,7 +551,7 @@ impl Table {
         };
         // Hidden columns of a virtual table (FTS5's `rank` and table-named column) are not
         // stored; FTS rows keep their rowid.
-        let inserted: Vec<String> = columns(conn, &name)?
+        let inserted: Vec<String> = table_columns(conn, &name)?
             .into_iter()
             .filter(|c| c.hidden == 0)
             .map(|c| c.name)
@@ -850,7 +821,7 @@ fn strongly_connected(edges: &[BTreeSet<usize>]) -> Vec<usize> {
 /// another table, or a key column) or needed (a row can only reference itself).
 fn cut_statement(conn: &Connection, table: &Table, fk: usize) -> rusqlite::Result<Option<String>> {
     let fk = &table.foreign_keys[fk];
-    let cols = columns(conn, &table.name)?;
+    let cols = table_columns(conn, &table.name)?;
     let col = |name: &str| cols.iter().find(|c| c.name.eq_ignore_ascii_case(name));
     let t = quote_ident(&table.name);
     let nullable: Vec<&String> = fk
@@ -878,8 +849,7 @@ fn cut_statement(conn: &Connection, table: &Table, fk: usize) -> rusqlite::Resul
     let to: Vec<String> = if fk.to.iter().all(Option::is_some) {
         fk.to.iter().flatten().cloned().collect()
     } else {
-        let mut pk: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
-        pk.sort_by_key(|c| c.pk);
+        let pk = primary_key(&cols);
         if pk.is_empty() {
             vec!["rowid".into()]
         } else {

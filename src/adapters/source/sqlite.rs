@@ -254,37 +254,72 @@ pub(crate) fn is_virtual(sql: &str) -> bool {
     words.len() == 2 && words[0] == "CREATE" && words[1] == "VIRTUAL"
 }
 
+/// One column of a table, as `pragma_table_xinfo` describes it.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    pub name: String,
+    /// The declared type, as written.
+    pub decl: String,
+    pub notnull: bool,
+    /// Position in the primary key (1-based), 0 when not part of it.
+    pub pk: i64,
+    /// 0 ordinary, 1 hidden (virtual tables), 2 VIRTUAL generated, 3 STORED generated.
+    pub hidden: i64,
+}
+
+impl Column {
+    /// Generated columns are computed again on insert: never dumped or copied.
+    pub fn is_generated(&self) -> bool {
+        self.hidden == 2 || self.hidden == 3
+    }
+}
+
+/// The columns of `table` in the main schema, in order.
+pub(crate) fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<Column>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid",
+    )?;
+    stmt.query_map([table], |r| {
+        Ok(Column {
+            name: r.get(0)?,
+            decl: r.get(1)?,
+            notnull: r.get(2)?,
+            pk: r.get(3)?,
+            hidden: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Whether `table` in the main schema is a WITHOUT ROWID table.
+pub(crate) fn without_rowid(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
+        [table],
+        |r| r.get(0),
+    )
+}
+
+/// The primary key's columns of `table`, in key order.
+pub(crate) fn primary_key(columns: &[Column]) -> Vec<&Column> {
+    let mut pk: Vec<&Column> = columns.iter().filter(|c| c.pk > 0).collect();
+    pk.sort_by_key(|c| c.pk);
+    pk
+}
+
 fn plan_table(conn: &Connection, name: &str, create_sql: &str) -> rusqlite::Result<TablePlan> {
     use crate::dump::quote_ident;
-    let mut columns = Vec::new();
-    let mut all_names = Vec::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT name, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
-        let mut rows = stmt.query([name])?;
-        while let Some(r) = rows.next()? {
-            let col: String = r.get(0)?;
-            let hidden: i64 = r.get(1)?;
-            all_names.push(col.to_ascii_lowercase());
-            // 2 = VIRTUAL generated, 3 = STORED generated: recomputed on insert.
-            if hidden != 2 && hidden != 3 {
-                columns.push(col);
-            }
-        }
-    }
-    let without_rowid: bool = conn.query_row(
-        "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'",
-        [name],
-        |r| r.get(0),
-    )?;
-    let order_by = if without_rowid {
-        let mut stmt = conn
-            .prepare("SELECT name FROM pragma_table_info(?1, 'main') WHERE pk > 0 ORDER BY pk")?;
-        let pk = stmt
-            .query_map([name], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        pk.iter()
-            .map(|c| quote_ident(c))
+    let all = table_columns(conn, name)?;
+    let all_names: Vec<String> = all.iter().map(|c| c.name.to_ascii_lowercase()).collect();
+    let columns: Vec<String> = all
+        .iter()
+        .filter(|c| !c.is_generated())
+        .map(|c| c.name.clone())
+        .collect();
+    let order_by = if without_rowid(conn, name)? {
+        primary_key(&all)
+            .iter()
+            .map(|c| quote_ident(&c.name))
             .collect::<Vec<_>>()
             .join(",")
     } else {
