@@ -789,23 +789,8 @@ impl Client {
         };
         let fetched = self.fetch_all(call, req, &tx).await;
         drop(tx);
-        let written = writer.await;
-        let materialise = |message: String| D1Error::Materialise {
-            database: req.database.to_string(),
-            path: path.clone(),
-            message,
-        };
-        match (fetched, written) {
-            // The writer stopping early is reported with its own reason.
-            (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
-            (Err(e), _) => Err(e),
-            (Ok(copied), Ok(Ok(()))) => {
-                snapshot.fidelity.tables_from_query = copied;
-                Ok(snapshot)
-            }
-            (Ok(_), Ok(Err(message))) => Err(materialise(message)),
-            (Ok(_), Err(join)) => Err(materialise(join.to_string())),
-        }
+        snapshot.fidelity.tables_from_query = settle(req.database, &path, fetched, writer.await)?;
+        Ok(snapshot)
     }
 
     /// `sqlite_master` through `/query`.
@@ -893,22 +878,9 @@ impl Client {
             .check_tables(call, req, &scratch_tables, &tx, &mut snapshot.fidelity)
             .await;
         drop(tx);
-        let written = writer.await;
-        let materialise = |message: String| D1Error::Materialise {
-            database: req.database.to_string(),
-            path: snapshot.path.clone(),
-            message,
-        };
-        match (checked, written) {
-            (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(Ok(()))) => {
-                snapshot.fidelity.checked = true;
-                Ok(snapshot)
-            }
-            (Ok(()), Ok(Err(message))) => Err(materialise(message)),
-            (Ok(()), Err(join)) => Err(materialise(join.to_string())),
-        }
+        settle(req.database, &snapshot.path, checked, writer.await)?;
+        snapshot.fidelity.checked = true;
+        Ok(snapshot)
     }
 
     async fn check_tables(
@@ -1881,6 +1853,29 @@ enum Op {
         sql: String,
         reply: tokio::sync::oneshot::Sender<Option<(i64, i64)>>,
     },
+}
+
+/// The outcome of work that fed a scratch writer (`write_scratch` on its own thread) and of
+/// the writer itself. A writer that stopped early is reported with its own reason (the work
+/// only saw the channel close).
+fn settle<T>(
+    database: &str,
+    path: &Path,
+    work: Result<T, D1Error>,
+    written: Result<Result<(), String>, tokio::task::JoinError>,
+) -> Result<T, D1Error> {
+    let materialise = |message: String| D1Error::Materialise {
+        database: database.to_string(),
+        path: path.to_path_buf(),
+        message,
+    };
+    match (work, written) {
+        (Err(D1Error::Materialise { .. }), Ok(Err(message))) => Err(materialise(message)),
+        (Err(e), _) => Err(e),
+        (Ok(done), Ok(Ok(()))) => Ok(done),
+        (Ok(_), Ok(Err(message))) => Err(materialise(message)),
+        (Ok(_), Err(join)) => Err(materialise(join.to_string())),
+    }
 }
 
 fn write_scratch(path: &Path, mut rx: tokio::sync::mpsc::Receiver<Op>) -> Result<(), String> {
