@@ -758,33 +758,28 @@ fn restore_into_d1_replaces_the_tables_exactly_and_keeps_a_safety_backup() {
     );
     assert_eq!(exact_content(&path("full.db")), before);
 
-    // D1 refusing the import: a clear error, the database as it was.
-    server.set_fault(
-        ID_FULL,
-        Fault::ImportRejected("statement too long: SQLITE_TOOBIG".into()),
-    );
-    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
-    assert_code(&o, 1);
-    assert!(
-        text(&o).contains("refused the import and left the database as it was: statement too long"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(exact_content(&path("full.db")), before);
-    server.set_fault(ID_FULL, Fault::ReadOnlyToken);
-    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
-    assert_code(&o, 1);
-    assert!(
-        text(&o).contains("\"D1 Edit\"") && text(&o).contains("nothing was changed"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(exact_content(&path("full.db")), before);
-    server.set_fault(ID_FULL, Fault::UploadDamaged);
-    let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
-    assert_code(&o, 1);
-    assert!(text(&o).contains("upload was damaged"), "{}", text(&o));
-    assert_eq!(exact_content(&path("full.db")), before);
+    // D1 refusing the import, a token that may not import, a damaged upload: a clear error,
+    // the database as it was.
+    let refusals: [(Fault, &[&str]); 3] = [
+        (
+            Fault::ImportRejected("statement too long: SQLITE_TOOBIG".into()),
+            &["refused the import and left the database as it was: statement too long"],
+        ),
+        (
+            Fault::ReadOnlyToken,
+            &["\"D1 Edit\"", "nothing was changed"],
+        ),
+        (Fault::UploadDamaged, &["upload was damaged"]),
+    ];
+    for (fault, expected) in refusals {
+        server.set_fault(ID_FULL, fault);
+        let o = patina(&["restore", "groveauth", "--to-d1", ID_FULL, "--force"]);
+        assert_code(&o, 1);
+        for e in expected {
+            assert!(text(&o).contains(e), "{e}: {}", text(&o));
+        }
+        assert_eq!(exact_content(&path("full.db")), before);
+    }
     server.set_fault(ID_FULL, Fault::None);
 
     // With --force: exactly the backup, no session lost to ON DELETE CASCADE, the 40-deep
