@@ -18,6 +18,7 @@ mod integration {
     mod hostile;
     mod hostile_http;
     mod http;
+    mod layers;
     mod ops;
     mod secrets;
     mod soak;

@@ -5,6 +5,5 @@
 pub mod archive;
 pub mod backup;
 pub mod bucket;
-pub mod daemon;
 pub mod reconcile;
 pub mod restore;

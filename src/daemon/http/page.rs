@@ -24,7 +24,7 @@ use crate::human;
 use crate::policy::Policy;
 
 /// The status page template; see [`render`].
-const UI_TEMPLATE: &str = include_str!("../ui.html");
+const UI_TEMPLATE: &str = include_str!("ui.html");
 
 /// The status page's data (seed 000): served as JSON by `/api/backup-status` and shown by `/ui`.
 ///

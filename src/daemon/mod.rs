@@ -8,6 +8,13 @@
 //!
 //! An invalid policy file changes nothing: the last good policy keeps running, and the error is
 //! logged with line and column and recorded in the catalog (`config_reloads`).
+//!
+//! This folder is the daemon's side of the ways in (with `cli` and `config`): the process loop
+//! here, the HTTP surface ([`http`]) and the Prometheus rendering ([`metrics`]). They sit above
+//! the engine and may use it and any adapter; nothing below imports them.
+
+pub mod http;
+pub mod metrics;
 
 use std::fs::File;
 use std::io::Write;
