@@ -145,9 +145,15 @@ enum Command {
         /// The database to restore.
         #[arg(value_name = "DB")]
         database: String,
-        /// Which backup: `latest` or a date (YYYY-MM-DD, UTC; the newest of that day).
-        #[arg(long, default_value = "latest", value_name = "DATE|latest")]
+        /// Which restore point: `latest`; a UTC date (2026-11-20: that day's newest); or a time
+        /// (2026-11-20T14:00Z, "2026-11-20 14:00" in UTC, RFC 3339 with an offset): the newest
+        /// taken at or before it. Daily objects and weekly archive members alike.
+        #[arg(long, default_value = "latest", value_name = "WHEN")]
         at: At,
+        /// Restore only this table (with its indexes and triggers); repeat for more. Views are
+        /// left out.
+        #[arg(long = "table", value_name = "NAME", conflicts_with = "to_d1")]
+        tables: Vec<String>,
         /// The file to create: a SQLite database, or with `--format d1` a SQL file for
         /// `wrangler d1 execute --file`.
         #[arg(
@@ -176,6 +182,10 @@ enum Command {
         /// Databases to verify (default: all enabled).
         #[arg(value_name = "DB")]
         databases: Vec<String>,
+        /// Which restore point of each: `latest`, a UTC date, or a time (the newest at or
+        /// before it), as for `restore --at`.
+        #[arg(long, default_value = "latest", value_name = "WHEN")]
+        at: At,
     },
     /// Maintain the catalog (the local metadata database).
     Catalog {
@@ -353,6 +363,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Restore {
             database,
             at,
+            tables,
             to,
             format,
             to_d1,
@@ -381,19 +392,27 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         force,
                     ))
                 }
-                (Some(to), None) => {
-                    runtime()?.block_on(restore_cmd(policy, database, at, to, format, force))
-                }
+                (Some(to), None) => runtime()?.block_on(restore_cmd(
+                    policy,
+                    RestoreRequest {
+                        database,
+                        at,
+                        tables,
+                        to,
+                        format,
+                        force,
+                    },
+                )),
                 (None, None) => Err(Failure::usage(
                     anyhow!("restore needs --to FILE or --to-d1 UUID"),
                     None,
                 )),
             }
         }
-        Command::Verify { databases } => {
+        Command::Verify { databases, at } => {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
-            runtime()?.block_on(verify_cmd(policy, names))
+            runtime()?.block_on(verify_cmd(policy, names, at))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -706,6 +725,7 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
             .map(|r| {
                 serde_json::json!({
                     "database": r.database, "date": r.date, "tier": r.tier, "key": r.key,
+                    "location": r.location,
                     "size": r.size_bytes, "tables": r.table_count, "rows": r.row_count,
                     "sha256": r.sha256,
                     "createdAt": rfc3339(r.created_at), "expiresAt": rfc3339(r.expires_at),
@@ -727,72 +747,147 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  CREATED",
-        "DATE", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256"
+        "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  WHERE",
+        "TIME", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256"
     );
+    // Tables and rows of a point recovered from an archive alone are not known (`-`).
+    let count = |n: u64| {
+        if n == 0 {
+            "-".to_string()
+        } else {
+            n.to_string()
+        }
+    };
     for r in &rows {
         println!(
-            "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {}",
-            r.date,
+            "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {}",
+            rfc3339(r.created_at),
             r.database,
             r.tier,
             human::bytes(r.size_bytes),
-            r.table_count,
-            r.row_count,
+            count(r.table_count),
+            count(r.row_count),
             &r.sha256[..r.sha256.len().min(12)],
-            rfc3339(r.created_at)
+            r.location
         );
+    }
+    let mut per_db: std::collections::BTreeMap<&str, (usize, i64)> = Default::default();
+    for r in &rows {
+        let e = per_db.entry(&r.database).or_insert((0, r.created_at));
+        e.0 += 1;
+        e.1 = e.1.min(r.created_at);
+    }
+    for (db, (n, oldest)) in per_db {
+        eprintln!("{db}: {n} restore points, oldest {}", rfc3339(oldest));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn restore_cmd(
-    policy: Policy,
+/// `patina restore DB --to FILE`, as asked.
+struct RestoreRequest {
     database: String,
     at: At,
+    tables: Vec<String>,
     to: PathBuf,
     format: RestoreFormat,
     force: bool,
-) -> Result<ExitCode, Failure> {
+}
+
+async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Failure> {
+    let started = Utc::now();
     let store = open_store(&policy)?;
-    let located = locate_backup(&store, &database, at).await?;
+    let located = locate_backup(&store, &req.database, req.at).await;
+    let result = match &located {
+        Ok(located) => restore_located_cmd(&store, located, &req).await,
+        Err(_) => Ok(ExitCode::SUCCESS),
+    };
+    let outcome = match (&located, &result) {
+        (Err(f), _) | (_, Err(f)) => Err(format!("{:#}", f.error)),
+        _ => Ok(()),
+    };
+    let target = match req.format {
+        RestoreFormat::Sqlite => req.to.display().to_string(),
+        RestoreFormat::D1 => format!("{} (D1 SQL file)", req.to.display()),
+    };
+    record_history(
+        &policy,
+        &store,
+        History {
+            started_at: started,
+            action: "restore",
+            database: &req.database,
+            located: located.as_ref().ok(),
+            target: Some(&target),
+            outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
+        },
+    );
+    located?;
+    result
+}
+
+async fn restore_located_cmd(
+    store: &Store,
+    located: &restore::Located,
+    req: &RestoreRequest,
+) -> Result<ExitCode, Failure> {
+    let (database, to, force) = (&req.database, &req.to, req.force);
     let target_exists = |e: restore::RestoreError| {
-        let hint = matches!(e, restore::RestoreError::TargetExists(_))
-            .then(|| "choose another --to FILE, or add --force".to_string());
+        let hint = match &e {
+            restore::RestoreError::TargetExists(_) => {
+                Some("choose another --to FILE, or add --force".to_string())
+            }
+            restore::RestoreError::Load(crate::source::sqlite::SourceError::UnknownTables {
+                ..
+            }) => Some("name tables as the backup has them (`--table NAME`, repeatable)".into()),
+            _ => None,
+        };
         Failure {
             code: 1,
             error: anyhow::Error::new(e),
             hint,
         }
     };
-    match format {
+    let only = if req.tables.is_empty() {
+        String::new()
+    } else {
+        format!(" (only {})", req.tables.join(", "))
+    };
+    match req.format {
         RestoreFormat::Sqlite => {
-            let restored = restore::restore_located(&store, &located, &to, force)
+            let restored = restore::restore_tables(store, located, to, force, &req.tables)
                 .await
                 .map_err(target_exists)?;
-            println!(
-                "restored {database} into {} (sha256 verified, {} statements)",
-                restored.target.display(),
-                restored.statements
-            );
+            match restored.table_rows {
+                Some(rows) => println!(
+                    "restored {database}{only} into {}: {rows} rows (sha256 verified)",
+                    restored.target.display()
+                ),
+                None => println!(
+                    "restored {database} into {} (sha256 verified, {} statements)",
+                    restored.target.display(),
+                    restored.statements
+                ),
+            }
         }
         RestoreFormat::D1 => {
             if to.exists() && !force {
-                return Err(target_exists(restore::RestoreError::TargetExists(to)));
+                return Err(target_exists(restore::RestoreError::TargetExists(
+                    to.clone(),
+                )));
             }
             // The backup is restored into a scratch database beside FILE, which the D1 file is
             // written from; both temporary files go on every path out.
-            let scratch = sibling(&to, "db");
-            let partial = sibling(&to, "partial");
+            let scratch = sibling(to, "db");
+            let partial = sibling(to, "partial");
             let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
-            restore::restore_located(&store, &located, &scratch, true)
+            restore::restore_tables(store, located, &scratch, true, &req.tables)
                 .await
                 .map_err(target_exists)?;
             let stats = write_d1(&scratch, &partial).await?;
-            std::fs::rename(&partial, &to)
+            std::fs::rename(&partial, to)
                 .with_context(|| format!("move the D1 file into place at {}", to.display()))?;
             println!(
-                "wrote {} for D1 from {database}: {} tables, {} rows, {} statements (each at most {} bytes; sha256 of the backup verified)",
+                "wrote {} for D1 from {database}{only}: {} tables, {} rows, {} statements (each at most {} bytes; sha256 of the backup verified)",
                 to.display(),
                 stats.tables,
                 stats.rows,
@@ -806,6 +901,59 @@ async fn restore_cmd(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs this command, for the restore history: `cli:<user>`.
+fn cli_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let name = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid {}", m.uid()))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{name}")
+}
+
+/// One entry of the restore history, as a command saw it.
+struct History<'a> {
+    started_at: DateTime<Utc>,
+    action: &'static str,
+    database: &'a str,
+    located: Option<&'a restore::Located>,
+    target: Option<&'a str>,
+    outcome: Result<(), &'a str>,
+}
+
+/// Record a restore or verification in the catalog's restore history, best effort (DESIGN
+/// §13): only when the state directory exists (it is never created for this), and a failure
+/// to record is a warning, never the command's failure.
+fn record_history(policy: &Policy, store: &Store, h: History<'_>) {
+    let state_dir = &policy.daemon.state_dir;
+    if !state_dir.is_dir() {
+        return;
+    }
+    let location = h.located.map(|l| l.describe(store));
+    let who = cli_user();
+    let record = catalog::RestoreRecord {
+        started_at: h.started_at,
+        completed_at: Utc::now(),
+        initiated_by: &who,
+        action: h.action,
+        database: h.database,
+        key: h.located.map(|l| l.dump_key()),
+        location: location.as_deref(),
+        taken_at: h.located.map(|l| l.taken_at()),
+        target: h.target,
+        outcome: h.outcome,
+    };
+    let recorded = Catalog::open(state_dir).and_then(|c| c.record_restore(&record));
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "the restore history was not recorded");
+    }
 }
 
 /// The backup `at` of `database`, announced on stderr.
@@ -1038,41 +1186,63 @@ async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Mani
     }
 }
 
-async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Failure> {
+async fn verify_cmd(policy: Policy, names: Vec<String>, at: At) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
     let catalog = open_catalog(&policy)?;
     let scratch = policy.daemon.state_dir.join("scratch");
+    let who = cli_user();
     let mut failed = 0;
     for name in &names {
-        let now = Utc::now();
-        match restore::verify(&store, name, &scratch, now).await {
-            Ok(v) => {
-                let outcome = if v.ok() {
-                    Ok(())
-                } else {
-                    Err(v.problems.join("; "))
-                };
-                catalog
-                    .record_verification(
-                        name,
-                        &v.key,
-                        now,
-                        outcome.as_ref().map(|_| ()).map_err(String::as_str),
-                    )
-                    .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
-                match outcome {
-                    Ok(()) => println!("{name:<24} ok      {}", v.key),
-                    Err(problems) => {
-                        failed += 1;
-                        println!("{name:<24} FAILED  {}: {problems}", v.key);
-                    }
-                }
-            }
-            Err(e) => {
+        let started = Utc::now();
+        let located = restore::locate(&store, name, at).await;
+        let outcome: Result<(), String> = match &located {
+            Err(e) => Err(e.to_string()),
+            Ok(l) => match restore::verify_located(&store, l, &scratch, started).await {
+                Err(e) => Err(e.to_string()),
+                Ok(v) if !v.ok() => Err(v.problems.join("; ")),
+                Ok(_) => Ok(()),
+            },
+        };
+        let location = located.as_ref().ok().map(|l| l.describe(&store));
+        let completed = Utc::now();
+        let record = catalog::VerificationRecord {
+            database: name,
+            key: located.as_ref().map(|l| l.dump_key()).unwrap_or(""),
+            location: location.as_deref(),
+            taken_at: located.as_ref().ok().map(|l| l.taken_at()),
+            origin: "cli",
+            at: started,
+            duration_ms: Some((completed - started).num_milliseconds()),
+            newest: at == At::Latest,
+            outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
+        };
+        catalog
+            .record_verification(&record)
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        let history = catalog::RestoreRecord {
+            started_at: started,
+            completed_at: completed,
+            initiated_by: &who,
+            action: "verify",
+            database: name,
+            key: (!record.key.is_empty()).then_some(record.key),
+            location: location.as_deref(),
+            taken_at: record.taken_at,
+            target: None,
+            outcome: record.outcome,
+        };
+        if let Err(e) = catalog.record_restore(&history) {
+            tracing::warn!(error = %e, "the restore history was not recorded");
+        }
+        let shown = location.as_deref().unwrap_or("");
+        match outcome {
+            Ok(()) => println!("{name:<24} ok      {shown}"),
+            Err(problems) => {
                 failed += 1;
-                let message = e.to_string();
-                let _ = catalog.record_verification(name, "", now, Err(&message));
-                println!("{name:<24} FAILED  {message}");
+                println!(
+                    "{name:<24} FAILED  {shown}{}{problems}",
+                    if shown.is_empty() { "" } else { ": " }
+                );
             }
         }
     }
@@ -1107,6 +1277,17 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
         }
     }
     manifests.sort_by(|a, b| (a.started_at, &a.database).cmp(&(b.started_at, &b.database)));
+    // Weekly archives: their members are restore points too, whose daily copies may be gone.
+    let mut archives = Vec::new();
+    for a in &inv.archives {
+        match crate::archive::read_manifest(&store, &a.manifest_key).await {
+            Ok(m) => archives.push((a.week, m)),
+            Err(e) => {
+                unreadable += 1;
+                tracing::warn!(error = %e, "skipping an unreadable archive manifest");
+            }
+        }
+    }
 
     let state_dir = &policy.daemon.state_dir;
     std::fs::create_dir_all(state_dir)
@@ -1123,6 +1304,12 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
         catalog
             .import_manifests(&manifests, &|m| daily.after(m.completed_at))
             .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        for (week, m) in &archives {
+            let expires = crate::reconcile::archive_expiry(&policy, *week, m.created_at);
+            catalog
+                .record_archive(m, expires)
+                .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        }
     }
     let kept = if live.exists() {
         let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -1142,9 +1329,10 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
     std::fs::rename(&fresh, &live)
         .with_context(|| format!("move the rebuilt catalog into place at {}", live.display()))?;
     println!(
-        "rebuilt {} from {} manifests in {}{}",
+        "rebuilt {} from {} manifests and {} weekly archives in {}{}",
         live.display(),
         manifests.len(),
+        archives.len(),
         store.location(""),
         if unreadable > 0 {
             format!(" ({unreadable} unreadable manifests skipped, see the log)")
@@ -1377,6 +1565,32 @@ mod tests {
             "x.db",
         ])
         .unwrap_err();
-        assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
+        assert!(err.to_string().contains("a UTC date (2026-11-20"), "{err}");
+        let c = Cli::try_parse_from([
+            "patina",
+            "restore",
+            "demo-app",
+            "--at",
+            "2026-11-22 14:00",
+            "--table",
+            "users",
+            "--table",
+            "sessions",
+            "--to",
+            "x.db",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Restore { at, tables, .. } => {
+                assert_eq!(at.to_string(), "2026-11-22T14:00:00Z");
+                assert_eq!(tables, ["users", "sessions"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from([
+            "patina", "restore", "demo-app", "--table", "users", "--to-d1", "x",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
     }
 }

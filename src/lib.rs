@@ -15,6 +15,8 @@ pub mod daemon;
 pub mod engine;
 
 pub use adapters::{alert, catalog, source, store, systemd};
-pub use core::{clock, codec, dump, human, inventory, manifest, plan, policy, retention, schedule};
+pub use core::{
+    clock, codec, dump, human, inventory, manifest, plan, points, policy, retention, schedule,
+};
 pub use daemon::{http, metrics};
-pub use engine::{archive, backup, bucket, reconcile, restore};
+pub use engine::{archive, backup, bucket, drill, reconcile, restore};

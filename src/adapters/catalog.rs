@@ -139,6 +139,39 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE backup_results ADD COLUMN d1_repaired_values INTEGER;
     ALTER TABLE backup_results ADD COLUMN d1_fallback TEXT;
     "#,
+    // 5: restore points (DESIGN §13). A dump rolled into a weekly archive stays a live row once
+    // its daily object is pruned (tier `weekly`, living in `archive_key`); restore history;
+    // what a drill checked.
+    r#"
+    ALTER TABLE backup_inventory ADD COLUMN archive_key TEXT;     -- weekly/2026-W47.tar holding it
+    ALTER TABLE backup_inventory ADD COLUMN archive_member TEXT;  -- its path inside that tar
+    ALTER TABLE backup_inventory ADD COLUMN daily_deleted_at INTEGER; -- its daily object pruned
+    CREATE INDEX idx_inventory_archive ON backup_inventory(archive_key) WHERE archive_key IS NOT NULL;
+    ALTER TABLE weekly_archives ADD COLUMN expires_at INTEGER;
+
+    ALTER TABLE verifications ADD COLUMN location TEXT;           -- daily/… or weekly/….tar:member
+    ALTER TABLE verifications ADD COLUMN taken_at INTEGER;        -- when the dump was taken
+    ALTER TABLE verifications ADD COLUMN origin TEXT;             -- drill | cli
+    ALTER TABLE verifications ADD COLUMN duration_ms INTEGER;
+    ALTER TABLE verifications ADD COLUMN newest INTEGER;          -- 1: the database's newest point
+
+    CREATE TABLE restores (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      started_at INTEGER NOT NULL,
+      completed_at INTEGER NOT NULL,
+      initiated_by TEXT NOT NULL,         -- cli:<os user> | api:<token name> | drill
+      action TEXT NOT NULL,               -- restore | verify | download
+      database_name TEXT NOT NULL,
+      r2_key TEXT,                        -- the restore point's dump key (NULL: none found)
+      location TEXT,                      -- where it was read from
+      taken_at INTEGER,                   -- when the restored dump was taken
+      target TEXT,                        -- the file, d1:<uuid>, or the HTTP client's address
+      result TEXT NOT NULL,               -- success | failed
+      error TEXT,
+      duration_ms INTEGER NOT NULL
+    );
+    CREATE INDEX idx_restores_started ON restores(started_at DESC);
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -200,10 +233,13 @@ pub struct ResultRow<'a> {
     pub outcome: Result<&'a Manifest, &'a str>,
 }
 
-/// A committed backup as `patina list` shows it.
+/// A restore point as `patina list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryRow {
+    /// The daily key the dump was written under.
     pub key: String,
+    /// Where it lives now: the daily key, or `weekly/….tar:member`.
+    pub location: String,
     pub database: String,
     pub date: String,
     pub tier: String,
@@ -213,6 +249,66 @@ pub struct InventoryRow {
     pub sha256: String,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// A verification of one restore point, to record.
+#[derive(Debug, Clone)]
+pub struct VerificationRecord<'a> {
+    pub database: &'a str,
+    /// The restore point's dump key (empty when none was found).
+    pub key: &'a str,
+    pub location: Option<&'a str>,
+    pub taken_at: Option<DateTime<Utc>>,
+    /// `drill` (the daemon) or `cli` (`patina verify`).
+    pub origin: &'a str,
+    pub at: DateTime<Utc>,
+    pub duration_ms: Option<i64>,
+    /// True when the point was its database's newest restore point when it was checked.
+    pub newest: bool,
+    pub outcome: Result<(), &'a str>,
+}
+
+/// A restore, verification or download, to record in the restore history.
+#[derive(Debug, Clone)]
+pub struct RestoreRecord<'a> {
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    /// `cli:<user>`, `api:<token name>`, or `drill`.
+    pub initiated_by: &'a str,
+    /// `restore`, `verify` or `download`.
+    pub action: &'a str,
+    pub database: &'a str,
+    pub key: Option<&'a str>,
+    pub location: Option<&'a str>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub target: Option<&'a str>,
+    pub outcome: Result<(), &'a str>,
+}
+
+/// A database's live restore points.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointStats {
+    pub total: u64,
+    pub daily: u64,
+    pub weekly: u64,
+    /// Unix seconds of the oldest.
+    pub oldest: i64,
+}
+
+/// A restore history row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreRow {
+    pub started_at: i64,
+    pub initiated_by: String,
+    pub action: String,
+    pub database: String,
+    pub key: Option<String>,
+    pub location: Option<String>,
+    pub taken_at: Option<i64>,
+    pub target: Option<String>,
+    pub result: String,
+    pub error: Option<String>,
+    pub duration_ms: i64,
 }
 
 /// A verification run as recorded.
@@ -476,7 +572,9 @@ impl Catalog {
             .prepare(
                 "SELECT r2_key, database_name, backup_date, tier, size_bytes,
                         coalesce(table_count, 0), coalesce(row_count, 0), coalesce(sha256, ''),
-                        created_at, expires_at
+                        created_at, expires_at,
+                        CASE WHEN tier = 'weekly' AND archive_key IS NOT NULL
+                             THEN archive_key || ':' || archive_member ELSE r2_key END
                  FROM backup_inventory
                  WHERE deleted_at IS NULL AND (?1 IS NULL OR database_name = ?1)
                  ORDER BY created_at DESC, database_name",
@@ -495,6 +593,7 @@ impl Catalog {
                     sha256: r.get(7)?,
                     created_at: r.get(8)?,
                     expires_at: r.get(9)?,
+                    location: r.get(10)?,
                 })
             })
             .map_err(self.q("list backups"))?;
@@ -516,26 +615,160 @@ impl Catalog {
         rows.collect::<Result<_, _>>().map_err(self.q("list jobs"))
     }
 
-    /// Record a verification run.
-    pub fn record_verification(
-        &self,
-        database: &str,
-        key: &str,
-        at: DateTime<Utc>,
-        outcome: Result<(), &str>,
-    ) -> Result<(), CatalogError> {
-        let (status, detail) = match outcome {
+    /// Record a verification (a drill, or `patina verify`) of one restore point.
+    pub fn record_verification(&self, v: &VerificationRecord<'_>) -> Result<(), CatalogError> {
+        let (status, detail) = match v.outcome {
             Ok(()) => ("ok", None),
             Err(d) => ("failed", Some(d)),
         };
         self.conn
             .execute(
-                "INSERT INTO verifications (database_name, r2_key, verified_at, status, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![database, key, at.timestamp(), status, detail],
+                "INSERT INTO verifications (database_name, r2_key, verified_at, status, detail,
+                   location, taken_at, origin, duration_ms, newest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    v.database,
+                    v.key,
+                    v.at.timestamp(),
+                    status,
+                    detail,
+                    v.location,
+                    v.taken_at.map(|t| t.timestamp()),
+                    v.origin,
+                    v.duration_ms,
+                    v.newest as i64
+                ],
             )
             .map_err(self.q("record verification"))?;
         Ok(())
+    }
+
+    /// Record a restore, verification or download (DESIGN §13, restore history).
+    pub fn record_restore(&self, r: &RestoreRecord<'_>) -> Result<(), CatalogError> {
+        let (result, error) = match r.outcome {
+            Ok(()) => ("success", None),
+            Err(e) => ("failed", Some(e)),
+        };
+        self.conn
+            .execute(
+                "INSERT INTO restores (started_at, completed_at, initiated_by, action,
+                   database_name, r2_key, location, taken_at, target, result, error, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    r.started_at.timestamp(),
+                    r.completed_at.timestamp(),
+                    r.initiated_by,
+                    r.action,
+                    r.database,
+                    r.key,
+                    r.location,
+                    r.taken_at.map(|t| t.timestamp()),
+                    r.target,
+                    result,
+                    error,
+                    (r.completed_at - r.started_at).num_milliseconds()
+                ],
+            )
+            .map_err(self.q("record a restore"))?;
+        Ok(())
+    }
+
+    /// Per database, its live restore points (DESIGN §13): count per tier and the oldest.
+    pub fn restore_point_stats(&self) -> Result<BTreeMap<String, PointStats>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT database_name, count(*), sum(tier = 'daily'), sum(tier = 'weekly'),
+                        min(created_at)
+                 FROM backup_inventory WHERE deleted_at IS NULL GROUP BY database_name",
+            )
+            .map_err(self.q("count restore points"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    PointStats {
+                        total: r.get::<_, i64>(1)? as u64,
+                        daily: r.get::<_, i64>(2)? as u64,
+                        weekly: r.get::<_, i64>(3)? as u64,
+                        oldest: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(self.q("count restore points"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("count restore points"))
+    }
+
+    /// When the newest drill started (the newest `verifications` row a drill recorded).
+    pub fn last_drill(&self) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(verified_at) FROM verifications WHERE origin = 'drill'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.q("read the last drill"))?;
+        Ok(at.and_then(|t| DateTime::from_timestamp(t, 0)))
+    }
+
+    /// The newest verification of each database.
+    pub fn last_verifications(&self) -> Result<BTreeMap<String, VerificationRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT database_name, r2_key, verified_at, status, detail FROM verifications v
+                 WHERE id = (SELECT max(id) FROM verifications w
+                             WHERE w.database_name = v.database_name)",
+            )
+            .map_err(self.q("read verifications"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    VerificationRow {
+                        key: r.get(1)?,
+                        verified_at: r.get(2)?,
+                        status: r.get(3)?,
+                        detail: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(self.q("read verifications"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("read verifications"))
+    }
+
+    /// The newest restores, verifications and downloads, newest first.
+    pub fn recent_restores(&self, limit: usize) -> Result<Vec<RestoreRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT started_at, initiated_by, action, database_name, r2_key, location,
+                        taken_at, target, result, error, duration_ms
+                 FROM restores ORDER BY started_at DESC, id DESC LIMIT ?1",
+            )
+            .map_err(self.q("read the restore history"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(RestoreRow {
+                    started_at: r.get(0)?,
+                    initiated_by: r.get(1)?,
+                    action: r.get(2)?,
+                    database: r.get(3)?,
+                    key: r.get(4)?,
+                    location: r.get(5)?,
+                    taken_at: r.get(6)?,
+                    target: r.get(7)?,
+                    result: r.get(8)?,
+                    error: r.get(9)?,
+                    duration_ms: r.get(10)?,
+                })
+            })
+            .map_err(self.q("read the restore history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.q("read the restore history"))
     }
 
     /// The last verification of a database.
@@ -592,11 +825,14 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Data keys of the inventory entries not marked deleted.
+    /// Data keys of the daily objects the catalog holds as live (archived points excluded:
+    /// their daily objects are gone on purpose).
     pub fn known_keys(&self) -> Result<BTreeSet<String>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT r2_key FROM backup_inventory WHERE deleted_at IS NULL")
+            .prepare(
+                "SELECT r2_key FROM backup_inventory WHERE deleted_at IS NULL AND tier = 'daily'",
+            )
             .map_err(self.q("read inventory"))?;
         let keys = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -611,49 +847,139 @@ impl Catalog {
         Ok(())
     }
 
-    /// Mark an inventory entry (dump) or weekly archive as gone, with why.
+    /// Mark an inventory entry (dump) or weekly archive as gone, with why. A dump whose daily
+    /// object goes while a live weekly archive holds it stays a restore point: its row moves to
+    /// tier `weekly` and takes the archive's expiry. An archive that goes takes its archived
+    /// points with it.
     pub fn mark_deleted(
         &self,
         data_key: &str,
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        self.conn
+        let moved = self
+            .conn
             .execute(
-                "UPDATE backup_inventory SET deleted_at = ?2, deleted_reason = ?3
-                 WHERE r2_key = ?1 AND deleted_at IS NULL",
+                "UPDATE backup_inventory SET tier = 'weekly',
+                   daily_deleted_at = CASE WHEN ?3 = 'retention' THEN ?2 END,
+                   expires_at = coalesce((SELECT w.expires_at FROM weekly_archives w
+                                          WHERE w.r2_key = backup_inventory.archive_key), expires_at)
+                 WHERE r2_key = ?1 AND deleted_at IS NULL AND tier = 'daily'
+                   AND archive_key IN (SELECT r2_key FROM weekly_archives WHERE deleted_at IS NULL)",
                 params![data_key, at.timestamp(), reason],
             )
-            .map_err(self.q("mark a backup deleted"))?;
-        self.conn
+            .map_err(self.q("move a backup into its archive"))?;
+        if moved == 0 {
+            self.conn
+                .execute(
+                    "UPDATE backup_inventory SET deleted_at = ?2, deleted_reason = ?3
+                     WHERE r2_key = ?1 AND deleted_at IS NULL AND tier = 'daily'",
+                    params![data_key, at.timestamp(), reason],
+                )
+                .map_err(self.q("mark a backup deleted"))?;
+        }
+        let archive = self
+            .conn
             .execute(
                 "UPDATE weekly_archives SET deleted_at = ?2 WHERE r2_key = ?1 AND deleted_at IS NULL",
                 params![data_key, at.timestamp()],
             )
             .map_err(self.q("mark an archive deleted"))?;
+        if archive > 0 {
+            self.conn
+                .execute(
+                    "UPDATE backup_inventory SET deleted_at = ?2, deleted_reason = ?3
+                     WHERE archive_key = ?1 AND tier = 'weekly' AND deleted_at IS NULL",
+                    params![data_key, at.timestamp(), format!("archive {reason}")],
+                )
+                .map_err(self.q("mark archived backups deleted"))?;
+            self.conn
+                .execute(
+                    "UPDATE backup_inventory SET archive_key = NULL, archive_member = NULL
+                     WHERE archive_key = ?1 AND tier = 'daily'",
+                    params![data_key],
+                )
+                .map_err(self.q("mark archived backups deleted"))?;
+        }
         Ok(())
     }
 
-    /// Record a committed weekly archive.
-    pub fn record_archive(&self, m: &ArchiveManifest) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT INTO weekly_archives (week, r2_key, size_bytes, sha256, member_count, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(week) DO UPDATE SET r2_key = excluded.r2_key,
-                   size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
-                   member_count = excluded.member_count, deleted_at = NULL",
+    /// Record a committed weekly archive (when it is built, or found in storage) and make each
+    /// member a restore point that lives in it: a live row keeps its tier (its daily object is
+    /// still there) and learns its archive; a member without a live row (its daily copy pruned,
+    /// or a catalog that never saw it) becomes a `weekly` row. `expires_at`: when the weekly
+    /// tier releases the archive.
+    pub fn record_archive(
+        &mut self,
+        m: &ArchiveManifest,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            action: "record an archive",
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO weekly_archives (week, r2_key, size_bytes, sha256, member_count, created_at,
+               expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(week) DO UPDATE SET r2_key = excluded.r2_key,
+               size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
+               member_count = excluded.member_count, expires_at = excluded.expires_at,
+               deleted_at = NULL",
+            params![
+                m.week,
+                m.key,
+                m.size as i64,
+                m.sha256,
+                m.members.len() as i64,
+                m.created_at.timestamp(),
+                expires_at.timestamp()
+            ],
+        )
+        .map_err(err)?;
+        for member in &m.members {
+            let date = member.taken_at.format("%Y-%m-%d").to_string();
+            tx.execute(
+                "INSERT INTO backup_inventory (r2_key, database_name, backup_date, size_bytes,
+                   created_at, expires_at, tier, sha256, archive_key, archive_member)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'weekly', ?7, ?8, ?9)
+                 ON CONFLICT(r2_key) DO UPDATE SET archive_key = excluded.archive_key,
+                   archive_member = excluded.archive_member,
+                   tier = CASE WHEN deleted_at IS NULL THEN tier ELSE 'weekly' END,
+                   expires_at = CASE WHEN deleted_at IS NULL THEN expires_at
+                                     ELSE excluded.expires_at END,
+                   deleted_at = NULL, deleted_reason = NULL",
                 params![
-                    m.week,
+                    member.dump_key,
+                    member.database,
+                    date,
+                    member.size as i64,
+                    member.taken_at.timestamp(),
+                    expires_at.timestamp(),
+                    member.sha256,
                     m.key,
-                    m.size as i64,
-                    m.sha256,
-                    m.members.len() as i64,
-                    m.created_at.timestamp()
+                    member.path
                 ],
             )
-            .map_err(self.q("record an archive"))?;
-        Ok(())
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Weekly archives the catalog holds as live, by data key.
+    pub fn live_archives(&self) -> Result<BTreeSet<String>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT r2_key FROM weekly_archives WHERE deleted_at IS NULL")
+            .map_err(self.q("read archives"))?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(self.q("read archives"))?;
+        keys.collect::<Result<_, _>>()
+            .map_err(self.q("read archives"))
     }
 
     /// Record a policy reload attempt.
@@ -1137,12 +1463,13 @@ impl Catalog {
                 .collect::<Result<_, _>>()?;
             (f.live_daily_objects, f.live_daily_bytes) = self.conn.query_row(
                 "SELECT count(*), coalesce(sum(size_bytes), 0) FROM backup_inventory
-                 WHERE deleted_at IS NULL",
+                 WHERE deleted_at IS NULL AND tier = 'daily'",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )?;
             f.retention_deleted_daily = self.conn.query_row(
-                "SELECT count(*) FROM backup_inventory WHERE deleted_reason = 'retention'",
+                "SELECT count(*) FROM backup_inventory
+                 WHERE deleted_reason = 'retention' OR daily_deleted_at IS NOT NULL",
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64;
@@ -1182,7 +1509,7 @@ impl Catalog {
             )?;
             let mut stmt = self.conn.prepare(
                 "SELECT database_name, max(verified_at) FROM verifications
-                 WHERE status = 'ok' GROUP BY database_name",
+                 WHERE status = 'ok' AND coalesce(newest, 1) = 1 GROUP BY database_name",
             )?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                 let (db, at) = row?;

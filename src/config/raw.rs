@@ -33,6 +33,22 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     /// An alert sink. Repeat `[[alert]]` for each one.
     pub(super) alert: Vec<RawAlert>,
+    /// Restore drills the daemon runs by itself: each database's newest restore point and a
+    /// random sample of older ones are restored into scratch files and checked.
+    pub(super) verify: RawVerify,
+}
+
+/// Restore drills.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Verify")]
+pub(super) struct RawVerify {
+    /// When to drill (cron, in [daemon] timezone), e.g. "0 5 * * SAT". Absent: no drills.
+    pub(super) schedule: Option<String>,
+    /// Besides each database's newest restore point, this many older ones chosen at random
+    /// (daily objects and weekly archive members alike).
+    #[schemars(extend("default" = 2), range(min = 0, max = 100))]
+    pub(super) sample: Option<u32>,
 }
 
 /// The daemon process.
@@ -278,6 +294,7 @@ pub(super) enum RawEvent {
     Stale,
     ArchiveFailed,
     Drift,
+    VerifyFailed,
     ConfigInvalid,
     Summary,
 }

@@ -64,6 +64,23 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
         r.archive.expression(),
         when(&r.archive)
     );
+    match &policy.drills {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "drills:       {}  next: {}  (newest + {} sampled per database)",
+                d.schedule.expression(),
+                when(&d.schedule),
+                d.sample
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "drills:       off (set [verify] schedule to drill restores)"
+            );
+        }
+    }
     if let Some(cf) = &policy.cloudflare {
         let _ = writeln!(
             out,
@@ -235,6 +252,7 @@ pub fn reference_markdown() -> String {
         ("database", "[[database]]"),
         ("alerts", "[alerts]"),
         ("alert", "[[alert]]"),
+        ("verify", "[verify]"),
     ];
     for (key, title) in order {
         let Some(section) = props.get(key) else {

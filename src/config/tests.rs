@@ -259,7 +259,7 @@ fn single_problems() {
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"discord\"\nurl = \"https://x.example/hook\"\non = [\"failure\", \"stail\"]\n",
-            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"config_invalid\", \"summary\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
+            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"verify_failed\", \"config_invalid\", \"summary\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://x.example/hook\"\non = [\"failure\"]\nheaders = { X-Token = \"t\" }\n",
@@ -453,6 +453,7 @@ tick:         1m
 concurrency:  3
 retention:    daily 1w, weekly off, monthly 12mo
   archive:    0 4 * * SUN  next: 2026-11-29 04:00 CET, 2026-12-06 04:00 CET, 2026-12-13 04:00 CET
+drills:       off (set [verify] schedule to drill restores)
 cloudflare:   account acc, token ***, api https://api.cloudflare.com/client/v4
 
 databases (3):

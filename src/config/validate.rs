@@ -48,6 +48,7 @@ impl Cx<'_> {
         );
         let alerts = self.alerts(&raw.alerts, tz);
         let sinks = self.sinks(alert_sinks);
+        let drills = self.drills(&raw.verify, tz);
 
         Some(Policy {
             source: PathBuf::from(file),
@@ -59,7 +60,28 @@ impl Cx<'_> {
             databases: databases?,
             alerts: alerts?,
             sinks: sinks?,
+            drills: drills?,
         })
+    }
+
+    /// `[verify]`: drills when a schedule is given.
+    pub(super) fn drills(&mut self, raw: &RawVerify, tz: chrono_tz::Tz) -> Option<Option<Drills>> {
+        let sample = raw.sample.unwrap_or(2);
+        if sample > 100 {
+            self.bad(
+                "verify.sample",
+                format!("\"sample\" in [verify] is {sample}; at most 100"),
+                Some("each drilled restore point is a full restore; sample a few".into()),
+            );
+            return None;
+        }
+        match raw.schedule.as_deref() {
+            None => Some(None),
+            Some(expr) => {
+                let schedule = self.schedule("verify.schedule", expr, tz)?;
+                Some(Some(Drills { schedule, sample }))
+            }
+        }
     }
 
     /// Deserialize each entry of an array of tables on its own, keeping its index.
@@ -726,6 +748,7 @@ impl Cx<'_> {
                     RawEvent::SizeAnomaly => AlertEvent::SizeAnomaly,
                     RawEvent::Stale => AlertEvent::Stale,
                     RawEvent::ArchiveFailed => AlertEvent::ArchiveFailed,
+                    RawEvent::VerifyFailed => AlertEvent::VerifyFailed,
                     RawEvent::Drift => AlertEvent::Drift,
                     RawEvent::ConfigInvalid => AlertEvent::ConfigInvalid,
                     RawEvent::Summary => AlertEvent::Summary,

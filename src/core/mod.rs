@@ -12,6 +12,7 @@ pub mod human;
 pub mod inventory;
 pub mod manifest;
 pub mod plan;
+pub mod points;
 pub mod policy;
 pub mod retention;
 pub mod schedule;

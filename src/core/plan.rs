@@ -44,6 +44,12 @@ pub struct CatalogView {
     pub failures: BTreeMap<String, FailureStreak>,
     /// Data keys the catalog knows as present (not deleted).
     pub known_keys: BTreeSet<String>,
+    /// Weekly archives (data keys) the catalog knows as present.
+    pub known_archives: BTreeSet<String>,
+    /// When the newest restore drill started (`None`: never).
+    pub last_drill: Option<DateTime<Utc>>,
+    /// True while a restore drill runs.
+    pub drilling: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +70,20 @@ pub struct Plan {
     pub drift: Vec<Drift>,
     /// Things deliberately not done now (backoff, an archive waiting), for operators.
     pub deferred: Vec<Deferred>,
+    /// A restore drill to start now.
+    pub drill: Option<PlannedDrill>,
+    /// When the next drill is scheduled (after this one, if one starts now).
+    pub next_drill: Option<DateTime<Utc>>,
+}
+
+/// A restore drill (DESIGN §13): each database's newest restore point and `sample` older ones
+/// chosen at random are restored into scratch files and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedDrill {
+    /// The schedule fire it answers.
+    pub fire: DateTime<Utc>,
+    pub sample: u32,
+    pub reason: String,
 }
 
 impl Plan {
@@ -75,6 +95,7 @@ impl Plan {
             && self.adoptions.is_empty()
             && self.debris.is_empty()
             && self.drift.is_empty()
+            && self.drill.is_none()
     }
 }
 
@@ -162,6 +183,7 @@ pub fn plan(
     };
     plan_backups(policy, inventory, view, now, &mut plan);
     plan_archives(policy, inventory, archives, view, now, &mut plan);
+    plan_drill(policy, view, now, &mut plan);
 
     for verdict in retention::apply(&policy.retention, &inventory.dumps, archives, true, now) {
         if verdict.delete {
@@ -198,6 +220,19 @@ pub fn plan(
             plan.drift.push(Drift {
                 data_key: key.clone(),
                 reason: "recorded in the catalog as committed, but gone from storage".into(),
+            });
+        }
+    }
+    let archives: BTreeSet<&str> = inventory
+        .archives
+        .iter()
+        .map(|a| a.data.key.as_str())
+        .collect();
+    for key in &view.known_archives {
+        if !archives.contains(key.as_str()) {
+            plan.drift.push(Drift {
+                data_key: key.clone(),
+                reason: "weekly archive recorded in the catalog, but gone from storage".into(),
             });
         }
     }
@@ -281,6 +316,57 @@ fn plan_backups(
     // Stable: file order within a priority.
     due.sort_by_key(|(p, _)| *p);
     plan.backups = due.into_iter().map(|(_, b)| b).collect();
+}
+
+/// A drill is due when `[verify] schedule` fired after the last drill started (a missed fire is
+/// caught up, and the first fire since drills were enabled runs at once). It waits while
+/// backups run or are due, so it never delays one, and while another drill runs.
+fn plan_drill(policy: &Policy, view: &CatalogView, now: DateTime<Utc>, plan: &mut Plan) {
+    let Some(drills) = &policy.drills else {
+        return;
+    };
+    plan.next_drill = drills.schedule.next_after(now);
+    let Some(fire) = drills.schedule.latest_at_or_before(now) else {
+        return;
+    };
+    if view.last_drill.is_some_and(|last| last >= fire) {
+        return;
+    }
+    let reason = if view.drilling {
+        Some("another drill is running".to_string())
+    } else if !view.running.is_empty() || !plan.backups.is_empty() {
+        let mut busy: Vec<&str> = view.running.iter().map(String::as_str).collect();
+        busy.extend(plan.backups.iter().map(|b| b.database.as_str()));
+        busy.sort();
+        busy.dedup();
+        Some(format!(
+            "waiting for the backups of {} (drills never delay a backup)",
+            busy.join(", ")
+        ))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => plan.deferred.push(Deferred {
+            what: "restore drill".into(),
+            until: None,
+            reason,
+        }),
+        None => {
+            plan.drill = Some(PlannedDrill {
+                fire,
+                sample: drills.sample,
+                reason: format!(
+                    "[verify] schedule fired at {}{}",
+                    fire.format("%Y-%m-%d %H:%M UTC"),
+                    match view.last_drill {
+                        Some(last) => format!(", last drill {}", last.format("%Y-%m-%d %H:%M UTC")),
+                        None => ", no drill yet".into(),
+                    }
+                ),
+            });
+        }
+    }
 }
 
 fn plan_archives(

@@ -32,6 +32,16 @@ pub struct Policy {
     pub databases: Vec<Database>,
     pub alerts: AlertSettings,
     pub sinks: Vec<AlertSink>,
+    /// `[verify]`: restore drills; `None` without a schedule.
+    pub drills: Option<Drills>,
+}
+
+/// Restore drills the daemon runs (DESIGN §13).
+#[derive(Debug, Clone)]
+pub struct Drills {
+    pub schedule: Schedule,
+    /// Older restore points drilled besides each database's newest, chosen at random.
+    pub sample: u32,
 }
 
 impl Policy {
@@ -310,10 +320,12 @@ pub enum AlertEvent {
     Drift,
     ConfigInvalid,
     Summary,
+    /// A restore drill failed (DESIGN §13).
+    VerifyFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 9] = [
+    pub const ALL: [AlertEvent; 10] = [
         AlertEvent::Failure,
         AlertEvent::Success,
         AlertEvent::Duration,
@@ -323,6 +335,7 @@ impl AlertEvent {
         AlertEvent::Drift,
         AlertEvent::ConfigInvalid,
         AlertEvent::Summary,
+        AlertEvent::VerifyFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -336,6 +349,7 @@ impl AlertEvent {
             AlertEvent::Drift => "drift",
             AlertEvent::ConfigInvalid => "config_invalid",
             AlertEvent::Summary => "summary",
+            AlertEvent::VerifyFailed => "verify_failed",
         }
     }
 

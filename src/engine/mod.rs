@@ -5,5 +5,6 @@
 pub mod archive;
 pub mod backup;
 pub mod bucket;
+pub mod drill;
 pub mod reconcile;
 pub mod restore;

@@ -27,6 +27,7 @@ use crate::archive;
 use crate::backup::{self, Clock, JobRequest, Observer};
 use crate::bucket;
 use crate::catalog::{Catalog, CatalogError};
+use crate::drill;
 use crate::inventory::Inventory;
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
@@ -125,6 +126,11 @@ pub struct Reconciler {
     permits: Arc<Semaphore>,
     permits_total: AtomicU64,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// The running restore drill, if any: aborted, not waited for, at shutdown.
+    drills: tokio::sync::Mutex<JoinSet<()>>,
+    drilling: Arc<AtomicBool>,
+    /// When the newest drill started (from the catalog at start).
+    last_drill: Arc<Mutex<Option<DateTime<Utc>>>>,
     archive_facts: Mutex<HashMap<String, ArchiveFacts>>,
     observer: Arc<dyn Observer>,
     alerts: Option<Alerts>,
@@ -139,6 +145,14 @@ impl Reconciler {
         observer: Arc<dyn Observer>,
     ) -> Reconciler {
         let concurrency = policy.daemon.concurrency.max(1);
+        let last_drill = catalog
+            .lock()
+            .expect("catalog lock")
+            .last_drill()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the last drill; one may run early");
+                None
+            });
         Reconciler {
             state: Mutex::new(State {
                 policy,
@@ -154,6 +168,9 @@ impl Reconciler {
             permits: Arc::new(Semaphore::new(concurrency)),
             permits_total: AtomicU64::new(concurrency as u64),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
+            drills: tokio::sync::Mutex::new(JoinSet::new()),
+            drilling: Arc::new(AtomicBool::new(false)),
+            last_drill: Arc::new(Mutex::new(last_drill)),
             archive_facts: Mutex::new(HashMap::new()),
             observer,
             alerts: None,
@@ -254,6 +271,9 @@ impl Reconciler {
                 .map(|(db, (count, last_at))| (db, FailureStreak { count, last_at }))
                 .collect(),
             known_keys: catalog.known_keys()?,
+            known_archives: catalog.live_archives()?,
+            last_drill: *self.last_drill.lock().expect("drill lock"),
+            drilling: self.drilling.load(Ordering::SeqCst),
         })
     }
 
@@ -279,6 +299,16 @@ impl Reconciler {
                     reads += 1;
                     match archive::read_manifest(store, &a.manifest_key).await {
                         Ok(m) => {
+                            // Its members are restore points, whichever process built it.
+                            let expires = archive_expiry(&self.policy(), a.week, m.created_at);
+                            if let Err(e) = self
+                                .catalog
+                                .lock()
+                                .expect("catalog lock")
+                                .record_archive(&m, expires)
+                            {
+                                tracing::error!(archive = %a.manifest_key, error = %e, "cannot record the archive's restore points");
+                            }
                             let f = ArchiveFacts::from_manifest(a, &m);
                             self.archive_facts
                                 .lock()
@@ -445,6 +475,10 @@ impl Reconciler {
             )
             .await;
         }
+        if let Some(d) = &plan.drill {
+            self.start_drill(d.fire, d.sample, &policy, store.clone())
+                .await;
+        }
         for e in &report.errors {
             tracing::warn!(error = %e, "reconcile action failed");
         }
@@ -519,6 +553,37 @@ impl Reconciler {
         (job_id, started)
     }
 
+    /// Start a restore drill in the background (at most one at a time).
+    async fn start_drill(&self, fire: DateTime<Utc>, sample: u32, policy: &Policy, store: Store) {
+        if self.drilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        *self.last_drill.lock().expect("drill lock") = Some((self.clock)().max(fire));
+        let ctx = drill::DrillContext {
+            store,
+            catalog: Arc::clone(&self.catalog),
+            clock: Arc::clone(&self.clock),
+            alerts: self.alerts.clone(),
+            databases: policy.databases.iter().map(|d| d.name.clone()).collect(),
+            sample,
+            scratch_dir: policy.daemon.state_dir.join("scratch"),
+            seed: uuid::Uuid::new_v4().as_u64_pair().0,
+        };
+        let drilling = Arc::clone(&self.drilling);
+        self.drills.lock().await.spawn(async move {
+            // Cleared on every way out, an abort at shutdown included.
+            let _running = ClearOnDrop(drilling);
+            if let Err(e) = drill::run(&ctx).await {
+                tracing::error!(error = %e, "restore drill could not list the restore points");
+            }
+        });
+    }
+
+    /// True while a restore drill runs.
+    pub fn drilling(&self) -> bool {
+        self.drilling.load(Ordering::SeqCst)
+    }
+
     async fn start_archive(
         &self,
         week: IsoWeek,
@@ -537,7 +602,12 @@ impl Reconciler {
             let result = build_archive(&store, week, &dump_manifests, &policy, &clock).await;
             match result {
                 Ok(m) => {
-                    if let Err(e) = catalog.lock().expect("catalog lock").record_archive(&m) {
+                    let expires = archive_expiry(&policy, week, m.created_at);
+                    if let Err(e) = catalog
+                        .lock()
+                        .expect("catalog lock")
+                        .record_archive(&m, expires)
+                    {
                         tracing::error!(error = %e, "archive committed but not recorded");
                     }
                     tracing::info!(week = %week, members = m.members.len(), size = m.size, "weekly archive committed");
@@ -556,16 +626,25 @@ impl Reconciler {
         });
     }
 
-    /// Wait until every background job started so far has finished.
+    /// Wait until every background job (and drill) started so far has finished.
     pub async fn wait_idle(&self) {
         let mut tasks = self.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
+        drop(tasks);
+        let mut drills = self.drills.lock().await;
+        while drills.join_next().await.is_some() {}
     }
 
     /// Stop: let running jobs finish for up to `grace`, then abort them (an aborted backup
     /// writes no manifest; its job stays `running` and is marked `interrupted` on next start).
     /// Returns true when everything finished within the grace period.
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        // A drill is only a check: it stops at once (its scratch file goes with it).
+        {
+            let mut drills = self.drills.lock().await;
+            drills.abort_all();
+            while drills.join_next().await.is_some() {}
+        }
         let mut tasks = self.tasks.lock().await;
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
@@ -585,6 +664,15 @@ impl Reconciler {
             }
         }
         drained
+    }
+}
+
+/// When the weekly tier releases the archive of `week` (aged from the end of its week, as
+/// retention does; the monthly tier may keep it longer). Without a weekly tier: `created_at`.
+pub fn archive_expiry(policy: &Policy, week: IsoWeek, created_at: DateTime<Utc>) -> DateTime<Utc> {
+    match (policy.retention.weekly, week.start()) {
+        (Some(weekly), Some(start)) => weekly.after(start + chrono::Duration::days(7)),
+        _ => created_at,
     }
 }
 
@@ -641,3 +729,12 @@ impl Drop for RunningGuard {
 }
 
 pub use crate::clock::ManualClock;
+
+/// Sets the flag false when dropped.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}

@@ -15,39 +15,23 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::archive;
 use crate::bucket::{self, ReadError};
 use crate::codec::{self, Mismatch, Verified, Verifier};
-use crate::inventory::{CommittedDump, Inventory};
+use crate::inventory::Inventory;
 use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
+use crate::points::{self, Place, RestorePoint};
 use crate::policy::Compression;
 use crate::source::sqlite::{self, SourceError};
 use crate::store::{Store, StoreError};
 
-/// Which backup to restore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum At {
-    Latest,
-    /// The newest backup taken on this UTC date.
-    Date(NaiveDate),
-}
-
-impl std::str::FromStr for At {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<At, String> {
-        if s == "latest" {
-            return Ok(At::Latest);
-        }
-        NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map(At::Date)
-            .map_err(|_| format!("expected YYYY-MM-DD or \"latest\", got {s:?}"))
-    }
-}
+pub use crate::points::At;
 
 /// Why a restore or verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,45 +79,137 @@ pub enum RestoreError {
     Archive(String),
 }
 
-/// Find the committed dump of `database` to restore, and read its manifest.
-pub async fn find(
-    store: &Store,
-    database: &str,
-    at: At,
-) -> Result<(CommittedDump, Manifest), RestoreError> {
-    let listing = match at {
-        At::Latest => "daily/".to_string(),
-        At::Date(d) => format!("daily/{}/{database}/", d.format("%Y-%m-%d")),
-    };
-    let inv = Inventory::classify(store.list(&listing).await?);
-    let found = match at {
-        At::Latest => inv.latest(database),
-        At::Date(d) => inv.latest_on(database, &d.format("%Y-%m-%d").to_string()),
-    };
-    let Some(dump) = found.cloned() else {
-        let hint = match at {
-            At::Latest => " — run `patina backup` first, or check [storage] in patina.toml".into(),
-            At::Date(d) => {
-                let all = Inventory::classify(store.list("daily/").await?);
-                let dates: Vec<String> = all.dumps_of(database).map(|d| d.id.date()).collect();
-                match dates.last() {
-                    None => format!(" on {d} (and none on any other day)"),
-                    Some(_) => {
-                        let mut dates = dates;
-                        dates.dedup();
-                        format!(" on {d} — dates with backups: {}", dates.join(", "))
-                    }
-                }
+/// Every restore point in storage, and the manifests of the archives they came from.
+#[derive(Debug, Clone, Default)]
+pub struct Points {
+    /// Oldest first.
+    pub points: Vec<RestorePoint>,
+    /// Archive manifests by archive data key.
+    pub archives: BTreeMap<String, ArchiveManifest>,
+    /// Archives whose manifest could not be read: their members are not offered.
+    pub unreadable: Vec<String>,
+}
+
+impl Points {
+    /// Where a point's bytes are, with the manifest that describes them: a daily point's is
+    /// read from storage; an archived point's archive manifest is already here.
+    pub async fn locate(
+        &self,
+        store: &Store,
+        point: &RestorePoint,
+    ) -> Result<Located, RestoreError> {
+        match &point.place {
+            Place::Daily { manifest_key, .. } => Ok(Located::Daily(
+                bucket::read_manifest(store, manifest_key).await?,
+            )),
+            Place::Archived {
+                archive_key,
+                member,
+                ..
+            } => {
+                let archive = self.archives.get(archive_key).cloned().ok_or_else(|| {
+                    RestoreError::Archive(format!(
+                        "{} is not among the archives read",
+                        store.location(archive_key)
+                    ))
+                })?;
+                Ok(Located::Archived {
+                    archive,
+                    member: member.clone(),
+                })
             }
-        };
-        return Err(RestoreError::NoBackup {
-            database: database.to_string(),
-            location: store.location("daily/"),
-            hint,
-        });
+        }
+    }
+}
+
+/// Every restore point in storage (DESIGN §13): the committed daily dumps, and the members of
+/// the weekly archives whose daily copy is gone. Archive manifests are read (eight at a time);
+/// one that cannot be read is logged and left out, so a damaged archive never hides the rest.
+pub async fn restore_points(store: &Store) -> Result<Points, RestoreError> {
+    let dailies = Inventory::classify(store.list("daily/").await?);
+    let archives = Inventory::classify(store.list("weekly/").await?).archives;
+    let mut reads = futures::stream::iter(archives.into_iter().map(|a| async move {
+        let m = archive::read_manifest(store, &a.manifest_key).await;
+        (a, m)
+    }))
+    .buffered(8);
+    let mut read = Vec::new();
+    let mut unreadable = Vec::new();
+    while let Some((a, m)) = reads.next().await {
+        match m {
+            Ok(m) => read.push((a, m)),
+            Err(e) => {
+                tracing::warn!(archive = %a.manifest_key, error = %e, "cannot read an archive manifest; its restore points are not offered");
+                unreadable.push(store.location(&a.data.key));
+            }
+        }
+    }
+    let points = points::restore_points(&dailies, &read);
+    Ok(Points {
+        points,
+        archives: read.into_iter().map(|(a, m)| (a.data.key, m)).collect(),
+        unreadable,
+    })
+}
+
+/// Find the committed dump of `database` that `at` asks for: the newest daily dump for
+/// `latest` (archives are read only when there is none), otherwise the newest restore point
+/// taken on that date or at or before that time, daily or archived.
+pub async fn locate(store: &Store, database: &str, at: At) -> Result<Located, RestoreError> {
+    if at == At::Latest {
+        let dailies = Inventory::classify(store.list("daily/").await?);
+        if let Some(d) = dailies.latest(database) {
+            return Ok(Located::Daily(
+                bucket::read_manifest(store, &d.manifest_key).await?,
+            ));
+        }
+    }
+    let all = restore_points(store).await?;
+    match at.pick(&all.points, database) {
+        Some(point) => all.locate(store, point).await,
+        None => Err(no_point(store, database, at, &all)),
+    }
+}
+
+/// "No backup" with what there is instead.
+fn no_point(store: &Store, database: &str, at: At, all: &Points) -> RestoreError {
+    let mut dates: Vec<String> = all
+        .points
+        .iter()
+        .filter(|p| p.database == database)
+        .map(|p| p.taken_at.format("%Y-%m-%d").to_string())
+        .collect();
+    dates.dedup();
+    let mut hint = match (at, dates.is_empty()) {
+        (At::Latest, true) => {
+            " — run `patina backup` first, or check [storage] in patina.toml".to_string()
+        }
+        (_, true) => format!(" {} (and none at any other time)", describe_at(at)),
+        (_, false) => format!(
+            " {} — dates with restore points: {} (`patina list --database {database}` shows them all)",
+            describe_at(at),
+            dates.join(", ")
+        ),
     };
-    let manifest = bucket::read_manifest(store, &dump.manifest_key).await?;
-    Ok((dump, manifest))
+    if !all.unreadable.is_empty() {
+        hint.push_str(&format!(
+            "; the manifests of {} could not be read (see the log)",
+            all.unreadable.join(", ")
+        ));
+    }
+    RestoreError::NoBackup {
+        database: database.to_string(),
+        location: store.location(""),
+        hint,
+    }
+}
+
+fn describe_at(at: At) -> String {
+    match at {
+        At::Latest => String::new(),
+        At::Date(d) => format!("on {d}"),
+        At::Time(t) => format!("at or before {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
+    }
 }
 
 /// What a restore did.
@@ -141,6 +217,10 @@ pub async fn find(
 pub struct Restored {
     pub target: PathBuf,
     pub statements: u64,
+    /// The manifest of the dump restored (for an archived one, its copy inside the archive).
+    pub manifest: Manifest,
+    /// With `--table`: the rows copied from the selected tables.
+    pub table_rows: Option<u64>,
 }
 
 /// A backup found to restore: a daily dump, or a dump inside a weekly archive (its daily copy
@@ -164,6 +244,19 @@ impl Located {
             }
         }
     }
+    pub fn database(&self) -> &str {
+        match self {
+            Located::Daily(m) => &m.database,
+            Located::Archived { member, .. } => &member.database,
+        }
+    }
+    /// The daily key the dump was written under.
+    pub fn dump_key(&self) -> &str {
+        match self {
+            Located::Daily(m) => &m.key,
+            Located::Archived { member, .. } => &member.dump_key,
+        }
+    }
     pub fn size(&self) -> u64 {
         match self {
             Located::Daily(m) => m.size,
@@ -175,53 +268,6 @@ impl Located {
             Located::Daily(m) => m.started_at,
             Located::Archived { member, .. } => member.taken_at,
         }
-    }
-}
-
-/// Find a backup: the daily dumps first; for a date whose dailies were pruned, the weekly
-/// archives.
-pub async fn locate(store: &Store, database: &str, at: At) -> Result<Located, RestoreError> {
-    match find(store, database, at).await {
-        Ok((_, manifest)) => Ok(Located::Daily(manifest)),
-        Err(RestoreError::NoBackup {
-            database: db,
-            location,
-            hint,
-        }) => {
-            let At::Date(date) = at else {
-                return Err(RestoreError::NoBackup {
-                    database: db,
-                    location,
-                    hint,
-                });
-            };
-            let day = date.format("%Y-%m-%d").to_string();
-            let archives = Inventory::classify(store.list("weekly/").await?).archives;
-            let mut best: Option<(ArchiveManifest, ArchiveMember)> = None;
-            for a in archives.iter().rev() {
-                let m = archive::read_manifest(store, &a.manifest_key)
-                    .await
-                    .map_err(|e| RestoreError::Archive(e.to_string()))?;
-                for member in &m.members {
-                    let same_day = member.taken_at.format("%Y-%m-%d").to_string() == day;
-                    let newer = best
-                        .as_ref()
-                        .is_none_or(|(_, b)| member.taken_at > b.taken_at);
-                    if member.database == database && same_day && newer {
-                        best = Some((m.clone(), member.clone()));
-                    }
-                }
-            }
-            match best {
-                Some((archive, member)) => Ok(Located::Archived { archive, member }),
-                None => Err(RestoreError::NoBackup {
-                    database: db,
-                    location,
-                    hint: format!("{hint} (weekly archives searched too)"),
-                }),
-            }
-        }
-        Err(e) => Err(e),
     }
 }
 
@@ -244,6 +290,19 @@ pub async fn restore_located(
     target: &Path,
     force: bool,
 ) -> Result<Restored, RestoreError> {
+    restore_tables(store, located, target, force, &[]).await
+}
+
+/// [`restore_located`], keeping only `tables` (with their indexes and triggers) when it is not
+/// empty (`patina restore --table`): the whole dump is loaded into a scratch file beside the
+/// target first, so nothing is written at `target` for a table name the backup lacks.
+pub async fn restore_tables(
+    store: &Store,
+    located: &Located,
+    target: &Path,
+    force: bool,
+    tables: &[String],
+) -> Result<Restored, RestoreError> {
     if target.exists() && !force {
         return Err(RestoreError::TargetExists(target.to_path_buf()));
     }
@@ -260,10 +319,23 @@ pub async fn restore_located(
     let database = TempPath(dir.join(format!(".{name}.patina-{tag}.tmp")));
 
     let verified = fetch_verified(store, located, &download).await?;
+    let manifest = verified.manifest().clone();
     let loading = database.0.clone();
     let statements = tokio::task::spawn_blocking(move || load_plain(verified, &loading))
         .await
         .map_err(|e| RestoreError::Task(e.to_string()))??;
+    let mut table_rows = None;
+    let database = if tables.is_empty() {
+        database
+    } else {
+        let selected = TempPath(dir.join(format!(".{name}.patina-{tag}.tables")));
+        let (from, to, tables) = (database.0.clone(), selected.0.clone(), tables.to_vec());
+        let rows = tokio::task::spawn_blocking(move || sqlite::copy_tables(&from, &to, &tables))
+            .await
+            .map_err(|e| RestoreError::Task(e.to_string()))??;
+        table_rows = Some(rows);
+        selected
+    };
 
     for suffix in ["-wal", "-shm", "-journal"] {
         let side = PathBuf::from(format!("{}{suffix}", target.display()));
@@ -286,6 +358,8 @@ pub async fn restore_located(
     Ok(Restored {
         target: target.to_path_buf(),
         statements,
+        manifest,
+        table_rows,
     })
 }
 
@@ -305,12 +379,18 @@ impl Drop for TempPath {
 pub struct VerifiedFile {
     stored: Verified<File>,
     compression: Compression,
+    manifest: Manifest,
     /// Where the bytes came from, for messages.
     location: String,
     _path: TempPath,
 }
 
 impl VerifiedFile {
+    /// The manifest the bytes were checked against.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     /// How the stored bytes are compressed.
     pub fn compression(&self) -> Compression {
         self.compression
@@ -342,22 +422,23 @@ pub async fn fetch_verified(
     path: &Path,
 ) -> Result<VerifiedFile, RestoreError> {
     let guard = TempPath(path.to_path_buf());
-    let (stored, compression) = match located {
+    let (stored, manifest) = match located {
         Located::Daily(manifest) => (
             download_checked(store, manifest, path).await?,
-            manifest.compression,
+            manifest.clone(),
         ),
         Located::Archived { archive, member } => {
             let (manifest, stored) =
                 archive::extract_verified(store, archive, &member.dump_key, path)
                     .await
                     .map_err(|e| RestoreError::Archive(e.to_string()))?;
-            (stored, manifest.compression)
+            (stored, manifest)
         }
     };
     Ok(VerifiedFile {
         stored,
-        compression,
+        compression: manifest.compression,
+        manifest,
         location: located.describe(store),
         _path: guard,
     })
@@ -416,11 +497,16 @@ fn load_plain(verified: VerifiedFile, database: &Path) -> Result<u64, RestoreErr
     Ok(summary.statements)
 }
 
-/// The result of verifying one database's newest backup.
+/// The result of verifying one restore point.
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub database: String,
+    /// The daily key the dump was written under (unique per restore point).
     pub key: String,
+    /// Where it was read from (`daily/…` or `weekly/….tar:…`).
+    pub location: String,
+    /// When the dump was taken.
+    pub taken_at: DateTime<Utc>,
     pub at: DateTime<Utc>,
     /// Empty when the backup is good; otherwise every discrepancy found.
     pub problems: Vec<String>,
@@ -432,35 +518,45 @@ impl Verification {
     }
 }
 
-/// Restore the newest backup of `database` into `scratch_dir` and compare it with its manifest.
+/// Restore the backup of `database` that `at` selects into `scratch_dir` and compare it with
+/// its manifest.
 pub async fn verify(
     store: &Store,
     database: &str,
+    at: At,
     scratch_dir: &Path,
     now: DateTime<Utc>,
 ) -> Result<Verification, RestoreError> {
-    let (dump, manifest) = find(store, database, At::Latest).await?;
+    let located = locate(store, database, at).await?;
+    verify_located(store, &located, scratch_dir, now).await
+}
+
+/// A drill of one restore point (DESIGN §13): download, sha256, decompress, load into a scratch
+/// file, then `integrity_check`, `foreign_key_check`, row counts and schema hash against the
+/// manifest. The scratch file is removed on every path out.
+pub async fn verify_located(
+    store: &Store,
+    located: &Located,
+    scratch_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<Verification, RestoreError> {
     std::fs::create_dir_all(scratch_dir).map_err(|source| RestoreError::Io {
         action: "create scratch directory",
         path: scratch_dir.to_path_buf(),
         source,
     })?;
-    let scratch = scratch_dir.join(format!(
+    let database = located.database().to_string();
+    let scratch = TempPath(scratch_dir.join(format!(
         "verify-{database}-{}.db",
         uuid::Uuid::new_v4().simple()
-    ));
-    let restored = restore(store, &manifest, &scratch, false).await;
-    let inspected = match restored {
-        Ok(_) => {
-            let path = scratch.clone();
-            tokio::task::spawn_blocking(move || sqlite::inspect(&path))
-                .await
-                .map_err(|e| RestoreError::Task(e.to_string()))
-        }
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&scratch);
-    let inspection = inspected??;
+    )));
+    let restored = restore_located(store, located, &scratch.0, false).await?;
+    let path = scratch.0.clone();
+    let inspection = tokio::task::spawn_blocking(move || sqlite::inspect(&path))
+        .await
+        .map_err(|e| RestoreError::Task(e.to_string()))??;
+    drop(scratch);
+    let manifest = &restored.manifest;
 
     let mut problems = Vec::new();
     if inspection.integrity != "ok" {
@@ -494,8 +590,10 @@ pub async fn verify(
         }
     }
     Ok(Verification {
-        database: database.to_string(),
-        key: dump.data.key,
+        database,
+        key: located.dump_key().to_string(),
+        location: located.describe(store),
+        taken_at: located.taken_at(),
         at: now,
         problems,
     })

@@ -332,19 +332,53 @@ async fn weekly_archives_are_built_and_dailies_pruned_only_when_covered() {
             );
         }
     }
-    // Deletions were recorded in the catalog.
-    let deleted: i64 = w
+    // Deletions were recorded in the catalog: daily objects pruned (a pruned daily whose
+    // archive lives on stays a restore point, tier weekly), and archived points that left with
+    // their expired archive.
+    let count = |sql: &str| -> i64 {
+        w.catalog
+            .lock()
+            .unwrap()
+            .connection()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    };
+    let pruned = count(
+        "SELECT count(*) FROM backup_inventory
+         WHERE deleted_reason = 'retention' OR daily_deleted_at IS NOT NULL",
+    );
+    assert!(pruned >= 30, "{pruned}");
+    assert!(
+        count("SELECT count(*) FROM backup_inventory WHERE deleted_reason = 'archive retention'")
+            >= 14
+    );
+    // W47's 14 dumps live on in its archive as restore points.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM backup_inventory WHERE deleted_at IS NULL AND tier = 'weekly'
+             AND archive_key = 'weekly/2026-W47.tar'"
+        ),
+        14
+    );
+    // The catalog's restore points are exactly the ones storage holds.
+    let from_storage: BTreeSet<String> = patina::restore::restore_points(&w.store)
+        .await
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.dump_key().to_string())
+        .collect();
+    let from_catalog: BTreeSet<String> = w
         .catalog
         .lock()
         .unwrap()
-        .connection()
-        .query_row(
-            "SELECT count(*) FROM backup_inventory WHERE deleted_reason = 'retention'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(deleted >= 30, "{deleted}");
+        .list_backups(None)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(from_catalog, from_storage);
+    assert_eq!(from_storage.len(), 14 + 18);
     // Settled: planning again does nothing.
     let plan = w.reconciler.plan().await.unwrap().0;
     assert!(plan.is_empty(), "{plan:?}");

@@ -383,6 +383,36 @@ impl Alerts {
         }
     }
 
+    /// A restore drill of `database` failed: `verify_failed`, once until a drill of it passes
+    /// ([`Alerts::verify_passed`]), with reminders while it lasts.
+    pub fn verify_failed(&self, database: &str, point: &str, problems: &[String]) {
+        let now = self.now();
+        let subject = Subject::VerifyFailed {
+            database: database.to_string(),
+            point: point.to_string(),
+            problems: problems.to_vec(),
+        };
+        let alert = self
+            .watch()
+            .tracker
+            .raise(&format!("verify:{database}"), subject, now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
+    /// Every drilled restore point of `database` passed: a failed drill before resolves.
+    pub fn verify_passed(&self, database: &str) {
+        let now = self.now();
+        let alert = self
+            .watch()
+            .tracker
+            .clear(&format!("verify:{database}"), now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
     /// A reload was rejected: `config_invalid` with the first problems (each already carries
     /// file:line:column), once until a reload succeeds.
     pub fn config_invalid(&self, file: &str, message: &str) {

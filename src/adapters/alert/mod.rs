@@ -95,6 +95,7 @@ impl Alert {
             Subject::StorageUnreachable { .. } => AlertEvent::Failure,
             Subject::ConfigInvalid { .. } => AlertEvent::ConfigInvalid,
             Subject::Summary(_) => AlertEvent::Summary,
+            Subject::VerifyFailed { .. } => AlertEvent::VerifyFailed,
         })
     }
 
@@ -160,6 +161,12 @@ impl Alert {
             Subject::ConfigInvalid { .. } if resolved => "✅ Patina policy valid again".into(),
             Subject::ConfigInvalid { .. } => "❌ Patina policy reload rejected".into(),
             Subject::Summary(_) => "📋 Patina daily summary".into(),
+            Subject::VerifyFailed { database, .. } if resolved => {
+                format!("✅ Restore drill passed again: {database}")
+            }
+            Subject::VerifyFailed { database, .. } => {
+                format!("❌ Restore drill failed: {database}")
+            }
             Subject::Test => "🔔 Patina test alert".into(),
         };
         format!("{t}{reminder}")
@@ -285,6 +292,17 @@ impl Alert {
                 d.failed_jobs,
                 d.abnormal.len()
             ),
+            Subject::VerifyFailed {
+                database, point, ..
+            } if resolved => format!("{database}: the restore drill of {point} passed"),
+            Subject::VerifyFailed {
+                database,
+                point,
+                problems,
+            } => format!(
+                "{database}: the restore drill of {point} failed — this backup may not restore: {}",
+                problems.join("; ")
+            ),
             Subject::Test => "test message from patina: this sink is wired correctly".into(),
         };
         format!("{still}{text}")
@@ -339,6 +357,14 @@ pub enum Subject {
     ConfigInvalid { file: String, problems: Vec<String> },
     /// The daily digest.
     Summary(Digest),
+    /// A restore drill of one restore point failed (or, resolved, a later drill of the
+    /// database's restore points passed).
+    VerifyFailed {
+        database: String,
+        /// Where the restore point lives (`daily/…` or `weekly/….tar:member`).
+        point: String,
+        problems: Vec<String>,
+    },
     /// `patina alert test`.
     Test,
 }

@@ -118,6 +118,14 @@ pub fn payload(alert: &Alert) -> Option<Value> {
             json!({ "file": file, "errors": problems }),
         ),
         Subject::Summary(digest) => with(base("daily_summary"), digest_json(digest)),
+        Subject::VerifyFailed {
+            database,
+            point,
+            problems,
+        } => with(
+            base("verify_failed"),
+            json!({ "database": database, "restorePoint": point, "problems": problems }),
+        ),
         Subject::Test => base("test"),
     })
 }

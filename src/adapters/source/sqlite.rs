@@ -105,6 +105,11 @@ pub enum SourceError {
         statement: u64,
         message: String,
     },
+    #[error("the backup has no table {} — its tables are: {}", .missing.join(", "), .available.join(", "))]
+    UnknownTables {
+        missing: Vec<String>,
+        available: Vec<String>,
+    },
 }
 
 /// Turns a SQLite error while reading `path` into the variant the user can act on.
@@ -585,6 +590,115 @@ fn is_complete(buf: &mut Vec<u8>) -> bool {
     let complete = unsafe { rusqlite::ffi::sqlite3_complete(buf.as_ptr().cast()) } != 0;
     buf.pop();
     complete
+}
+
+/// Copy `tables` (with their rows, indexes and triggers, and their AUTOINCREMENT counters) of
+/// the database at `from` into a NEW SQLite file at `target` (`patina restore --table`). Views
+/// are left out: they may name tables that were not asked for. An unknown table name is an
+/// error before `target` is created. On failure the partial file is removed. Returns the rows
+/// copied.
+pub fn copy_tables(from: &Path, target: &Path, tables: &[String]) -> Result<u64, SourceError> {
+    let timeout = Duration::from_secs(5);
+    let source = open_read_only(from, timeout)?;
+    let sql_err = |e| classify(from, timeout, e);
+    let objects = schema_objects(&source, &[]).map_err(sql_err)?;
+    let available: Vec<String> = objects
+        .iter()
+        .filter(|o| o.kind == "table")
+        .map(|o| o.name.clone())
+        .collect();
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| !available.contains(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(SourceError::UnknownTables { missing, available });
+    }
+    let mut plans = Vec::new();
+    for o in objects
+        .iter()
+        .filter(|o| o.kind == "table" && tables.contains(&o.name))
+    {
+        let sql = o.sql.as_deref().unwrap_or_default();
+        let columns: Vec<String> = table_columns(&source, &o.name)
+            .map_err(sql_err)?
+            .into_iter()
+            .filter(|c| !c.is_generated() && (c.hidden == 0 || !is_virtual(sql)))
+            .map(|c| crate::dump::quote_ident(&c.name))
+            .collect();
+        plans.push((o, columns.join(", ")));
+    }
+    drop(source);
+
+    match OpenOptions::new().write(true).create_new(true).open(target) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(SourceError::TargetExists {
+                path: target.into(),
+            });
+        }
+        Err(e) => {
+            return Err(SourceError::Load {
+                path: target.into(),
+                statement: 0,
+                message: format!("create file: {e}"),
+            });
+        }
+    }
+    let copy = || -> rusqlite::Result<u64> {
+        let conn = Connection::open(target)?;
+        conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
+        conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])?;
+        conn.execute_batch("BEGIN")?;
+        let mut rows = 0u64;
+        for (o, columns) in &plans {
+            conn.execute_batch(o.sql.as_deref().unwrap_or_default())?;
+            let name = crate::dump::quote_ident(&o.name);
+            rows += conn.execute(
+                &format!("INSERT INTO main.{name} ({columns}) SELECT {columns} FROM src.{name}"),
+                [],
+            )? as u64;
+        }
+        // Indexes after the rows (faster), triggers last (so they do not fire on the copy).
+        for kind in ["index", "trigger"] {
+            for o in objects
+                .iter()
+                .filter(|o| o.kind == kind && tables.contains(&o.tbl_name))
+            {
+                conn.execute_batch(o.sql.as_deref().unwrap_or_default())?;
+            }
+        }
+        let has_sequence = |schema: &str| -> rusqlite::Result<bool> {
+            conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM {schema}.sqlite_master WHERE name = 'sqlite_sequence'"
+                ),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        };
+        if has_sequence("main")? && has_sequence("src")? {
+            conn.execute(
+                "UPDATE main.sqlite_sequence SET seq = (SELECT s.seq FROM src.sqlite_sequence s
+                   WHERE s.name = main.sqlite_sequence.name)
+                 WHERE name IN (SELECT name FROM src.sqlite_sequence)",
+                [],
+            )?;
+        }
+        conn.execute_batch("COMMIT")?;
+        conn.execute_batch("DETACH DATABASE src")?;
+        Ok(rows)
+    };
+    copy().map_err(|e| {
+        let _ = std::fs::remove_file(target);
+        SourceError::Load {
+            path: target.into(),
+            statement: 0,
+            message: format!("copy the selected tables: {e}"),
+        }
+    })
 }
 
 /// Row counts, schema hash, integrity and foreign-key check of the database at `path`.

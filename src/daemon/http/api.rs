@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use super::auth::{authorize, check_database_name, parse_date};
 use super::{ApiError, AppState, date_of, iso, json_response};
 use crate::backup::JobRequest;
-use crate::catalog::{CatalogError, InventoryRow, InventorySummary, JobDetail};
+use crate::catalog::{
+    CatalogError, InventoryRow, InventorySummary, JobDetail, PointStats, RestoreRow,
+    VerificationRow,
+};
 use crate::human;
 use crate::manifest::Trigger;
 use crate::metrics::{Format, Inputs};
@@ -221,6 +224,9 @@ pub(super) struct StatusData {
     pub(super) recent: Vec<JobDetail>,
     pub(super) summary: InventorySummary,
     pub(super) last_success: BTreeMap<String, i64>,
+    pub(super) points: BTreeMap<String, PointStats>,
+    pub(super) drills: BTreeMap<String, VerificationRow>,
+    pub(super) restores: Vec<RestoreRow>,
 }
 
 pub(super) async fn status_data(s: &AppState) -> Result<StatusData, ApiError> {
@@ -235,6 +241,9 @@ pub(super) async fn status_data(s: &AppState) -> Result<StatusData, ApiError> {
                 .into_iter()
                 .map(|(k, v)| (k, v.at))
                 .collect(),
+            points: c.restore_point_stats()?,
+            drills: c.last_verifications()?,
+            restores: c.recent_restores(10)?,
         })
     })
     .await
@@ -260,7 +269,20 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "durationMs": j.job.duration_ms,
         })
     });
-    let schedules = database_schedules(&policy, &d.last_success, &snapshot.running, now);
+    let mut schedules = database_schedules(&policy, &d.last_success, &snapshot.running, now);
+    for entry in &mut schedules {
+        let name = entry["database"].as_str().unwrap_or_default().to_string();
+        let points = d.points.get(&name).cloned().unwrap_or_default();
+        entry["restorePoints"] = json!(points.total);
+        entry["restorePointsByTier"] = json!({"daily": points.daily, "weekly": points.weekly});
+        entry["oldestRestorePoint"] = json!((points.total > 0).then(|| iso(points.oldest)));
+        entry["lastDrill"] = json!(d.drills.get(&name).map(|v| json!({
+            "at": iso(v.verified_at),
+            "result": v.status,
+            "restorePoint": v.key,
+            "detail": v.detail,
+        })));
+    }
     let next_scheduled = policy
         .databases
         .iter()
@@ -284,6 +306,18 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "oldestBackup": d.summary.oldest_date,
             "newestBackup": d.summary.newest_date,
         },
+        "restoreHistory": d.restores.iter().map(|r| json!({
+            "at": iso(r.started_at),
+            "by": r.initiated_by,
+            "action": r.action,
+            "database": r.database,
+            "restorePoint": r.location,
+            "takenAt": r.taken_at.map(iso),
+            "target": r.target,
+            "result": r.result,
+            "error": r.error,
+            "durationMs": r.duration_ms,
+        })).collect::<Vec<_>>(),
         "lastPass": snapshot.last_pass.as_ref().map(|p| json!({
             "at": p.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "durationMs": p.duration.as_millis() as u64,
@@ -311,6 +345,7 @@ fn backup_json(b: &InventoryRow) -> Value {
         "tables": b.table_count,
         "rows": b.row_count,
         "sha256": b.sha256,
+        "location": b.location,
         "createdAt": iso(b.created_at),
         "expiresAt": iso(b.expires_at),
     })

@@ -29,6 +29,8 @@ use crate::store::StoreError;
 #[serde(deny_unknown_fields)]
 pub(super) struct DownloadParams {
     raw: Option<String>,
+    /// A time on the path's date (or that date): the newest restore point at or before it.
+    at: Option<String>,
 }
 
 pub(super) async fn download(
@@ -55,30 +57,81 @@ pub(super) async fn download(
             ));
         }
     };
+    let at = match p.at.as_deref() {
+        None => At::Date(day),
+        Some(text) => match text.parse::<At>() {
+            Ok(At::Time(t)) if t.date_naive() == day => At::Time(t),
+            Ok(At::Date(d)) if d == day => At::Date(d),
+            Ok(_) => {
+                return Err(ApiError::bad_request(
+                    format!("at={text:?} does not fall on {date}"),
+                    "give a time on the path's date, e.g. ?at=2026-11-20T14:00Z",
+                ));
+            }
+            Err(e) => return Err(ApiError::bad_request(format!("invalid at: {e}"), "")),
+        },
+    };
     let store = s.reconciler.store();
-    let located = restore::locate(&store, &db, At::Date(day))
+    let started = (s.clock)();
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            match at {
+                At::Time(t) => format!(
+                    "no backup of {db} on {date} at or before {}",
+                    t.format("%H:%M:%S UTC")
+                ),
+                _ => format!("no backup of {db} on {date}"),
+            },
+            Some("GET /list?database=NAME shows every restore point"),
+        )
+    };
+    let located = restore::locate(&store, &db, at)
         .await
+        .and_then(|l| match at {
+            // A time selects the newest point at or before it; here it must be that day's.
+            At::Time(_) if l.taken_at().date_naive() != day => Err(RestoreError::NoBackup {
+                database: db.clone(),
+                location: String::new(),
+                hint: String::new(),
+            }),
+            _ => Ok(l),
+        })
         .map_err(|e| match e {
-            RestoreError::NoBackup { .. } => ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no backup of {db} on {date}"),
-                Some("GET /list?database=NAME shows the dates with backups"),
-            ),
+            RestoreError::NoBackup { .. } => not_found(),
             other => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 other.to_string(),
                 Some("storage could not be read; see GET /readyz"),
             ),
-        })?;
+        });
+    let located = match located {
+        Ok(l) => l,
+        Err(e) => {
+            s.record_download(&db, None, started, Err(&e.message()))
+                .await;
+            return Err(e);
+        }
+    };
     // The same fetch-and-verify as `patina restore`: a damaged object is refused before a byte
     // is sent.
     let part = policy
         .daemon
         .state_dir
         .join(format!(".download-{}.part", uuid::Uuid::new_v4().simple()));
-    let verified = restore::fetch_verified(&store, &located, &part)
-        .await
-        .map_err(fetch_error)?;
+    let verified = match restore::fetch_verified(&store, &located, &part).await {
+        Ok(v) => v,
+        Err(e) => {
+            let e = fetch_error(e);
+            s.record_download(&db, Some(&located), started, Err(&e.message()))
+                .await;
+            return Err(e);
+        }
+    };
+    // Verified and about to be sent: recorded as a success (a client that breaks off the
+    // transfer later is not seen here).
+    s.record_download(&db, Some(&located), started, Ok(()))
+        .await;
     let compression = verified.compression();
     let (body, content_type, file_name) = if raw {
         let content_type = match compression {

@@ -108,6 +108,50 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Record a download in the restore history (DESIGN §13); a catalog error is logged, never
+    /// the request's failure.
+    async fn record_download(
+        &self,
+        database: &str,
+        located: Option<&crate::restore::Located>,
+        started_at: DateTime<Utc>,
+        outcome: Result<(), &str>,
+    ) {
+        let store = self.reconciler.store();
+        let location = located.map(|l| l.describe(&store));
+        let key = located.map(|l| l.dump_key().to_string());
+        let taken_at = located.map(|l| l.taken_at());
+        let completed_at = (self.clock)();
+        let (database, outcome) = (database.to_string(), outcome.map_err(str::to_string));
+        let catalog = Arc::clone(&self.catalog);
+        let recorded = tokio::task::spawn_blocking(move || {
+            let catalog = catalog.lock().unwrap_or_else(|e| e.into_inner());
+            catalog.record_restore(&crate::catalog::RestoreRecord {
+                started_at,
+                completed_at,
+                initiated_by: "api",
+                action: "download",
+                database: &database,
+                key: key.as_deref(),
+                location: location.as_deref(),
+                taken_at,
+                target: None,
+                outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
+            })
+        })
+        .await;
+        let failed = match recorded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "the download was not recorded in the restore history");
+        }
+    }
+}
+
 /// Bind the listener (before the first pass, so a taken port fails the start).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr)
@@ -167,6 +211,10 @@ impl ApiError {
     }
     fn bad_request(error: impl Into<String>, hint: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, error, Some(hint))
+    }
+    /// The error text (no hint).
+    fn message(&self) -> String {
+        self.error.clone()
     }
     fn internal(error: impl Into<String>) -> ApiError {
         ApiError::new(

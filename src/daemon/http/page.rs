@@ -540,6 +540,9 @@ mod tests {
                 newest_date: None,
             },
             last_success: Default::default(),
+            points: Default::default(),
+            drills: Default::default(),
+            restores: vec![],
         };
         let html = render(&status(now), &data, &policy(), &BTreeSet::new(), now);
         for needle in [
