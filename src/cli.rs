@@ -1311,7 +1311,12 @@ async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
         }
     }
-    let kept = if live.exists() {
+    // A -wal left beside a deleted catalog would be replayed into the rebuilt one: it goes
+    // aside with the rest.
+    let leftover = ["", "-wal", "-shm"]
+        .iter()
+        .any(|suffix| PathBuf::from(format!("{}{suffix}", live.display())).exists());
+    let kept = if leftover {
         let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
         let aside = state_dir.join(format!("{}.bak-{stamp}", catalog::FILE_NAME));
         for suffix in ["", "-wal", "-shm"] {
@@ -1424,6 +1429,19 @@ fn render_plan(plan: &crate::plan::Plan, location: &str, inv: &inventory::Invent
             .collect(),
     );
     section(
+        "drill",
+        plan.drill
+            .iter()
+            .map(|d| {
+                [
+                    "restore drill".to_string(),
+                    format!("newest + {} sampled", d.sample),
+                    d.reason.clone(),
+                ]
+            })
+            .collect(),
+    );
+    section(
         "deletions",
         plan.deletions
             .iter()
@@ -1468,6 +1486,16 @@ fn render_plan(plan: &crate::plan::Plan, location: &str, inv: &inventory::Invent
     );
     if plan.is_empty() {
         out.push_str("\nnothing to do\n");
+    }
+    if let Some(next) = plan.next_drill {
+        let _ = writeln!(
+            out,
+            "\nnext restore drill: {} — each database's newest restore point and a random \
+             sample of older ones, from {} daily objects and the members of {} weekly archives",
+            next.format("%Y-%m-%d %H:%M UTC"),
+            inv.dumps.len(),
+            inv.archives.len()
+        );
     }
     out
 }

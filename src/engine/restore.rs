@@ -67,11 +67,11 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] SourceError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ReadError),
     #[error("restore task failed: {0}")]
     Task(String),

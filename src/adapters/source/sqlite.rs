@@ -105,6 +105,8 @@ pub enum SourceError {
         statement: u64,
         message: String,
     },
+    #[error("copy the selected tables into {}: {message}", .path.display())]
+    Copy { path: PathBuf, message: String },
     #[error("the backup has no table {} — its tables are: {}", .missing.join(", "), .available.join(", "))]
     UnknownTables {
         missing: Vec<String>,
@@ -648,7 +650,10 @@ pub fn copy_tables(from: &Path, target: &Path, tables: &[String]) -> Result<u64,
     }
     let copy = || -> rusqlite::Result<u64> {
         let conn = Connection::open(target)?;
-        conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")?;
+        // The selected tables may reference tables that were not asked for.
+        conn.execute_batch(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA foreign_keys=OFF;",
+        )?;
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])?;
         conn.execute_batch("BEGIN")?;
         let mut rows = 0u64;
@@ -693,10 +698,9 @@ pub fn copy_tables(from: &Path, target: &Path, tables: &[String]) -> Result<u64,
     };
     copy().map_err(|e| {
         let _ = std::fs::remove_file(target);
-        SourceError::Load {
+        SourceError::Copy {
             path: target.into(),
-            statement: 0,
-            message: format!("copy the selected tables: {e}"),
+            message: e.to_string(),
         }
     })
 }
