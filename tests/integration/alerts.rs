@@ -45,7 +45,7 @@ fn fast() -> DeliveryConfig {
 /// A policy: databases (all critical, daily at 03:00; a missing file fails), the sinks text.
 fn policy_text(dbs: &[&str], sinks: &str) -> String {
     let mut s = String::from(
-        "[daemon]\ntick = \"1s\"\n\n[storage]\nurl = \"file://backups\"\n\n\
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"1s\"\n\n[storage]\nurl = \"file://backups\"\n\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n\n[alerts]\nstale_after = 2\n\
          max_duration = \"45m\"\nsize_deviation = 0.5\ndaily_summary = \"0 8 * * *\"\n\n",
     );

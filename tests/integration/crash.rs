@@ -53,7 +53,7 @@ async fn killed_backups_lose_nothing_and_lie_about_nothing() {
     make_db(&p.join("small.db"), 500);
     std::fs::write(
         p.join("patina.toml"),
-        "[storage]\nurl = \"file://backups\"\ncompression = \"zstd\"\n\
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"file://backups\"\ncompression = \"zstd\"\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n\
          [[database]]\nname = \"big\"\nkind = \"sqlite\"\npath = \"big.db\"\npriority = \"critical\"\n\
          [[database]]\nname = \"small\"\nkind = \"sqlite\"\npath = \"small.db\"\npriority = \"critical\"\n",
@@ -94,7 +94,7 @@ async fn killed_backups_lose_nothing_and_lie_about_nothing() {
         .env("PATINA_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(p.join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -105,7 +105,12 @@ async fn killed_backups_lose_nothing_and_lie_about_nothing() {
             .unwrap()
             .success()
     );
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        daemon.wait().unwrap().code(),
+        Some(0),
+        "the daemon's log:\n{}",
+        std::fs::read_to_string(p.join("daemon.log")).unwrap_or_default()
+    );
 
     let policy = patina::config::load(&p.join("patina.toml")).unwrap();
     let store = Store::open(&policy.storage).unwrap();
