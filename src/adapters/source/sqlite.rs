@@ -506,22 +506,7 @@ fn to_value(v: ValueRef<'_>) -> Value<'_> {
 /// Replays a Patina (or `sqlite3 .dump`) SQL stream into a NEW SQLite file at `target`, which
 /// must not exist. On failure the partial file is removed.
 pub fn load(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, SourceError> {
-    // create_new: atomically refuse an existing target (an empty file is an empty database).
-    match OpenOptions::new().write(true).create_new(true).open(target) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(SourceError::TargetExists {
-                path: target.into(),
-            });
-        }
-        Err(e) => {
-            return Err(SourceError::Load {
-                path: target.into(),
-                statement: 0,
-                message: format!("create file: {e}"),
-            });
-        }
-    }
+    create_new(target)?;
     let result = load_into(reader, target);
     if result.is_err() {
         let _ = std::fs::remove_file(target);
@@ -594,6 +579,22 @@ fn is_complete(buf: &mut Vec<u8>) -> bool {
     complete
 }
 
+/// Create `target` as an empty file, refusing one that exists (atomically: `create_new`); an
+/// empty file is an empty database.
+fn create_new(target: &Path) -> Result<(), SourceError> {
+    match OpenOptions::new().write(true).create_new(true).open(target) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SourceError::TargetExists {
+            path: target.into(),
+        }),
+        Err(e) => Err(SourceError::Load {
+            path: target.into(),
+            statement: 0,
+            message: format!("create file: {e}"),
+        }),
+    }
+}
+
 /// Copy `tables` (with their rows, indexes and triggers, and their AUTOINCREMENT counters) of
 /// the database at `from` into a NEW SQLite file at `target` (`patina restore --table`). Views
 /// are left out: they may name tables that were not asked for. An unknown table name is an
@@ -633,21 +634,7 @@ pub fn copy_tables(from: &Path, target: &Path, tables: &[String]) -> Result<u64,
     }
     drop(source);
 
-    match OpenOptions::new().write(true).create_new(true).open(target) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(SourceError::TargetExists {
-                path: target.into(),
-            });
-        }
-        Err(e) => {
-            return Err(SourceError::Load {
-                path: target.into(),
-                statement: 0,
-                message: format!("create file: {e}"),
-            });
-        }
-    }
+    create_new(target)?;
     let copy = || -> rusqlite::Result<u64> {
         let conn = Connection::open(target)?;
         // The selected tables may reference tables that were not asked for.
