@@ -40,8 +40,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
     AlertEvent, AlertSettings, AlertSink, Cloudflare, Compression, D1Mode, Daemon, Database,
-    Policy, Priority, PriorityLevel, Retention, Secret, SinkKind, SourceSpec, Span, Storage,
-    StorageLocation,
+    Policy, Priority, PriorityLevel, Retention, Secret, SinkKind, SourceSpec, Span, StaleAfter,
+    Storage, StorageLocation,
 };
 use crate::schedule::Schedule;
 
