@@ -172,6 +172,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idx_restores_started ON restores(started_at DESC);
     "#,
+    // 6: each dump's tables with their own schema hashes, so
+    // a new dump can say which tables were added, dropped and altered (`schema_changed`); and
+    // what housekeeping pruned, so counters read from row counts never go down
+    // (`patina_backups_total`, `…_alerts_sent_total`, the duration histogram, …).
+    r#"
+    ALTER TABLE backup_inventory ADD COLUMN table_schemas TEXT;  -- JSON {table: sha256 | null}
+
+    CREATE TABLE pruned_totals (
+      counter TEXT NOT NULL,              -- backups | backup_duration | retention_deleted | …
+      labels TEXT NOT NULL,               -- label values joined by char(31); '' for none
+      value INTEGER NOT NULL,
+      PRIMARY KEY (counter, labels)
+    );
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -309,6 +323,16 @@ pub struct RestoreRow {
     pub result: String,
     pub error: Option<String>,
     pub duration_ms: i64,
+}
+
+/// A dump's schema as the inventory records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpSchema {
+    pub key: String,
+    pub schema_hash: String,
+    /// Each table (and view) with its own schema hash (`None` when the manifest had none);
+    /// `None` for entries recorded before the catalog kept tables.
+    pub tables: Option<BTreeMap<String, Option<String>>>,
 }
 
 /// A verification run as recorded.
@@ -1069,7 +1093,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT size_bytes FROM backup_inventory
-                 WHERE database_name = ?1 AND tier = 'daily' AND (?2 IS NULL OR r2_key != ?2)
+                 WHERE database_name = ?1 AND (?2 IS NULL OR r2_key != ?2)
                  ORDER BY created_at DESC, id DESC LIMIT ?3",
             )
             .map_err(self.q("read dump sizes"))?;
@@ -1111,6 +1135,95 @@ impl Catalog {
             out.insert(db, (at, size as u64));
         }
         Ok(out)
+    }
+
+    /// The schema facts of the dump `key` of `database`, and of the dump before it (the newest
+    /// recorded earlier, deleted since or not); `None` when `key` is not in the inventory.
+    pub fn dump_schemas(
+        &self,
+        database: &str,
+        key: &str,
+    ) -> Result<Option<(DumpSchema, Option<DumpSchema>)>, CatalogError> {
+        let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(DumpSchema, i64, i64)> {
+            let tables: Option<String> = r.get(2)?;
+            Ok((
+                DumpSchema {
+                    key: r.get(0)?,
+                    schema_hash: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    tables: tables.and_then(|t| serde_json::from_str(&t).ok()),
+                },
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        };
+        let this = self
+            .conn
+            .query_row(
+                "SELECT r2_key, schema_hash, table_schemas, created_at, id FROM backup_inventory
+                 WHERE database_name = ?1 AND r2_key = ?2",
+                params![database, key],
+                read,
+            )
+            .optional()
+            .map_err(self.q("read dump schemas"))?;
+        let Some((this, created_at, id)) = this else {
+            return Ok(None);
+        };
+        let previous = self
+            .conn
+            .query_row(
+                "SELECT r2_key, schema_hash, table_schemas, created_at, id FROM backup_inventory
+                 WHERE database_name = ?1 AND tier = 'daily' AND r2_key != ?2
+                   AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                params![database, key, created_at, id],
+                read,
+            )
+            .optional()
+            .map_err(self.q("read dump schemas"))?;
+        Ok(Some((this, previous.map(|(p, _, _)| p))))
+    }
+
+    /// How long the successful backup that wrote `key` took, and the durations of up to `n`
+    /// successful backups of `database` recorded before it, newest first (from
+    /// `backup_results`); `None` when `key` has no successful result.
+    pub fn run_durations(
+        &self,
+        database: &str,
+        key: &str,
+        n: usize,
+    ) -> Result<Option<(Duration, Vec<Duration>)>, CatalogError> {
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        let this: Option<(i64, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT id, duration_ms FROM backup_results
+                 WHERE database_name = ?1 AND r2_key = ?2 AND status = 'success'
+                 ORDER BY id DESC LIMIT 1",
+                params![database, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.q("read backup durations"))?;
+        let Some((id, Some(duration))) = this else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT duration_ms FROM backup_results
+                 WHERE database_name = ?1 AND status = 'success' AND id < ?2
+                   AND duration_ms IS NOT NULL
+                 ORDER BY id DESC LIMIT ?3",
+            )
+            .map_err(self.q("read backup durations"))?;
+        let before = stmt
+            .query_map(params![database, id, n as i64], |r| r.get::<_, i64>(0))
+            .map_err(self.q("read backup durations"))?
+            .map(|r| r.map(ms))
+            .collect::<Result<_, _>>()
+            .map_err(self.q("read backup durations"))?;
+        Ok(Some((ms(duration), before)))
     }
 
     /// Fill an empty catalog from manifests alone (`patina catalog rebuild`): the inventory,
@@ -1224,13 +1337,24 @@ fn insert_inventory(
         .dump_id()
         .map(|id| id.date())
         .unwrap_or_else(|| m.completed_at.format("%Y-%m-%d").to_string());
+    // Each table with its own schema hash; `null` hashes when the manifest predates them.
+    let table_schemas: BTreeMap<&str, Option<&str>> = if m.table_schema_hashes.is_empty() {
+        m.tables.keys().map(|t| (t.as_str(), None)).collect()
+    } else {
+        m.table_schema_hashes
+            .iter()
+            .map(|(t, h)| (t.as_str(), Some(h.as_str())))
+            .collect()
+    };
+    let table_schemas = serde_json::to_string(&table_schemas).ok();
     conn.execute(
         "INSERT INTO backup_inventory (r2_key, database_name, backup_date, size_bytes, table_count,
            created_at, expires_at, tier, manifest_key, sha256, row_count, schema_hash,
-           compression, job_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+           compression, job_id, table_schemas)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT(r2_key) DO UPDATE SET deleted_at = NULL, size_bytes = excluded.size_bytes,
-           sha256 = excluded.sha256",
+           sha256 = excluded.sha256,
+           table_schemas = coalesce(backup_inventory.table_schemas, excluded.table_schemas)",
         params![
             m.key,
             m.database,
@@ -1245,7 +1369,8 @@ fn insert_inventory(
             m.row_count as i64,
             m.schema_hash,
             m.compression.as_str(),
-            m.job_id
+            m.job_id,
+            table_schemas
         ],
     )
 }
@@ -1314,10 +1439,269 @@ pub struct MetricFacts {
     pub last_reload_success_at: Option<i64>,
     /// Newest passed verification per database (unix seconds).
     pub verified: BTreeMap<String, i64>,
+    /// `(database, status)` → verifications recorded (`ok` | `failed`).
+    pub verify_runs: BTreeMap<(String, String), u64>,
+    /// `(database, tier)` → inventory entries not deleted (restore points).
+    pub restore_points: BTreeMap<(String, String), u64>,
     /// `(sink, event, result)` → deliveries; see [`Catalog::alert_delivery_counts`].
     pub alerts: BTreeMap<(String, String, String), u64>,
     /// D1 databases → (backups that fell back to query mode, values repaired from `/query`).
     pub d1_fidelity: BTreeMap<String, (u64, u64)>,
+    /// Durations of pruned successful backups, bucketed (see [`PrunedTotals`]); the counters
+    /// above already include what was pruned.
+    pub pruned_duration_buckets: BTreeMap<String, u64>,
+    pub pruned_duration_sum_ms: u64,
+    pub pruned_duration_count: u64,
+}
+
+/// What one housekeeping pass did ([`Catalog::prune_history`], [`Catalog::optimize`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub jobs: u64,
+    pub results: u64,
+    pub inventory: u64,
+    pub alert_deliveries: u64,
+    pub config_reloads: u64,
+}
+
+impl PruneReport {
+    pub fn total(&self) -> u64 {
+        self.jobs + self.results + self.inventory + self.alert_deliveries + self.config_reloads
+    }
+}
+
+/// Separates label values in `pruned_totals.labels` (the ASCII unit separator, char(31)).
+const SEP: char = '\u{1f}';
+
+/// Counts of rows [`Catalog::prune_history`] removed, by counter and labels, which the metrics
+/// add to the rows still present so that no counter goes down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunedTotals {
+    /// `(database, status)` → results pruned.
+    pub results: BTreeMap<(String, String), u64>,
+    /// Pruned successful durations: per bucket upper bound (seconds, as written by
+    /// [`Catalog::prune_history`]'s `bounds`; `+Inf` last), their sum (ms) and count.
+    pub duration_buckets: BTreeMap<String, u64>,
+    pub duration_sum_ms: u64,
+    pub duration_count: u64,
+    /// Dumps deleted by retention whose inventory rows were pruned.
+    pub retention_deleted_daily: u64,
+    /// `result` → reloads pruned.
+    pub reloads: BTreeMap<String, u64>,
+    /// `(sink, event, result)` → final deliveries pruned.
+    pub alerts: BTreeMap<(String, String, String), u64>,
+    /// D1 database → (fallbacks, repaired values) of pruned results.
+    pub d1_fidelity: BTreeMap<String, (u64, u64)>,
+}
+
+// Housekeeping: the catalog stays as large as what storage holds, not as old as the daemon.
+impl Catalog {
+    /// Remove history older than `cutoff` that describes nothing still in storage: jobs (and
+    /// their results) that finished before it and none of whose dumps is still in the
+    /// inventory, inventory rows of dumps deleted before it, alert delivery attempts and
+    /// config reloads before it (the newest reload, and the newest successful one, stay: the
+    /// metrics read them). What is removed is first added to `pruned_totals`, so the counters
+    /// read from row counts never go down. `bounds` are the duration histogram's upper bounds
+    /// in seconds. One transaction: all or nothing.
+    pub fn prune_history(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        bounds: &[f64],
+    ) -> Result<PruneReport, CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Query {
+            action: "prune old history",
+            path: path.clone(),
+            source,
+        };
+        let cutoff = cutoff.timestamp();
+        let tx = self.conn.transaction().map_err(err)?;
+        let add = |counter: &str, labels: &str, value: i64| -> rusqlite::Result<()> {
+            if value != 0 {
+                tx.execute(
+                    "INSERT INTO pruned_totals (counter, labels, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(counter, labels) DO UPDATE SET value = value + excluded.value",
+                    params![counter, labels, value],
+                )?;
+            }
+            Ok(())
+        };
+        let rows = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+            let mut stmt = tx.prepare(sql)?;
+            stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        };
+        let mut report = PruneReport::default();
+        let result: rusqlite::Result<()> = (|| {
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS prune_jobs (job_id TEXT PRIMARY KEY);
+                 DELETE FROM temp.prune_jobs;",
+            )?;
+            tx.execute(
+                "INSERT INTO temp.prune_jobs
+                 SELECT j.job_id FROM backup_jobs j
+                 WHERE j.status != 'running' AND coalesce(j.completed_at, j.started_at) < ?1
+                   AND NOT EXISTS (SELECT 1 FROM backup_results r JOIN backup_inventory i
+                                   ON i.r2_key = r.r2_key
+                                   WHERE r.job_id = j.job_id AND i.deleted_at IS NULL)",
+                params![cutoff],
+            )?;
+            const PRUNED: &str = "job_id IN (SELECT job_id FROM temp.prune_jobs)";
+            for (labels, n) in rows(&format!(
+                "SELECT database_name || char(31) || status, count(*) FROM backup_results
+                 WHERE {PRUNED} AND ?1 IS NOT NULL GROUP BY 1"
+            ))? {
+                add("backups", &labels, n)?;
+            }
+            let mut stmt = tx.prepare(&format!(
+                "SELECT duration_ms FROM backup_results
+                 WHERE {PRUNED} AND status = 'success' AND duration_ms IS NOT NULL"
+            ))?;
+            let durations: Vec<i64> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            for ms in &durations {
+                let secs = *ms as f64 / 1000.0;
+                let le = bounds
+                    .iter()
+                    .find(|b| secs <= **b)
+                    .map_or("+Inf".to_string(), |b| b.to_string());
+                add("backup_duration_bucket", &le, 1)?;
+            }
+            add("backup_duration_sum_ms", "", durations.iter().sum())?;
+            add("backup_duration_count", "", durations.len() as i64)?;
+            for (db, n) in rows(&format!(
+                "SELECT database_name, count(d1_fallback) FROM backup_results
+                 WHERE {PRUNED} AND d1_repaired_values IS NOT NULL AND ?1 IS NOT NULL GROUP BY 1"
+            ))? {
+                add("d1_fallbacks", &db, n)?;
+            }
+            for (db, n) in rows(&format!(
+                "SELECT database_name, sum(d1_repaired_values) FROM backup_results
+                 WHERE {PRUNED} AND d1_repaired_values IS NOT NULL AND ?1 IS NOT NULL GROUP BY 1"
+            ))? {
+                add("d1_repaired", &db, n)?;
+            }
+            report.results =
+                tx.execute(&format!("DELETE FROM backup_results WHERE {PRUNED}"), [])? as u64;
+            report.jobs =
+                tx.execute(&format!("DELETE FROM backup_jobs WHERE {PRUNED}"), [])? as u64;
+
+            for (_, n) in rows(
+                "SELECT '', count(*) FROM backup_inventory
+                 WHERE deleted_at < ?1 AND deleted_reason = 'retention'",
+            )? {
+                add("retention_deleted", "daily", n)?;
+            }
+            report.inventory = tx.execute(
+                "DELETE FROM backup_inventory WHERE deleted_at < ?1",
+                params![cutoff],
+            )? as u64;
+
+            for (labels, n) in rows(
+                "SELECT sink || char(31) || event || char(31) || result, count(*) FROM alert_deliveries
+                 WHERE attempted_at < ?1 AND result IN ('success', 'failure') GROUP BY 1",
+            )? {
+                add("alerts_sent", &labels, n)?;
+            }
+            report.alert_deliveries = tx.execute(
+                "DELETE FROM alert_deliveries WHERE attempted_at < ?1",
+                params![cutoff],
+            )? as u64;
+
+            const KEEP: &str = "id NOT IN (SELECT max(id) FROM config_reloads
+                 UNION SELECT max(id) FROM config_reloads WHERE result = 'success')";
+            for (result, n) in rows(&format!(
+                "SELECT result, count(*) FROM config_reloads WHERE at < ?1 AND {KEEP} GROUP BY 1"
+            ))? {
+                add("config_reloads", &result, n)?;
+            }
+            report.config_reloads = tx.execute(
+                &format!("DELETE FROM config_reloads WHERE at < ?1 AND {KEEP}"),
+                params![cutoff],
+            )? as u64;
+            Ok(())
+        })();
+        result.map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(report)
+    }
+
+    /// Let SQLite refresh its statistics (`PRAGMA optimize`), give back free pages when more
+    /// than a quarter of the file and over 4 MiB is free (`VACUUM`), and truncate the WAL.
+    /// Returns whether it vacuumed.
+    pub fn optimize(&self) -> Result<bool, CatalogError> {
+        let err = self.q("optimize the catalog");
+        let pragma = |name: &str| -> rusqlite::Result<i64> {
+            self.conn.pragma_query_value(None, name, |r| r.get(0))
+        };
+        let result: rusqlite::Result<bool> = (|| {
+            self.conn.execute_batch("PRAGMA optimize;")?;
+            let (pages, free, page_size) = (
+                pragma("page_count")?,
+                pragma("freelist_count")?,
+                pragma("page_size")?,
+            );
+            let vacuum = free * 4 > pages && free * page_size > 4 << 20;
+            if vacuum {
+                self.conn.execute_batch("VACUUM;")?;
+            }
+            // Busy readers may keep part of the WAL; what they hold is truncated next time.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(vacuum)
+        })();
+        result.map_err(err)
+    }
+
+    /// Bytes of the catalog file and its WAL now.
+    pub fn size_on_disk(&self) -> u64 {
+        let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        len(&self.path) + len(Path::new(&wal))
+    }
+
+    /// Everything pruned so far (see [`PrunedTotals`]).
+    pub fn pruned_totals(&self) -> Result<PrunedTotals, CatalogError> {
+        let mut t = PrunedTotals::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT counter, labels, value FROM pruned_totals")
+            .map_err(self.q("read pruned totals"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })
+            .map_err(self.q("read pruned totals"))?;
+        for row in rows {
+            let (counter, labels, n) = row.map_err(self.q("read pruned totals"))?;
+            let mut parts = labels.splitn(3, SEP).map(str::to_string);
+            let mut next = || parts.next().unwrap_or_default();
+            match counter.as_str() {
+                "backups" => {
+                    *t.results.entry((next(), next())).or_default() += n;
+                }
+                "backup_duration_bucket" => *t.duration_buckets.entry(labels).or_default() += n,
+                "backup_duration_sum_ms" => t.duration_sum_ms += n,
+                "backup_duration_count" => t.duration_count += n,
+                "retention_deleted" => t.retention_deleted_daily += n,
+                "config_reloads" => *t.reloads.entry(labels).or_default() += n,
+                "alerts_sent" => {
+                    *t.alerts.entry((next(), next(), next())).or_default() += n;
+                }
+                "d1_fallbacks" => t.d1_fidelity.entry(labels).or_default().0 += n,
+                "d1_repaired" => t.d1_fidelity.entry(labels).or_default().1 += n,
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
 }
 
 // Read queries for the HTTP status endpoints and the metrics (DESIGN §7, §8). They read only.
@@ -1515,6 +1899,29 @@ impl Catalog {
                 let (db, at) = row?;
                 f.verified.insert(db, at);
             }
+            for (sql, map) in [
+                (
+                    "SELECT database_name, status, count(*) FROM verifications GROUP BY 1, 2",
+                    &mut f.verify_runs,
+                ),
+                (
+                    "SELECT database_name, tier, count(*) FROM backup_inventory
+                     WHERE deleted_at IS NULL GROUP BY 1, 2",
+                    &mut f.restore_points,
+                ),
+            ] {
+                let mut stmt = self.conn.prepare(sql)?;
+                for row in stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })? {
+                    let (a, b, n) = row?;
+                    map.insert((a, b), n as u64);
+                }
+            }
             f.alerts = self.alert_delivery_counts()?;
             let mut stmt = self.conn.prepare(
                 "SELECT database_name, count(d1_fallback), coalesce(sum(d1_repaired_values), 0)
@@ -1534,6 +1941,26 @@ impl Catalog {
             Ok(())
         })();
         result.map_err(err)?;
+        // Rows housekeeping pruned still count.
+        let p = self.pruned_totals()?;
+        for (k, n) in p.results {
+            *f.results.entry(k).or_default() += n;
+        }
+        for (k, n) in p.reloads {
+            *f.reloads.entry(k).or_default() += n;
+        }
+        for (k, n) in p.alerts {
+            *f.alerts.entry(k).or_default() += n;
+        }
+        for (db, (fallbacks, repaired)) in p.d1_fidelity {
+            let e = f.d1_fidelity.entry(db).or_default();
+            e.0 += fallbacks;
+            e.1 += repaired;
+        }
+        f.retention_deleted_daily += p.retention_deleted_daily;
+        f.pruned_duration_buckets = p.duration_buckets;
+        f.pruned_duration_sum_ms = p.duration_sum_ms;
+        f.pruned_duration_count = p.duration_count;
         Ok(f)
     }
 
@@ -1585,6 +2012,7 @@ mod tests {
             table_count: 1,
             row_count: 2,
             schema_hash: String::new(),
+            table_schema_hashes: BTreeMap::new(),
             source: SourceFacts::Sqlite { path: "x".into() },
             fidelity: None,
             job_id: job.into(),
@@ -1622,6 +2050,97 @@ mod tests {
         drop(c);
         let err = Catalog::open(dir.path()).err().unwrap();
         assert!(err.to_string().contains("upgrade patina"), "{err}");
+    }
+
+    /// One job of one database at `at`: a success (its dump `key`) or a failure.
+    fn job(c: &mut Catalog, id: &str, db: &str, at: &str, ok: bool) -> String {
+        let start = t(at);
+        c.start_job(&NewJob {
+            job_id: id,
+            started_at: start,
+            trigger: Trigger::Scheduled,
+            total_databases: 1,
+            initiated_by: None,
+            reason: None,
+        })
+        .unwrap();
+        let m = manifest(db, at, 100, id);
+        let row = ResultRow {
+            job_id: id,
+            database: db,
+            started_at: start,
+            completed_at: start + chrono::Duration::seconds(2),
+            outcome: if ok { Ok(&m) } else { Err("boom") },
+        };
+        c.record_result(&row, start + chrono::Duration::days(7))
+            .unwrap();
+        c.finish_job(id, start + chrono::Duration::seconds(2))
+            .unwrap();
+        m.key
+    }
+
+    #[test]
+    fn pruning_removes_only_history_of_what_is_gone_and_counters_never_go_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(dir.path()).unwrap();
+        let gone = job(&mut c, "j-gone", "a", "2026-08-01T03:00:00Z", true);
+        job(&mut c, "j-failed", "a", "2026-08-02T03:00:00Z", false);
+        let kept = job(&mut c, "j-live", "a", "2026-08-03T03:00:00Z", true);
+        job(&mut c, "j-recent", "a", "2026-11-20T03:00:00Z", false);
+        c.mark_deleted(&gone, "retention", t("2026-08-10T03:00:00Z"))
+            .unwrap();
+        c.record_reload(t("2026-08-01T00:00:00Z"), Err("bad"))
+            .unwrap();
+        c.record_reload(t("2026-08-02T00:00:00Z"), Ok(())).unwrap();
+        c.record_reload(t("2026-08-03T00:00:00Z"), Err("bad again"))
+            .unwrap();
+        let before = c.metric_facts().unwrap();
+
+        let report = c
+            .prune_history(t("2026-10-01T00:00:00Z"), &[1.0, 5.0])
+            .unwrap();
+        // The job whose dump is gone and the failed one go; the live dump's job and the
+        // recent failure stay; of the reloads, only the newest and the newest successful one.
+        assert_eq!(
+            report,
+            PruneReport {
+                jobs: 2,
+                results: 2,
+                inventory: 1,
+                alert_deliveries: 0,
+                config_reloads: 1,
+            }
+        );
+        let jobs: Vec<String> = c
+            .recent_jobs(10)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect();
+        assert_eq!(jobs, ["j-recent", "j-live"]);
+        assert_eq!(c.list_backups(None).unwrap()[0].key, kept);
+
+        let after = c.metric_facts().unwrap();
+        assert_eq!(after.results, before.results, "backups_total unchanged");
+        assert_eq!(after.reloads, before.reloads);
+        assert_eq!(
+            after.retention_deleted_daily,
+            before.retention_deleted_daily
+        );
+        assert_eq!(
+            after.durations_ms.len() as u64 + after.pruned_duration_count,
+            before.durations_ms.len() as u64
+        );
+        assert_eq!(after.pruned_duration_buckets["5"], 1, "a 2 s run, le=5");
+        // Pruning again finds nothing and adds nothing.
+        assert_eq!(
+            c.prune_history(t("2026-10-01T00:00:00Z"), &[1.0, 5.0])
+                .unwrap()
+                .total(),
+            0
+        );
+        assert_eq!(c.metric_facts().unwrap().results, before.results);
+        assert!(!c.optimize().unwrap(), "nothing worth a VACUUM");
     }
 
     #[test]

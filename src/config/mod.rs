@@ -41,6 +41,7 @@ use toml::de::{DeTable, DeValue};
 use crate::policy::{
     AlertEvent, AlertSettings, AlertSink, Cloudflare, Compression, D1Mode, Daemon, Database,
     Drills, Policy, Priority, PriorityLevel, Retention, Secret, SinkKind, SourceSpec, Span,
+    StaleAfter,
     Storage, StorageLocation,
 };
 use crate::schedule::Schedule;

@@ -74,6 +74,11 @@ pub(super) struct RawDaemon {
     /// Bearer token for POST /trigger and GET /download (secret; use "${VAR}"). Without it those
     /// endpoints are disabled.
     pub(super) api_token: Option<String>,
+    /// How long the catalog keeps history that describes nothing in storage any more: jobs
+    /// whose backups are all deleted, deleted inventory entries, alert deliveries and config
+    /// reloads. Unset: the longest retention tier plus 4 weeks (12w + 4w by default).
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
+    pub(super) history_retention: Option<String>,
 }
 
 /// Backup storage.
@@ -184,6 +189,9 @@ pub(super) struct RawDatabase {
     /// Unique name, `[a-z0-9][a-z0-9_-]*`; becomes part of object keys.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
     pub(super) name: String,
+    /// What the database holds, in a few words for people ("Auth: users and sessions"); shown
+    /// on the status page, /status and the restore guide.
+    pub(super) description: Option<String>,
     /// "sqlite" (a local file) or "d1" (Cloudflare D1).
     pub(super) kind: RawKind,
     /// Path of the SQLite file, relative to this file (kind = "sqlite").
@@ -243,10 +251,11 @@ pub(super) struct RawAlerts {
     /// ("size_anomaly" event); 0.5 = 50%.
     #[schemars(extend("default" = 0.5))]
     pub(super) size_deviation: Option<f64>,
-    /// A database without a successful backup within this many schedule intervals alerts
-    /// ("stale" event).
-    #[schemars(extend("default" = 2), range(min = 1))]
-    pub(super) stale_after: Option<u32>,
+    /// A database without a successful backup for this long alerts ("stale" event): a number
+    /// of its schedule's intervals (2: two days for a daily schedule, two weeks for a weekly
+    /// one) or a duration ("8d").
+    #[schemars(extend("default" = 2), schema_with = "stale_after_schema")]
+    pub(super) stale_after: Option<RawStaleAfter>,
     /// When the daily summary is sent (cron); unset: never.
     pub(super) daily_summary: Option<String>,
     /// A condition that persists (stale, failing, drift, invalid config) is alerted when it
@@ -254,6 +263,24 @@ pub(super) struct RawAlerts {
     /// again until it resolves.
     #[schemars(extend("default" = "24h"), regex(pattern = r"^([0-9]+(s|m|h|d|w)|off)$"))]
     pub(super) renotify: Option<String>,
+}
+
+/// `stale_after`: a count of schedule intervals or a duration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawStaleAfter {
+    Intervals(u64),
+    Duration(String),
+}
+
+/// An integer of at least 1, or a duration string: one schema both editors and the checker
+/// understand (`minimum` applies to numbers only, `pattern` to strings only).
+fn stale_after_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["integer", "string"],
+        "minimum": 1,
+        "pattern": "^[0-9]+(s|m|h|d|w)$",
+    })
 }
 
 /// An alert sink.
@@ -294,7 +321,9 @@ pub(super) enum RawEvent {
     Stale,
     ArchiveFailed,
     Drift,
-    VerifyFailed,
     ConfigInvalid,
     Summary,
+    SchemaChanged,
+    Slow,
+    VerifyFailed,
 }

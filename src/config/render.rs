@@ -50,6 +50,16 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let _ = writeln!(out, "timezone:     {}", d.timezone);
     let _ = writeln!(out, "tick:         {}", Span::Seconds(d.tick.as_secs()));
     let _ = writeln!(out, "concurrency:  {}", d.concurrency);
+    let _ = writeln!(
+        out,
+        "history:      {}{}",
+        Span::Seconds(policy.history_retention().as_secs()),
+        if d.history_retention.is_some() {
+            ""
+        } else {
+            " (longest retention tier + 4w)"
+        }
+    );
     let off = |s: Option<Span>| s.map_or("off".to_string(), |s| s.to_string());
     let _ = writeln!(
         out,
@@ -91,6 +101,9 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let _ = writeln!(out, "\ndatabases ({}):", policy.databases.len());
     for db in &policy.databases {
         let _ = writeln!(out, "  {}", db.name);
+        if let Some(description) = &db.description {
+            let _ = writeln!(out, "    about:      {description}");
+        }
         let source = match &db.source {
             SourceSpec::Sqlite { path } => path.display().to_string(),
             SourceSpec::D1 { id, mode } => format!(
@@ -129,7 +142,7 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let a = &policy.alerts;
     let _ = writeln!(
         out,
-        "\nalerts:       max duration {}, size deviation {}, stale after {} intervals, renotify {}",
+        "\nalerts:       max duration {}, size deviation {}, stale after {}, renotify {}",
         Span::Seconds(a.max_duration.as_secs()),
         a.size_deviation,
         a.stale_after,
@@ -215,6 +228,11 @@ pub fn reference_markdown() -> String {
             }
             Some(Json::String(t)) if t == "object" => "table".into(),
             Some(Json::String(t)) => t.clone(),
+            Some(Json::Array(ts)) => ts
+                .iter()
+                .filter_map(Json::as_str)
+                .collect::<Vec<_>>()
+                .join(" or "),
             _ => "value".into(),
         }
     };

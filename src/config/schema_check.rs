@@ -32,26 +32,38 @@ impl Cx<'_> {
         if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
             return self.check_enum(value, &Json::Array(allowed.clone()), path);
         }
-        let ty = schema.get("type").and_then(Json::as_str).unwrap_or("");
-        let fits = matches!(
-            (ty, &*value),
-            ("string", toml::Value::String(_))
-                | ("integer", toml::Value::Integer(_))
-                | ("number", toml::Value::Integer(_) | toml::Value::Float(_))
-                | ("boolean", toml::Value::Boolean(_))
-                | ("array", toml::Value::Array(_))
-                | ("object", toml::Value::Table(_))
-                | ("", _)
-        );
+        // `"type"` is one name, or a list of names (a key that takes either, like
+        // `stale_after = 2` or `"8d"`).
+        let types: Vec<&str> = match schema.get("type") {
+            Some(Json::String(t)) => vec![t.as_str()],
+            Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),
+            _ => vec![""],
+        };
+        let fits = types.iter().any(|ty| {
+            matches!(
+                (*ty, &*value),
+                ("string", toml::Value::String(_))
+                    | ("integer", toml::Value::Integer(_))
+                    | ("number", toml::Value::Integer(_) | toml::Value::Float(_))
+                    | ("boolean", toml::Value::Boolean(_))
+                    | ("array", toml::Value::Array(_))
+                    | ("object", toml::Value::Table(_))
+                    | ("", _)
+            )
+        });
         if !fits {
-            let want = match ty {
-                "string" => "a string",
-                "integer" => "an integer",
-                "number" => "a number",
-                "boolean" => "true or false",
-                "array" => "an array",
-                _ => "a table",
-            };
+            let want = types
+                .iter()
+                .map(|ty| match *ty {
+                    "string" => "a string",
+                    "integer" => "an integer",
+                    "number" => "a number",
+                    "boolean" => "true or false",
+                    "array" => "an array",
+                    _ => "a table",
+                })
+                .collect::<Vec<_>>()
+                .join(" or ");
             self.bad(
                 path,
                 format!("{} must be {want}, not {}", field(path), type_name(value)),

@@ -56,7 +56,7 @@ fn defaults_fill_a_minimal_file() {
     assert!(p.cloudflare.is_none());
     assert_eq!(p.alerts.max_duration, Duration::from_secs(45 * 60));
     assert_eq!(p.alerts.size_deviation, 0.5);
-    assert_eq!(p.alerts.stale_after, 2);
+    assert_eq!(p.alerts.stale_after, StaleAfter::Intervals(2));
     assert!(p.alerts.daily_summary.is_none());
     let db = &p.databases[0];
     assert_eq!(
@@ -67,6 +67,24 @@ fn defaults_fill_a_minimal_file() {
     );
     assert!(db.enabled && !db.schedule_overridden);
     assert_eq!(db.schedule.expression(), "0 3 * * *");
+}
+
+#[test]
+fn stale_after_takes_intervals_or_a_duration() {
+    let with = |v: &str| parse(&format!("{BASE}\n[alerts]\nstale_after = {v}\n")).unwrap();
+    assert_eq!(with("3").alerts.stale_after, StaleAfter::Intervals(3));
+    assert_eq!(
+        with("\"8d\"").alerts.stale_after,
+        StaleAfter::Duration(Duration::from_secs(8 * 86_400))
+    );
+    assert_eq!(
+        with("\"36h\"").alerts.stale_after,
+        StaleAfter::Duration(Duration::from_secs(36 * 3_600))
+    );
+    assert!(
+        describe(&with("\"8d\""), Utc::now()).contains("stale after 8d,"),
+        "patina check shows the window as written"
+    );
 }
 
 #[test]
@@ -254,12 +272,24 @@ fn single_problems() {
             "\"concurrency\" in [daemon] must be an integer, not a string at patina.toml:2:15",
         ),
         (
+            "[alerts]\nstale_after = \"8 days\"\n",
+            "invalid \"stale_after\" in [alerts]: \"8 days\" at patina.toml:2:15 — write a number of schedule intervals (stale_after = 2) or a duration longer than zero in s, m, h, d or w (stale_after = \"8d\")",
+        ),
+        (
+            "[alerts]\nstale_after = 0\n",
+            "\"stale_after\" in [alerts] must be at least 1 at patina.toml:2:15",
+        ),
+        (
+            "[alerts]\nstale_after = 1.5\n",
+            "\"stale_after\" in [alerts] must be an integer or a string, not a float at patina.toml:2:15",
+        ),
+        (
             "[alerts]\nsize_deviation = 0\n",
             "\"size_deviation\" in [alerts] must be a number greater than 0 at patina.toml:2:18 — 0.5 alerts when a dump is 50% off the recent median",
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"discord\"\nurl = \"https://x.example/hook\"\non = [\"failure\", \"stail\"]\n",
-            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"verify_failed\", \"config_invalid\", \"summary\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
+            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"config_invalid\", \"summary\", \"schema_changed\", \"slow\", \"verify_failed\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://x.example/hook\"\non = [\"failure\"]\nheaders = { X-Token = \"t\" }\n",
@@ -309,6 +339,21 @@ fn database_problems() {
             "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\nschedule = \"0 3 * * 8\"\n"
         )),
         "invalid cron expression \"0 3 * * 8\": the day-of-week field \"8\" is not valid (expected 0-7 or SUN-SAT, 0 and 7 are Sunday, with * , - /) in \"schedule\" in [[database]] #1 at patina.toml:8:12 — use 5 fields, \"minute hour day-of-month month day-of-week\" (e.g. \"0 3 * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly"
+    );
+    let long = "x".repeat(201);
+    assert_eq!(
+        only(&db(&format!(
+            "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\ndescription = \"{long}\"\n"
+        ))),
+        "the description of database \"a\" is longer than one line of 200 characters at patina.toml:8:15 — say in a few words what the database holds"
+    );
+    let described = parse(&db(
+        "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\ndescription = \" Auth: users and sessions \"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        described.databases[0].description.as_deref(),
+        Some("Auth: users and sessions")
     );
     // A d1 database with credentials and a proper id is fine; its mode defaults to export.
     let ok = db(
@@ -451,6 +496,7 @@ api token:    ***
 timezone:     Europe/Berlin
 tick:         1m
 concurrency:  3
+history:      400d (longest retention tier + 4w)
 retention:    daily 1w, weekly off, monthly 12mo
   archive:    0 4 * * SUN  next: 2026-11-29 04:00 CET, 2026-12-06 04:00 CET, 2026-12-13 04:00 CET
 drills:       off (set [verify] schedule to drill restores)

@@ -132,6 +132,10 @@ impl Cx<'_> {
         let tick = self.duration("daemon.tick", raw.tick.as_deref().unwrap_or("60s"));
         let concurrency = raw.concurrency.unwrap_or(3) as usize;
         let timezone = self.timezone(raw.timezone.as_deref().unwrap_or("UTC"));
+        let history_retention = match raw.history_retention.as_deref() {
+            Some(text) => Some(self.duration("daemon.history_retention", text)?),
+            None => None,
+        };
         Some(Daemon {
             listen: listen?,
             state_dir: resolve(base_dir, state_dir),
@@ -139,6 +143,7 @@ impl Cx<'_> {
             concurrency,
             timezone: timezone?,
             api_token: raw.api_token.clone().map(Secret::new),
+            history_retention,
         })
     }
 
@@ -632,9 +637,30 @@ impl Cx<'_> {
                     );
                 }
             }
+            let description = db
+                .description
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string);
+            if description
+                .as_deref()
+                .is_some_and(|d| d.chars().count() > 200 || d.contains(['\n', '\r']))
+            {
+                self.bad(
+                    &at("description"),
+                    format!(
+                        "the description of database {:?} is longer than one line of 200 characters",
+                        db.name
+                    ),
+                    Some("say in a few words what the database holds".into()),
+                );
+                ok = false;
+            }
             match (source, schedule, ok) {
                 (Some(source), Some(schedule), true) => out.push(Database {
                     name: db.name,
+                    description,
                     source,
                     priority: level,
                     schedule,
@@ -670,10 +696,43 @@ impl Cx<'_> {
             "off" => Some(None),
             text => self.duration("alerts.renotify", text).map(Some),
         };
+        let stale_after = match raw.stale_after.clone() {
+            None => Some(StaleAfter::Intervals(2)),
+            Some(RawStaleAfter::Intervals(n)) => {
+                match u32::try_from(n) {
+                    Ok(n) if n >= 1 => Some(StaleAfter::Intervals(n)),
+                    _ => {
+                        self.bad(
+                        "alerts.stale_after",
+                        format!("\"stale_after\" in [alerts] is not a sensible number of intervals: {n}"),
+                        Some("write a small number of schedule intervals (2) or a duration (\"8d\")".into()),
+                    );
+                        None
+                    }
+                }
+            }
+            Some(RawStaleAfter::Duration(text)) => match parse_span(&text) {
+                Some(Span::Seconds(s)) if s > 0 => {
+                    Some(StaleAfter::Duration(Duration::from_secs(s)))
+                }
+                _ => {
+                    self.bad(
+                        "alerts.stale_after",
+                        format!("invalid \"stale_after\" in [alerts]: {text:?}"),
+                        Some(
+                            "write a number of schedule intervals (stale_after = 2) or a duration \
+                             longer than zero in s, m, h, d or w (stale_after = \"8d\")"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         Some(AlertSettings {
             max_duration: max_duration?,
             size_deviation: deviation_ok.then_some(size_deviation)?,
-            stale_after: raw.stale_after.unwrap_or(2),
+            stale_after: stale_after?,
             daily_summary: daily_summary?,
             renotify: renotify?,
         })
@@ -752,6 +811,8 @@ impl Cx<'_> {
                     RawEvent::Drift => AlertEvent::Drift,
                     RawEvent::ConfigInvalid => AlertEvent::ConfigInvalid,
                     RawEvent::Summary => AlertEvent::Summary,
+                    RawEvent::SchemaChanged => AlertEvent::SchemaChanged,
+                    RawEvent::Slow => AlertEvent::Slow,
                 };
                 if !on.contains(&e) {
                     on.push(e);

@@ -314,6 +314,11 @@ pub struct Manifest {
     pub table_count: u64,
     pub row_count: u64,
     pub schema_hash: String,
+    /// Per table (and view): sha256 of its own schema objects (the table, its indexes and
+    /// triggers), so a changed `schema_hash` can name the tables altered (`schema_changed`).
+    /// Absent in manifests written before it was added.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub table_schema_hashes: BTreeMap<String, String>,
     pub source: SourceFacts,
     /// D1 backups only: what was checked and repaired (absent in manifests before wave 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -628,6 +633,7 @@ mod tests {
             table_count: 1,
             row_count: 3,
             schema_hash: "cd".repeat(32),
+            table_schema_hashes: BTreeMap::new(),
             source: SourceFacts::Sqlite {
                 path: "/srv/demo.db".into(),
             },

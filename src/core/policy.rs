@@ -49,6 +49,28 @@ impl Policy {
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.iter().find(|d| d.name == name)
     }
+
+    /// How long the catalog keeps history that no longer describes anything in storage: jobs
+    /// and results whose dumps are all deleted, inventory rows of deleted dumps, alert
+    /// deliveries, config reloads. `[daemon] history_retention`, by default the longest
+    /// retention tier (a month counted as 31 days) plus 4 weeks.
+    pub fn history_retention(&self) -> Duration {
+        if let Some(d) = self.daemon.history_retention {
+            return d;
+        }
+        let r = &self.retention;
+        let secs = |s: Span| match s {
+            Span::Seconds(s) => s,
+            Span::Months(m) => u64::from(m) * 31 * 86_400,
+        };
+        let longest = [Some(r.daily), r.weekly, r.monthly]
+            .into_iter()
+            .flatten()
+            .map(secs)
+            .max()
+            .unwrap_or(0);
+        Duration::from_secs(longest + 4 * 7 * 86_400)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +83,9 @@ pub struct Daemon {
     pub timezone: chrono_tz::Tz,
     /// `None`: write and download endpoints are disabled.
     pub api_token: Option<Secret>,
+    /// How long history that describes nothing in storage any more is kept; `None`: the
+    /// default, [`Policy::history_retention`].
+    pub history_retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +255,9 @@ pub struct Cloudflare {
 pub struct Database {
     /// `[a-z0-9][a-z0-9_-]*`, unique; part of object keys.
     pub name: String,
+    /// What the database is, for people ("Auth sessions and users"); shown on `/`, `/status`,
+    /// `/restore-guide` and `/ui`.
+    pub description: Option<String>,
     pub source: SourceSpec,
     pub priority: PriorityLevel,
     /// The effective schedule: the database's own override, else its priority's.
@@ -270,13 +298,47 @@ pub struct AlertSettings {
     pub max_duration: Duration,
     /// Relative deviation from the recent median size that alerts (0.5 = 50%).
     pub size_deviation: f64,
-    /// No success within this many schedule intervals alerts.
-    pub stale_after: u32,
+    /// How long a database may go without a committed backup before `stale` fires.
+    pub stale_after: StaleAfter,
     /// When the daily digest is sent; `None`: never.
     pub daily_summary: Option<Schedule>,
     /// How often a persisting condition is alerted again; `None`: only when it starts and
     /// when it resolves.
     pub renotify: Option<Duration>,
+}
+
+/// `[alerts] stale_after`: a number of schedule intervals (`2`) or a fixed duration (`"8d"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleAfter {
+    /// This many times the schedule's [expected interval](Schedule::expected_interval).
+    Intervals(u32),
+    /// This long, whatever the schedule.
+    Duration(Duration),
+}
+
+impl StaleAfter {
+    /// The stale deadline of a database on `schedule` at `now`: how long after its newest
+    /// committed backup `stale` fires. The one definition behind the `stale` alert and
+    /// `patina_backup_stale_after_seconds`. `None` when the schedule never fires again (no
+    /// backup is expected, so none is late).
+    pub fn window(self, schedule: &Schedule, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let interval = schedule.expected_interval(now)?;
+        match self {
+            StaleAfter::Intervals(n) => Some(interval * n.max(1) as i32),
+            StaleAfter::Duration(d) => chrono::Duration::from_std(d).ok(),
+        }
+    }
+}
+
+impl fmt::Display for StaleAfter {
+    /// `2 intervals` or `8d`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StaleAfter::Intervals(1) => f.write_str("1 interval"),
+            StaleAfter::Intervals(n) => write!(f, "{n} intervals"),
+            StaleAfter::Duration(d) => Span::Seconds(d.as_secs()).fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -320,12 +382,14 @@ pub enum AlertEvent {
     Drift,
     ConfigInvalid,
     Summary,
+    SchemaChanged,
+    Slow,
     /// A restore drill failed (DESIGN §13).
     VerifyFailed,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 10] = [
+    pub const ALL: [AlertEvent; 12] = [
         AlertEvent::Failure,
         AlertEvent::Success,
         AlertEvent::Duration,
@@ -335,6 +399,8 @@ impl AlertEvent {
         AlertEvent::Drift,
         AlertEvent::ConfigInvalid,
         AlertEvent::Summary,
+        AlertEvent::SchemaChanged,
+        AlertEvent::Slow,
         AlertEvent::VerifyFailed,
     ];
 
@@ -349,6 +415,8 @@ impl AlertEvent {
             AlertEvent::Drift => "drift",
             AlertEvent::ConfigInvalid => "config_invalid",
             AlertEvent::Summary => "summary",
+            AlertEvent::SchemaChanged => "schema_changed",
+            AlertEvent::Slow => "slow",
             AlertEvent::VerifyFailed => "verify_failed",
         }
     }
@@ -405,6 +473,26 @@ mod tests {
         assert_eq!(
             Span::Months(1).before(t),
             "2026-02-28T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+
+    #[test]
+    fn stale_after_is_intervals_or_a_fixed_duration() {
+        let weekly = Schedule::parse("0 4 * * SUN", chrono_tz::UTC).unwrap();
+        let now = "2026-11-25T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        // The seed's case: a weekly database with 2 intervals waits 14 days; "8d" waits 8.
+        assert_eq!(
+            StaleAfter::Intervals(2).window(&weekly, now),
+            Some(chrono::Duration::days(14))
+        );
+        assert_eq!(
+            StaleAfter::Duration(Duration::from_secs(8 * 86_400)).window(&weekly, now),
+            Some(chrono::Duration::days(8))
+        );
+        assert_eq!(StaleAfter::Intervals(2).to_string(), "2 intervals");
+        assert_eq!(
+            StaleAfter::Duration(Duration::from_secs(8 * 86_400)).to_string(),
+            "8d"
         );
     }
 

@@ -28,7 +28,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::catalog::MetricFacts;
@@ -40,7 +39,7 @@ type Labels = Vec<(&'static str, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
 
 /// Buckets of `patina_backup_duration_seconds`: from sub-second dumps to an hour.
-const DURATION_BUCKETS: [f64; 12] = [
+pub const DURATION_BUCKETS: [f64; 12] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
@@ -86,12 +85,15 @@ pub const NAMES: &[&str] = &[
     "backup_duration_seconds",
     "next_backup_timestamp_seconds",
     "backup_expected_interval_seconds",
+    "backup_stale_after_seconds",
     "inventory_objects",
     "inventory_bytes",
     "retention_deleted_objects_total",
     "reconcile_duration_seconds",
     "reconcile_last_success_timestamp_seconds",
     "verify_last_success_timestamp_seconds",
+    "verify_runs_total",
+    "restore_points",
     "alerts_sent_total",
     "storage_requests_total",
     "d1_export_fallbacks_total",
@@ -130,12 +132,15 @@ struct Handles {
     backup_duration_seconds: StoredHistogram,
     next_backup_timestamp_seconds: Family<Labels, GaugeF>,
     backup_expected_interval_seconds: Family<Labels, GaugeF>,
+    backup_stale_after_seconds: Family<Labels, GaugeF>,
     inventory_objects: Family<Labels, Gauge>,
     inventory_bytes: Family<Labels, Gauge>,
     retention_deleted_objects: Family<Labels, Counter>,
     reconcile_duration_seconds: GaugeF,
     reconcile_last_success_timestamp_seconds: GaugeF,
     verify_last_success_timestamp_seconds: Family<Labels, GaugeF>,
+    verify_runs: Family<Labels, Counter>,
+    restore_points: Family<Labels, Gauge>,
     alerts_sent: Family<Labels, Counter>,
     storage_requests: Family<Labels, Counter>,
     jobs_running: Gauge,
@@ -143,26 +148,54 @@ struct Handles {
     d1_repaired_values: Family<Labels, Counter>,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+/// A histogram rebuilt from the catalog on every scrape (a plain `Histogram` can neither be
+/// reset nor be given the bucket counts of rows housekeeping pruned).
+#[derive(Debug, Clone, Default)]
+struct StoredHistogram(Arc<RwLock<HistogramData>>);
+
+/// Sum, count and per-bucket (not cumulative) counts; the last bucket is `+Inf`.
+#[derive(Debug, Clone, Default)]
+struct HistogramData {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
 }
 
-/// A histogram rebuilt from the catalog on every scrape (a plain `Histogram` cannot be reset).
-#[derive(Debug, Clone)]
-struct StoredHistogram(Arc<RwLock<Histogram>>);
-
-impl Default for StoredHistogram {
-    fn default() -> Self {
-        StoredHistogram(Arc::new(RwLock::new(duration_histogram())))
+impl HistogramData {
+    /// The live durations (ms) plus what was pruned, in [`DURATION_BUCKETS`].
+    fn of(facts: &MetricFacts) -> HistogramData {
+        let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .chain([f64::INFINITY].iter())
+            .map(|b| (*b, 0))
+            .collect();
+        let slot = |secs: f64| buckets.iter().position(|(b, _)| secs <= *b).unwrap_or(0);
+        let mut counts = vec![0u64; buckets.len()];
+        for ms in &facts.durations_ms {
+            counts[slot(*ms as f64 / 1000.0)] += 1;
+        }
+        for (le, n) in &facts.pruned_duration_buckets {
+            let bound = le.parse::<f64>().unwrap_or(f64::INFINITY);
+            counts[slot(bound)] += n;
+        }
+        for ((_, c), n) in buckets.iter_mut().zip(counts) {
+            *c = n;
+        }
+        let live_ms: i64 = facts.durations_ms.iter().sum();
+        HistogramData {
+            sum: (live_ms.max(0) as u64 + facts.pruned_duration_sum_ms) as f64 / 1000.0,
+            count: facts.durations_ms.len() as u64 + facts.pruned_duration_count,
+            buckets,
+        }
     }
 }
 
 impl EncodeMetric for StoredHistogram {
-    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .encode(encoder)
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = self.0.read().unwrap_or_else(|e| e.into_inner());
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, h.count, &h.buckets, None,
+        )
     }
 
     fn metric_type(&self) -> MetricType {
@@ -191,6 +224,7 @@ impl Metrics {
             backup_duration_seconds: StoredHistogram::default(),
             next_backup_timestamp_seconds: Family::default(),
             backup_expected_interval_seconds: Family::default(),
+            backup_stale_after_seconds: Family::default(),
             inventory_objects: Family::default(),
             inventory_bytes: Family::default(),
             retention_deleted_objects: Family::default(),
@@ -199,6 +233,8 @@ impl Metrics {
             reconcile_duration_seconds: GaugeF::default(),
             reconcile_last_success_timestamp_seconds: GaugeF::default(),
             verify_last_success_timestamp_seconds: Family::default(),
+            verify_runs: Family::default(),
+            restore_points: Family::default(),
             alerts_sent: Family::default(),
             storage_requests: Family::default(),
             jobs_running: Gauge::default(),
@@ -265,6 +301,11 @@ impl Metrics {
             h.backup_expected_interval_seconds.clone(),
         );
         r.register(
+            "backup_stale_after_seconds",
+            "How long each enabled database may go without a committed backup before the stale alert fires ([alerts] stale_after)",
+            h.backup_stale_after_seconds.clone(),
+        );
+        r.register(
             "inventory_objects",
             "Committed objects in storage by tier (daily dumps, weekly archives)",
             h.inventory_objects.clone(),
@@ -293,6 +334,16 @@ impl Metrics {
             "verify_last_success_timestamp_seconds",
             "Newest passed `patina verify` of each declared database (unix seconds; 0 = never)",
             h.verify_last_success_timestamp_seconds.clone(),
+        );
+        r.register(
+            "verify_runs",
+            "Verifications (drills and `patina verify`) recorded, by database and result (success, failure)",
+            h.verify_runs.clone(),
+        );
+        r.register(
+            "restore_points",
+            "Restore points in the catalog's inventory (entries not deleted), by database and tier",
+            h.restore_points.clone(),
         );
         r.register(
             "alerts_sent",
@@ -352,6 +403,7 @@ impl Metrics {
             &h.build_info,
             &h.databases,
             &h.backup_last_size_bytes,
+            &h.restore_points,
             &h.inventory_objects,
             &h.inventory_bytes,
         ] {
@@ -362,6 +414,7 @@ impl Metrics {
             &h.backup_last_duration_seconds,
             &h.next_backup_timestamp_seconds,
             &h.backup_expected_interval_seconds,
+            &h.backup_stale_after_seconds,
             &h.verify_last_success_timestamp_seconds,
         ] {
             family.clear();
@@ -371,6 +424,7 @@ impl Metrics {
             &h.backups,
             &h.retention_deleted_objects,
             &h.alerts_sent,
+            &h.verify_runs,
             &h.storage_requests,
             &h.d1_export_fallbacks,
             &h.d1_repaired_values,
@@ -459,20 +513,45 @@ impl Metrics {
                         .get_or_create(&vec![("database", name.clone())])
                         .set(every);
                 }
+                if let Some(window) = policy.alerts.stale_after.window(&db.schedule, now) {
+                    h.backup_stale_after_seconds
+                        .get_or_create(&vec![("database", name.clone())])
+                        .set(window.num_seconds() as f64);
+                }
             }
             h.verify_last_success_timestamp_seconds
                 .get_or_create(&vec![("database", name.clone())])
                 .set(facts.verified.get(&db.name).map_or(0.0, |t| *t as f64));
+            // Every declared database has both results and a daily tier, 0 when none.
+            for (result, status) in [("success", "ok"), ("failure", "failed")] {
+                let n = facts
+                    .verify_runs
+                    .get(&(db.name.clone(), status.to_owned()))
+                    .copied()
+                    .unwrap_or(0);
+                set_counter(
+                    &h.verify_runs,
+                    vec![("database", name.clone()), ("result", result.to_owned())],
+                    n,
+                );
+            }
+            h.restore_points
+                .get_or_create(&vec![
+                    ("database", name.clone()),
+                    ("tier", "daily".to_owned()),
+                ])
+                .set(0);
+        }
+        for ((db, tier), n) in &facts.restore_points {
+            h.restore_points
+                .get_or_create(&vec![("database", db.clone()), ("tier", tier.clone())])
+                .set(*n as i64);
         }
 
-        let histogram = duration_histogram();
-        for ms in &facts.durations_ms {
-            histogram.observe(*ms as f64 / 1000.0);
-        }
         *h.backup_duration_seconds
             .0
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = histogram;
+            .unwrap_or_else(|e| e.into_inner()) = HistogramData::of(facts);
 
         // The catalog's inventory: updated when a backup commits or an object is deleted, and
         // reconciled with the storage listing (adoption, drift) on every pass. The pass's own

@@ -10,9 +10,11 @@
 //! logged with line and column and recorded in the catalog (`config_reloads`).
 //!
 //! This folder is the daemon's side of the ways in (with `cli` and `config`): the process loop
-//! here, the HTTP surface ([`http`]) and the Prometheus rendering ([`metrics`]). They sit above
+//! here, catalog housekeeping ([`housekeeping`]), the HTTP surface ([`http`]) and the Prometheus
+//! rendering ([`metrics`]). They sit above
 //! the engine and may use it and any adapter; nothing below imports them.
 
+pub mod housekeeping;
 pub mod http;
 pub mod metrics;
 
@@ -194,6 +196,34 @@ impl AlertHistory for CatalogHistory {
         self.catalog().latest_backups().map_err(|e| e.to_string())
     }
 
+    fn dump_schemas(
+        &self,
+        database: &str,
+        key: &str,
+    ) -> Result<Option<(crate::alert::DumpSchema, Option<crate::alert::DumpSchema>)>, String> {
+        let convert = |d: crate::catalog::DumpSchema| crate::alert::DumpSchema {
+            key: d.key,
+            schema_hash: d.schema_hash,
+            tables: d.tables,
+        };
+        Ok(self
+            .catalog()
+            .dump_schemas(database, key)
+            .map_err(|e| e.to_string())?
+            .map(|(new, previous)| (convert(new), previous.map(convert))))
+    }
+
+    fn run_durations(
+        &self,
+        database: &str,
+        key: &str,
+        n: usize,
+    ) -> Result<Option<(Duration, Vec<Duration>)>, String> {
+        self.catalog()
+            .run_durations(database, key, n)
+            .map_err(|e| e.to_string())
+    }
+
     fn jobs_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<(usize, usize), String> {
         let jobs = self.catalog().recent_jobs(500).map_err(|e| e.to_string())?;
         let recent: Vec<_> = jobs
@@ -319,6 +349,7 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     tokio::pin!(shutdown);
 
+    let mut housekeeper = housekeeping::Housekeeper::new(state_dir.join(crate::catalog::FILE_NAME));
     let mut tick_every = policy.daemon.tick;
     let mut ticker = new_ticker(tick_every);
     crate::systemd::ready(&status_line(&reconciler, clock()));
@@ -372,6 +403,7 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "reconcile pass failed"),
         }
         alerts.evaluate();
+        housekeeper.tick(&reconciler.policy(), clock());
         // The loop is alive: feed the watchdog (WatchdogSec= restarts a stuck loop).
         crate::systemd::watchdog();
         crate::systemd::status(&status_line(&reconciler, clock()));
@@ -402,6 +434,7 @@ pub async fn run(
         tracing::warn!("HTTP requests still in flight after 5s were dropped");
     }
     alerts.shutdown(ALERT_GRACE).await;
+    housekeeper.finish(Duration::from_secs(10)).await;
     tracing::info!("stopped");
     Ok(())
 }

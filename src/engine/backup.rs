@@ -355,6 +355,7 @@ pub async fn backup_database(
         tables: summary.tables,
         row_count: summary.row_count,
         schema_hash: summary.schema_hash,
+        table_schema_hashes: summary.table_schema_hashes,
         source: snapshot.facts.clone(),
         fidelity: snapshot.fidelity.clone(),
         job_id: job_id.to_string(),

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,9 @@ fn env(name: &str) -> Option<String> {
 struct World {
     dir: tempfile::TempDir,
     clock: ManualClock,
+    /// Every read of the clock advances it by this many milliseconds (0: a still clock), so a
+    /// backup can "take" a chosen time without a test waiting for it.
+    step_ms: Arc<AtomicI64>,
     reconciler: Reconciler,
     alerts: Alerts,
     catalog: Arc<Mutex<Catalog>>,
@@ -100,23 +104,34 @@ impl World {
         let store = Store::open(&policy.storage).unwrap();
         let catalog = Arc::new(Mutex::new(Catalog::open(&policy.daemon.state_dir).unwrap()));
         let clock = ManualClock::new(t(T0));
+        let step_ms = Arc::new(AtomicI64::new(0));
+        let stepping: patina::clock::Clock = {
+            let (clock, step_ms) = (clock.clone(), Arc::clone(&step_ms));
+            Arc::new(move || {
+                clock.advance(chrono::Duration::milliseconds(
+                    step_ms.load(Ordering::SeqCst),
+                ));
+                clock.now()
+            })
+        };
         let alerts = Alerts::start(
             Arc::clone(&policy),
             Arc::new(patina::daemon::CatalogHistory(Arc::clone(&catalog))),
-            clock.clock(),
+            Arc::clone(&stepping),
             config,
         );
         let reconciler = Reconciler::new(
             Arc::clone(&policy),
             store.clone(),
             Arc::clone(&catalog),
-            clock.clock(),
+            stepping,
             Arc::new(Quiet),
         )
         .with_alerts(alerts.clone());
         World {
             dir,
             clock,
+            step_ms,
             reconciler,
             alerts,
             catalog,
@@ -583,6 +598,130 @@ async fn a_shrunken_database_and_a_vanished_backup_alert_once() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1].json()["type"], "backup_drift");
     assert_eq!(got[1].json()["keys"], json!([key]));
+}
+
+/// See: issue 14. A new dump whose schema differs from the previous dump's is announced once,
+/// naming the tables added, dropped and altered; an unchanged schema stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_is_announced_once_with_the_tables() {
+    let rx = Receiver::start().await;
+    let sinks = sink("ops", "webhook", &rx.url("/ops"), &["schema_changed"])
+        + &sink("chat", "discord", &rx.url("/chat"), &["schema_changed"]);
+    let w = World::new(&["alpha"], &[], &sinks, fast()).await;
+    w.job("job-0", &["alpha"]).await;
+    w.clock.advance(chrono::Duration::days(1));
+    w.job("job-1", &["alpha"]).await;
+    w.settle().await;
+    assert!(rx.to("/ops").is_empty(), "same schema: quiet");
+
+    // The application migrates: a table added, one dropped, an index on another.
+    let c = rusqlite::Connection::open(w.dir.path().join("alpha.db")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);
+         DROP TABLE audit_log;
+         CREATE INDEX users_by_name ON users(name);",
+    )
+    .unwrap();
+    drop(c);
+    w.clock.advance(chrono::Duration::days(1));
+    w.job("job-2", &["alpha"]).await;
+    w.clock.advance(chrono::Duration::days(1));
+    w.job("job-3", &["alpha"]).await;
+    w.settle().await;
+    let got = rx.to("/ops");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    let keys: Vec<String> = w
+        .catalog
+        .lock()
+        .unwrap()
+        .list_backups(Some("alpha"))
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key)
+        .collect();
+    assert_eq!(
+        body,
+        json!({
+            "type": "schema_changed",
+            "state": "firing",
+            "timestamp": "2026-11-24T03:00:00Z",
+            "message": "alpha: the schema changed since the previous backup (added: tags; dropped: audit_log; altered: users)",
+            "jobId": "job-2",
+            "database": "alpha",
+            "key": keys[1],
+            "previousKey": keys[2],
+            "tablesAdded": ["tags"],
+            "tablesDropped": ["audit_log"],
+            "tablesAltered": ["users"],
+        })
+    );
+    let chat = rx.to("/chat");
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    let embed = &chat[0].json()["embeds"][0];
+    assert_eq!(embed["title"], "🧬 Schema changed: alpha");
+    assert_eq!(embed["color"], 0x3b82f6);
+}
+
+/// See: issue 14. A backup taking more than 3× the median of its last successful runs, and
+/// more than a minute, alerts once; durations come from the catalog's recorded results, made
+/// long by a clock that advances on every read (nothing sleeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_far_slower_than_its_median_alerts_once() {
+    let rx = Receiver::start().await;
+    let sinks = sink("ops", "webhook", &rx.url("/ops"), &["slow"]);
+    let w = World::new(&["alpha"], &[], &sinks, fast()).await;
+    let duration_of = |w: &World, job: &str| -> i64 {
+        w.catalog
+            .lock()
+            .unwrap()
+            .connection()
+            .query_row(
+                "SELECT duration_ms FROM backup_results WHERE job_id = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    w.step_ms.store(1_000, Ordering::SeqCst);
+    for i in 0..4 {
+        w.job(&format!("job-{i}"), &["alpha"]).await;
+        w.clock.advance(chrono::Duration::days(1));
+    }
+    w.settle().await;
+    let usual = duration_of(&w, "job-3");
+    assert!(
+        usual >= 1_000,
+        "each run takes a few clock reads: {usual} ms"
+    );
+    assert!(rx.to("/ops").is_empty(), "steady durations: quiet");
+
+    // The same backup, with every clock read 40 s apart: far over 3× the median and a minute.
+    w.step_ms.store(40_000, Ordering::SeqCst);
+    w.job("job-slow", &["alpha"]).await;
+    w.step_ms.store(1_000, Ordering::SeqCst);
+    w.clock.advance(chrono::Duration::days(1));
+    w.job("job-after", &["alpha"]).await;
+    w.settle().await;
+    let slow = duration_of(&w, "job-slow");
+    assert!(slow > 60_000 && slow > 3 * usual, "{slow} vs {usual}");
+    let got = rx.to("/ops");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["type"], "backup_slow");
+    assert_eq!(body["jobId"], "job-slow");
+    assert_eq!(body["database"], "alpha");
+    assert_eq!(body["runs"], 4);
+    assert_eq!(body["factor"], 3);
+    assert_eq!(body["durationSeconds"], json!(slow as f64 / 1000.0));
+    assert_eq!(body["medianSeconds"], json!(usual as f64 / 1000.0));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("alpha: the backup took "),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,7 @@ async fn put_dump(
         table_count: 1,
         row_count: 1,
         schema_hash: "ab".repeat(32),
+        table_schema_hashes: Default::default(),
         source: SourceFacts::Sqlite {
             path: format!("/srv/{database}.db"),
         },

@@ -145,7 +145,10 @@ fn the_design_example_loads() {
     assert!(!auth.schedule_overridden && auth.enabled);
     assert_eq!(p.alerts.max_duration, Duration::from_secs(45 * 60));
     assert_eq!(p.alerts.size_deviation, 0.5);
-    assert_eq!(p.alerts.stale_after, 2);
+    assert_eq!(
+        p.alerts.stale_after,
+        patina::policy::StaleAfter::Intervals(2)
+    );
     assert_eq!(
         p.alerts.daily_summary.as_ref().unwrap().expression(),
         "0 8 * * *"

@@ -32,7 +32,7 @@ fn policy_text(daemon_extra: &str) -> String {
         "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"60s\"\n{daemon_extra}\n\
          [storage]\nurl = \"file://backups\"\n\n\
          [priorities.critical]\nschedule = \"0 3 * * *\"\n[priorities.normal]\nschedule = \"0 4 * * SUN\"\n\n\
-         [[database]]\nname = \"alpha\"\nkind = \"sqlite\"\npath = \"alpha.db\"\npriority = \"critical\"\n\n\
+         [[database]]\nname = \"alpha\"\ndescription = \"Auth: users & sessions\"\nkind = \"sqlite\"\npath = \"alpha.db\"\npriority = \"critical\"\n\n\
          [[database]]\nname = \"beta\"\nkind = \"sqlite\"\npath = \"beta.db\"\npriority = \"normal\"\n\n\
          [[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\non = [\"failure\"]\n"
     )
@@ -244,6 +244,8 @@ async fn every_endpoint_against_real_backups_on_s3() {
             ("beta", "2026-11-22T04:00:00Z")
         ]
     );
+    assert_eq!(s["databases"][0]["description"], "Auth: users & sessions");
+    assert_eq!(s["databases"][1]["description"], Value::Null);
     assert_eq!(s["recentJobs"].as_array().unwrap().len(), 1);
     assert_eq!(s["storage"]["totalBackups"], 2);
     assert_eq!(s["storage"]["totalBytes"], total_bytes);
@@ -254,6 +256,10 @@ async fn every_endpoint_against_real_backups_on_s3() {
     let (_, info) = w.get_json("/").await;
     assert_eq!(info["name"], "Patina");
     assert_eq!(info["databases"], 2);
+    assert_eq!(
+        info["databaseList"][0],
+        json!({"name": "alpha", "description": "Auth: users & sessions", "kind": "sqlite", "priority": "critical"})
+    );
     assert!(info["endpoints"]["POST /trigger"].is_string());
 
     // /list with filters, and its validation.
@@ -371,6 +377,7 @@ async fn every_endpoint_against_real_backups_on_s3() {
     assert_eq!(g["database"], "alpha");
     assert_eq!(g["kind"], "sqlite");
     assert_eq!(g["priority"], "critical");
+    assert_eq!(g["description"], "Auth: users & sessions");
     assert_eq!(g["availableBackups"][0]["date"], "2026-11-16");
     let steps = g["restoreInstructions"]["method1_patina"]["steps"].to_string();
     assert!(
@@ -809,17 +816,135 @@ async fn a_taken_port_is_named_in_the_error() {
     );
 }
 
+/// See: issue 14 — the guide's step 1 was `patina list alpha`, which exits 2. Every `patina …`
+/// command the sqlite restore guide gives is run, as written, through the real binary against
+/// the real catalog and storage (with `--config` added, as an operator's shell would have it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restore_guides_commands_run_as_written() {
+    let w = World::new("", false, t("2026-11-16T10:00:00Z")).await;
+    w.pass().await;
+    let (st, g) = w.get_json("/restore-guide/alpha").await;
+    assert_eq!(st, StatusCode::OK);
+    let steps = g["restoreInstructions"]["method1_patina"]["steps"]
+        .as_array()
+        .unwrap();
+    let commands: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s.as_str()?.split_once(": patina ").map(|(_, c)| c))
+        .collect();
+    assert!(commands.len() >= 2, "{steps:?}");
+    assert_eq!(commands[0], "list --database alpha");
+    for command in commands {
+        let dir = w.dir.path().to_path_buf();
+        let args: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_patina"))
+                .current_dir(dir)
+                .args(args)
+                .args(["--config", "patina.toml"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "patina {command}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if command.starts_with("list") {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("alpha"));
+        }
+    }
+    let restored = rusqlite::Connection::open(w.dir.path().join("alpha-restored.db")).unwrap();
+    let ok: String = restored
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    w.server.shutdown().await;
+}
+
 /// The status page as a browser sees it: headless Chromium renders `/ui` and the dumped DOM
 /// shows the health text and one row per day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_headless_chromium() {
     let w = World::new("", false, t("2026-11-10T03:00:10Z")).await;
     for day in 0..8 {
+        // alpha grows a little every day, so its size trend has a shape.
+        let c = rusqlite::Connection::open(w.dir.path().join("alpha.db")).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS notes (n TEXT); INSERT INTO notes SELECT hex(randomblob({}));",
+            200 * (day + 1)
+        ))
+        .unwrap();
+        drop(c);
         w.clock
             .set(t("2026-11-10T03:00:10Z") + chrono::Duration::days(day));
         w.pass().await;
     }
+    // A drill of alpha's newest restore point failed; beta was never drilled.
+    {
+        let c = w.catalog.lock().unwrap();
+        let newest = c.list_backups(Some("alpha")).unwrap()[0].key.clone();
+        c.record_verification(
+            "alpha",
+            &newest,
+            t("2026-11-17T05:00:00Z"),
+            Err("row count of notes differs"),
+        )
+        .unwrap();
+    }
     let url = w.url("/ui");
+    // Screenshots, light and dark, for a person to look at (target/tmp/patina-ui-*.png).
+    for (scheme, flags) in [
+        ("light", vec![]),
+        (
+            "dark",
+            vec![
+                "--force-dark-mode",
+                "--blink-settings=preferredColorScheme=0",
+            ],
+        ),
+    ] {
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("patina-ui-{scheme}.png"));
+        let profile = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1100,2200",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.push(format!("--screenshot={}", shot.display()));
+        args.push(url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("chromium")
+                .args(args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{scheme} screenshot"
+        );
+    }
     let profile = tempfile::tempdir().unwrap();
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
     let out = tokio::task::spawn_blocking(move || {
@@ -862,5 +987,27 @@ async fn the_status_page_renders_in_headless_chromium() {
         dom.contains("alpha") && dom.contains("beta"),
         "next runs per database"
     );
+    // Restore points: per database its count and oldest, a size trend drawn inline, the drill.
+    assert!(dom.contains("Restore points"), "{dom}");
+    assert_eq!(
+        dom.matches(r#"<svg class="trend""#).count(),
+        2,
+        "one size trend per database: {dom}"
+    );
+    assert!(
+        dom.contains("Size of the last 8 backups"),
+        "alpha's 8 dumps in its trend: {dom}"
+    );
+    assert!(
+        dom.contains("8<span class=\"by\"> · oldest Nov 10, 03:00 UTC</span>"),
+        "{dom}"
+    );
+    assert!(dom.contains("✗ failed"), "alpha's failed drill: {dom}");
+    assert!(dom.contains("never"), "beta was never drilled: {dom}");
+    assert!(
+        dom.contains("Auth: users &amp; sessions"),
+        "the description: {dom}"
+    );
+    assert!(!dom.contains("<script"), "no scripts");
     w.server.shutdown().await;
 }

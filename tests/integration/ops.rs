@@ -249,6 +249,19 @@ fn prometheus_rules_pass_promtool_and_use_real_metric_names() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The rules' own unit tests: the drill rules fire when the last drill failed and after 8
+    // days without a passed one, and not otherwise.
+    let o = Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(Path::new(ROOT).join("examples/prometheus"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = Command::new("promtool")
         .args(["check", "config"])
         .arg(Path::new(ROOT).join("examples/prometheus/scrape.yml"))

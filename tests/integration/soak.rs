@@ -4,8 +4,12 @@
 //! one that the next step repairs), touch it unchanged, `POST /trigger`, `SIGHUP`. Half way the
 //! daemon is SIGKILLed and restarted.
 //!
+//! Retention keeps dumps a minute (`weekly = "off"`) and `history_retention = "1m"`, so catalog
+//! housekeeping prunes while it runs; the catalog's size is sampled every step.
+//!
 //! Asserted: no growth in resident memory (max over the last third ≤ max over the first third ×
-//! 1.5 + 8 MiB) or open file descriptors (≤ first-third max + 8), no missed schedule (every
+//! 1.5 + 8 MiB), open file descriptors (≤ first-third max + 8) or, in runs of 300 s and more,
+//! the catalog file (≤ first-third max × 1.5 + 64 KiB), no missed schedule (every
 //! database has a committed backup taken in each minute that began while the daemon was up,
 //! at least 15 s before it stopped), `/healthz` 200 on every probe except across the
 //! restart, and exit 0 on SIGTERM. The figures are printed (`--nocapture`) for RELIABILITY.md.
@@ -26,7 +30,8 @@ const DBS: [&str; 3] = ["one", "two", "three"];
 fn policy(port: u16, concurrency: u32, note: &str, valid: bool) -> String {
     let mut s = format!(
         "# {note}\n[daemon]\nlisten = \"127.0.0.1:{port}\"\ntick = \"1s\"\nconcurrency = {concurrency}\n\
-         api_token = \"{TOKEN}\"\n\n[storage]\nurl = \"file://backups\"\n\n\
+         api_token = \"{TOKEN}\"\nhistory_retention = \"1m\"\n\n[storage]\nurl = \"file://backups\"\n\n\
+         [retention]\ndaily = \"1m\"\nweekly = \"off\"\n\n\
          [priorities.critical]\nschedule = \"* * * * *\"\n[priorities.normal]\nschedule = \"* * * * *\"\n\n"
     );
     for (i, db) in DBS.iter().enumerate() {
@@ -71,6 +76,12 @@ fn http(addr: SocketAddr, method: &str, path: &str, auth: bool, body: &str) -> O
     head.split(' ').nth(1)?.parse().ok()
 }
 
+/// Bytes of the catalog file and of its WAL.
+fn catalog_size(dir: &Path) -> (u64, u64) {
+    let len = |name: &str| std::fs::metadata(dir.join(".patina").join(name)).map_or(0, |m| m.len());
+    (len("patina.db"), len("patina.db-wal"))
+}
+
 /// `taken_at` of every committed dump of `db` (from the manifest keys).
 fn committed(dir: &Path, db: &str) -> Vec<DateTime<Utc>> {
     let mut out = Vec::new();
@@ -97,6 +108,8 @@ fn committed(dir: &Path, db: &str) -> Vec<DateTime<Utc>> {
 struct Sample {
     rss_kib: u64,
     fds: usize,
+    catalog: u64,
+    wal: u64,
 }
 
 fn wait_healthy(d: &mut Daemon, addr: SocketAddr) {
@@ -144,6 +157,8 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
     let mut broken = false;
     let mut step = 0u64;
     let mut writes = 0u64;
+    let mut seen: std::collections::BTreeMap<&str, std::collections::BTreeSet<DateTime<Utc>>> =
+        Default::default();
     while Instant::now() < end {
         step += 1;
         if !restarted && Instant::now() >= restart_at {
@@ -205,7 +220,20 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
         health_probes += 1;
         assert_eq!(status, Some(200), "/healthz at step {step}:\n{}", d.log());
         if let (Some(rss_kib), Some(fds)) = (d.rss_kib(), d.fds()) {
-            samples.push((start.elapsed(), Sample { rss_kib, fds }));
+            let (catalog, wal) = catalog_size(p);
+            samples.push((
+                start.elapsed(),
+                Sample {
+                    rss_kib,
+                    fds,
+                    catalog,
+                    wal,
+                },
+            ));
+        }
+        // Retention deletes dumps after a minute: remember every one seen committed.
+        for db in DBS {
+            seen.entry(db).or_default().extend(committed(p, db));
         }
         std::thread::sleep(Duration::from_millis(900));
     }
@@ -239,6 +267,8 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
         samples.len()
     );
     let max_rss = |v: &[&Sample]| v.iter().map(|s| s.rss_kib).max().unwrap();
+    let max_catalog = |v: &[&Sample]| v.iter().map(|s| s.catalog).max().unwrap();
+    let max_wal = |v: &[&Sample]| v.iter().map(|s| s.wal).max().unwrap();
     let max_fds = |v: &[&Sample]| v.iter().map(|s| s.fds).max().unwrap();
     let all: Vec<&Sample> = samples.iter().map(|(_, s)| s).collect();
     let rss_min = all.iter().map(|s| s.rss_kib).min().unwrap();
@@ -251,7 +281,10 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
     let mut boundaries = 0;
     let mut backups = 0;
     for db in DBS {
-        let taken = committed(p, db);
+        let mut taken: std::collections::BTreeSet<DateTime<Utc>> =
+            seen.remove(db).unwrap_or_default();
+        taken.extend(committed(p, db));
+        let taken: Vec<DateTime<Utc>> = taken.into_iter().collect();
         backups += taken.len();
         for (from, to) in &up {
             let mut m = from.with_second(0).unwrap().with_nanosecond(0).unwrap()
@@ -278,7 +311,8 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
          ({boundaries} minute boundaries checked, missed {}); policy writes: {edits} valid, \
          {invalid} invalid, {touches} touches; SIGHUP {hups}; triggers {triggers} ({accepted} \
          accepted); reloads applied {reloaded}, refused {refused}; /healthz probes {health_probes} \
-         all 200; restart 1 (SIGKILL); exit on SIGTERM 0",
+         all 200; restart 1 (SIGKILL); exit on SIGTERM 0; catalog max first third {} KiB \
+         (+ WAL {} KiB), max last third {} KiB (+ WAL {} KiB), at the end {} KiB (+ WAL {} KiB)",
         samples.len(),
         rss_min,
         max_rss(&first),
@@ -286,6 +320,12 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
         max_fds(&first),
         max_fds(&last),
         missed.len(),
+        max_catalog(&first) / 1024,
+        max_wal(&first) / 1024,
+        max_catalog(&last) / 1024,
+        max_wal(&last) / 1024,
+        catalog_size(p).0 / 1024,
+        catalog_size(p).1 / 1024,
     );
     assert!(missed.is_empty(), "missed schedules: {missed:?}\n{log}");
     assert!(
@@ -300,6 +340,16 @@ fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedule
         max_fds(&first),
         max_fds(&last)
     );
+    // The catalog stays as large as what storage holds: dumps live a minute, their history
+    // another, housekeeping prunes every 15 s. Judged once the first third is past that.
+    if seconds >= 300 {
+        assert!(
+            max_catalog(&last) <= max_catalog(&first) * 3 / 2 + 64 * 1024,
+            "the catalog grew: first third max {} B, last third max {} B",
+            max_catalog(&first),
+            max_catalog(&last)
+        );
+    }
     assert!(
         !log.contains("panicked"),
         "a panic in the daemon's log:\n{log}"

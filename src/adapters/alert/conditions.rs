@@ -6,10 +6,17 @@
 //! - `size_anomaly`: a dump whose size is off the median of that database's previous
 //!   [`SIZE_HISTORY`] committed dumps by more than `alerts.size_deviation` (relative). Needs at
 //!   least [`MIN_SIZE_HISTORY`] earlier dumps, so a new database's first days stay quiet.
-//! - `stale`: no committed backup within `stale_after` × the schedule's current interval (the
-//!   gap between its latest fire time and the next one). A database never backed up counts
-//!   from when the daemon started watching.
+//! - `stale`: no committed backup within `stale_after` — a number of the schedule's current
+//!   intervals (the longest gap between its fire times around now), or a fixed duration
+//!   ([`StaleAfter::window`]). A database never backed up counts from when the daemon started
+//!   watching.
 //! - `duration`: a job running (or having run) longer than `alerts.max_duration`.
+//! - `slow`: a database's backup taking more than [`SLOW_FACTOR`] (3) × the median of its
+//!   previous [`SLOW_HISTORY`] successful runs and more than [`SLOW_FLOOR`] (60 s); needs
+//!   [`MIN_SLOW_HISTORY`] earlier runs. Durations are the catalog's recorded results.
+//! - `schema_changed`: a new dump whose schema hash differs from the previous dump's, with the
+//!   tables added, dropped and altered (per-table schema hashes; "unknown" when the older dump's
+//!   record predates them). A notice, sent once per dump.
 //! - Persisting conditions (stale, config_invalid, archive waits) go through [`Tracker`]: an
 //!   alert when the condition starts, a reminder every `reminder` interval while it persists
 //!   (if configured), one `resolved` alert when it clears — never one per tick. One-shot facts
@@ -19,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Alert, AlertState, Subject};
+use super::{Alert, AlertState, DumpSchema, SLOW_FACTOR, SLOW_FLOOR, SchemaChange, Subject};
+use crate::policy::StaleAfter;
 use crate::schedule::Schedule;
 
 /// How many earlier dumps the size median is taken over.
@@ -57,11 +65,15 @@ pub fn size_anomaly(size: u64, history: &[u64], limit: f64) -> Option<(u64, f64)
     (deviation.abs() > limit).then_some((median, deviation))
 }
 
-/// The window within which a database must have a committed backup: `stale_after` times the
-/// schedule's [expected interval](Schedule::expected_interval) — the same definition as the
-/// `patina_backup_expected_interval_seconds` metric. `None` when the schedule never fires again.
-pub fn stale_window(schedule: &Schedule, stale_after: u32, now: DateTime<Utc>) -> Option<Duration> {
-    Some(schedule.expected_interval(now)? * stale_after.max(1) as i32)
+/// The window within which a database must have a committed backup:
+/// [`StaleAfter::window`] — the same definition as the `patina_backup_stale_after_seconds`
+/// metric. `None` when the schedule never fires again.
+pub fn stale_window(
+    schedule: &Schedule,
+    stale_after: StaleAfter,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    stale_after.window(schedule, now)
 }
 
 /// True when the newest backup (or, without one, the start of observation) is older than
@@ -80,6 +92,67 @@ pub fn trend(size: u64, history: &[u64]) -> Option<f64> {
     let history = &history[..history.len().min(SIZE_HISTORY)];
     let median = median(history)?;
     (median > 0).then(|| (size as f64 - median as f64) / median as f64)
+}
+
+/// How many earlier successful runs the `slow` median is taken over.
+pub const SLOW_HISTORY: usize = 7;
+
+/// Fewer earlier runs than this: no `slow` verdict yet.
+pub const MIN_SLOW_HISTORY: usize = 3;
+
+/// A `slow` verdict: `Some(median)` when `duration` is more than [`SLOW_FACTOR`] × the median
+/// of `history` (earlier successful runs, newest first; the first [`SLOW_HISTORY`] count) and
+/// more than [`SLOW_FLOOR`]. Needs [`MIN_SLOW_HISTORY`] earlier runs.
+pub fn slow(
+    duration: std::time::Duration,
+    history: &[std::time::Duration],
+) -> Option<std::time::Duration> {
+    let history = &history[..history.len().min(SLOW_HISTORY)];
+    if history.len() < MIN_SLOW_HISTORY {
+        return None;
+    }
+    let mut sorted = history.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[(sorted.len() - 1) / 2];
+    (duration > median * SLOW_FACTOR && duration > SLOW_FLOOR).then_some(median)
+}
+
+/// What changed from `previous` to `new`; `None` when the schema hashes agree. Tables added
+/// and dropped come from the table lists, tables altered from their own schema hashes; what
+/// the older record cannot say is `None` ("unknown").
+pub fn schema_change(new: &DumpSchema, previous: &DumpSchema) -> Option<SchemaChange> {
+    if new.schema_hash == previous.schema_hash {
+        return None;
+    }
+    let (Some(now), Some(before)) = (&new.tables, &previous.tables) else {
+        return Some(SchemaChange::default());
+    };
+    let added = now
+        .keys()
+        .filter(|t| !before.contains_key(*t))
+        .cloned()
+        .collect();
+    let dropped = before
+        .keys()
+        .filter(|t| !now.contains_key(*t))
+        .cloned()
+        .collect();
+    let mut altered = Some(Vec::new());
+    for (table, hash) in now {
+        let Some(old) = before.get(table) else {
+            continue;
+        };
+        match (hash, old, &mut altered) {
+            (Some(h), Some(o), Some(list)) if h != o => list.push(table.clone()),
+            (Some(_), Some(_), _) => {}
+            _ => altered = None,
+        }
+    }
+    Some(SchemaChange {
+        added: Some(added),
+        dropped: Some(dropped),
+        altered,
+    })
 }
 
 /// De-duplicates alerts: remembers which conditions are active and which one-shot keys were
@@ -250,14 +323,87 @@ mod tests {
     fn stale_is_a_number_of_schedule_intervals() {
         let daily = Schedule::parse("0 3 * * *", chrono_tz::UTC).unwrap();
         let now = t("2026-11-22T10:00:00Z");
-        let w = stale_window(&daily, 2, now).unwrap();
+        let w = stale_window(&daily, StaleAfter::Intervals(2), now).unwrap();
         assert_eq!(w, Duration::days(2));
         assert!(!is_stale(t("2026-11-20T10:00:00Z"), w, now));
         assert!(is_stale(t("2026-11-20T09:59:59Z"), w, now));
         let half_hourly = Schedule::parse("*/30 * * * *", chrono_tz::UTC).unwrap();
         assert_eq!(
-            stale_window(&half_hourly, 3, now).unwrap(),
+            stale_window(&half_hourly, StaleAfter::Intervals(3), now).unwrap(),
             Duration::minutes(90)
+        );
+        // A fixed duration ignores the schedule's interval.
+        let eight_days = StaleAfter::Duration(std::time::Duration::from_secs(8 * 86_400));
+        assert_eq!(
+            stale_window(&half_hourly, eight_days, now).unwrap(),
+            Duration::days(8)
+        );
+    }
+
+    #[test]
+    fn slow_needs_three_times_the_median_and_a_minute() {
+        let s = std::time::Duration::from_secs;
+        let history = [s(30), s(20), s(25), s(400), s(22), s(21), s(24)];
+        // Median 24 s: 73 s is over 3× and over a minute.
+        assert_eq!(slow(s(73), &history), Some(s(24)));
+        assert_eq!(slow(s(72), &history), None, "exactly 3× is not slow");
+        // Fast databases: 3× the median but under a minute stays quiet.
+        assert_eq!(slow(s(59), &[s(1), s(1), s(1)]), None);
+        assert_eq!(slow(s(61), &[s(1), s(1), s(1)]), Some(s(1)));
+        // Too little history: no verdict; only the 7 newest count.
+        assert_eq!(slow(s(600), &[s(1), s(1)]), None);
+        let mut long = vec![s(100); 7];
+        long.extend([s(1); 20]);
+        assert_eq!(slow(s(250), &long), None);
+    }
+
+    #[test]
+    fn schema_changes_name_tables_added_dropped_and_altered() {
+        let schema = |hash: &str, tables: Option<&[(&str, Option<&str>)]>| DumpSchema {
+            key: "k".into(),
+            schema_hash: hash.into(),
+            tables: tables.map(|t| {
+                t.iter()
+                    .map(|(n, h)| (n.to_string(), h.map(str::to_string)))
+                    .collect()
+            }),
+        };
+        let before = schema(
+            "1",
+            Some(&[
+                ("users", Some("u1")),
+                ("posts", Some("p1")),
+                ("old", Some("o")),
+            ]),
+        );
+        let after = schema(
+            "2",
+            Some(&[
+                ("users", Some("u2")),
+                ("posts", Some("p1")),
+                ("tags", Some("t")),
+            ]),
+        );
+        assert_eq!(schema_change(&before, &before), None);
+        let c = schema_change(&after, &before).unwrap();
+        assert_eq!(c.added, Some(vec!["tags".to_string()]));
+        assert_eq!(c.dropped, Some(vec!["old".to_string()]));
+        assert_eq!(c.altered, Some(vec!["users".to_string()]));
+        assert_eq!(c.to_string(), "added: tags; dropped: old; altered: users");
+        // An older record with table names but no per-table hashes: altered is unknown.
+        let names_only = schema("1", Some(&[("users", None), ("posts", None)]));
+        let c = schema_change(&after, &names_only).unwrap();
+        assert_eq!(c.added, Some(vec!["tags".to_string()]));
+        assert_eq!(c.altered, None);
+        assert_eq!(
+            c.to_string(),
+            "added: tags; dropped: none; altered: unknown"
+        );
+        // No table list at all: only that the hash changed.
+        let c = schema_change(&after, &schema("1", None)).unwrap();
+        assert_eq!(
+            c.to_string(),
+            "added: unknown; dropped: unknown; altered: unknown"
         );
     }
 

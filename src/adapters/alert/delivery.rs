@@ -68,8 +68,8 @@ impl Default for DeliveryConfig {
 pub struct SentCount {
     /// The `[[alert]]` name.
     pub sink: String,
-    /// `failure`, `success`, `duration`, `size_anomaly`, `stale`, `archive_failed`, `drift`,
-    /// `config_invalid`, `summary`, or `start` (healthchecks start pings).
+    /// An [`AlertEvent`](crate::policy::AlertEvent) name, or `start` (healthchecks start
+    /// pings).
     pub event: &'static str,
     /// `success`, `failure` (given up after retries, or a final 4xx) or `dropped` (queue full).
     pub result: &'static str,
@@ -205,13 +205,16 @@ impl Alerts {
     }
 
     /// A job ended: its failure or success alert (de-duplicated per failing database), a
-    /// `duration` alert if it ran too long (unless already sent while it ran) and a
-    /// `size_anomaly` alert for each dump far off its database's recent median.
+    /// `duration` alert if it ran too long (unless already sent while it ran), a
+    /// `size_anomaly` alert for each dump far off its database's recent median, a
+    /// `schema_changed` notice for each dump whose schema differs from the dump before it, and a
+    /// `slow` alert for each database whose backup took far longer than its recent runs.
     pub fn job_finished(&self, job: &JobSummary) {
         let now = self.now();
         let policy = self.policy();
-        // Size history first, outside the state lock.
+        // Size, schema and duration history first, outside the state lock.
         let mut anomalies = Vec::new();
+        let mut notices = Vec::new();
         for r in &job.results {
             let (Ok(size), Some(key)) = (&r.result, &r.key) else {
                 continue;
@@ -238,6 +241,41 @@ impl Alerts {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "size check skipped"),
+            }
+            match self.inner.shared.history.dump_schemas(&r.database, key) {
+                Ok(Some((new, Some(previous)))) => {
+                    if let Some(change) = conditions::schema_change(&new, &previous) {
+                        notices.push(Subject::SchemaChanged {
+                            database: r.database.clone(),
+                            job_id: job.job_id.clone(),
+                            key: key.clone(),
+                            previous_key: previous.key,
+                            change,
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "schema comparison skipped"),
+            }
+            match self.inner.shared.history.run_durations(
+                &r.database,
+                key,
+                conditions::SLOW_HISTORY,
+            ) {
+                Ok(Some((duration, history))) => {
+                    if let Some(median) = conditions::slow(duration, &history) {
+                        notices.push(Subject::Slow {
+                            database: r.database.clone(),
+                            job_id: job.job_id.clone(),
+                            key: key.clone(),
+                            duration,
+                            median,
+                            runs: history.len().min(conditions::SLOW_HISTORY),
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "slow check skipped"),
             }
         }
         let mut out = Vec::new();
@@ -290,6 +328,15 @@ impl Alerts {
                     continue;
                 };
                 let key = format!("size_anomaly:{key}");
+                out.extend(w.tracker.once(&key, subject, now));
+            }
+            // One-shot notices, once per dump.
+            for subject in notices {
+                let key = match &subject {
+                    Subject::SchemaChanged { key, .. } => format!("schema_changed:{key}"),
+                    Subject::Slow { key, .. } => format!("slow:{key}"),
+                    _ => continue,
+                };
                 out.extend(w.tracker.once(&key, subject, now));
             }
         }

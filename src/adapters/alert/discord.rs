@@ -4,7 +4,8 @@
 //! `0xef4444` otherwise, inline fields `Databases` (`n/m successful`), `Total Size` and
 //! `Duration` (`12.3s`), a `Failures` field listing each failed database with its error, the
 //! job id in the footer and the alert's RFC 3339 timestamp. Other events: title, the headline
-//! as description, red while firing, green when resolved, their facts as fields. Discord's
+//! as description, red while firing, green when resolved, their facts as fields; the
+//! `schema_changed` notice is blue `0x3b82f6` with the tables added, dropped and altered. Discord's
 //! limits are respected (field values are cut at 1024 characters, at most 25 fields).
 
 use serde_json::{Value, json};
@@ -14,6 +15,8 @@ use crate::human;
 
 pub const GREEN: u32 = 0x22c55e;
 pub const RED: u32 = 0xef4444;
+/// Notices (`schema_changed`): neither good nor bad news.
+pub const BLUE: u32 = 0x3b82f6;
 
 pub fn render(alert: &Alert) -> Option<Outgoing> {
     Some(Outgoing {
@@ -24,7 +27,11 @@ pub fn render(alert: &Alert) -> Option<Outgoing> {
 
 /// The JSON body for `alert`; `None` for job-start pings.
 pub fn payload(alert: &Alert) -> Option<Value> {
-    let color = if alert.is_bad() { RED } else { GREEN };
+    let color = match &alert.subject {
+        Subject::SchemaChanged { .. } => BLUE,
+        _ if alert.is_bad() => RED,
+        _ => GREEN,
+    };
     let mut fields: Vec<Value> = Vec::new();
     let mut description: Option<String> = None;
     let mut footer = "Patina".to_string();
@@ -81,6 +88,37 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 &format!("{:+.0}%", deviation * 100.0),
                 true,
             ));
+            footer = format!("Job ID: {job_id}");
+        }
+        Subject::SchemaChanged {
+            database,
+            job_id,
+            change,
+            ..
+        } => {
+            description = Some(alert.headline());
+            let list = |v: &Option<Vec<String>>| match v {
+                None => "unknown".to_string(),
+                Some(v) if v.is_empty() => "none".to_string(),
+                Some(v) => v.join(", "),
+            };
+            fields.push(field("Database", database, true));
+            fields.push(field("Added", &list(&change.added), true));
+            fields.push(field("Dropped", &list(&change.dropped), true));
+            fields.push(field("Altered", &list(&change.altered), true));
+            footer = format!("Job ID: {job_id}");
+        }
+        Subject::Slow {
+            database,
+            job_id,
+            duration,
+            median,
+            ..
+        } => {
+            description = Some(alert.headline());
+            fields.push(field("Database", database, true));
+            fields.push(field("Took", &human::duration(*duration), true));
+            fields.push(field("Median", &human::duration(*median), true));
             footer = format!("Job ID: {job_id}");
         }
         Subject::ConfigInvalid { problems, .. } if alert.is_bad() => {

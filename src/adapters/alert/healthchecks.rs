@@ -5,7 +5,8 @@
 //! - a job succeeds (`success`): `{url}`; a job with failed databases (`failure`): `{url}/fail`;
 //! - any other event the sink listens to, firing or reminding: `{url}/fail`; resolved:
 //!   `{url}` (success);
-//! - `summary` and `test`: `{url}/log` (recorded in the check's log, no state change).
+//! - `summary`, `test`, `schema_changed` and `slow`: `{url}/log` (recorded in the check's log,
+//!   no state change: the backup itself succeeded).
 //!
 //! The body is the alert's one-line headline (healthchecks shows it in the event log).
 
@@ -16,7 +17,11 @@ pub fn render(alert: &Alert) -> Option<Outgoing> {
         Subject::JobStarted { .. } => "/start",
         Subject::Job(j) if j.failed() > 0 => "/fail",
         Subject::Job(_) => "",
-        Subject::Summary(_) | Subject::Test => "/log",
+        // Notices: the backups are there, so the check's state does not change.
+        Subject::Summary(_)
+        | Subject::Test
+        | Subject::SchemaChanged { .. }
+        | Subject::Slow { .. } => "/log",
         _ if alert.state == AlertState::Resolved => "",
         _ => "/fail",
     };

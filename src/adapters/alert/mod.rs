@@ -89,6 +89,8 @@ impl Alert {
             Subject::Job(_) => AlertEvent::Success,
             Subject::Duration { .. } => AlertEvent::Duration,
             Subject::SizeAnomaly { .. } => AlertEvent::SizeAnomaly,
+            Subject::SchemaChanged { .. } => AlertEvent::SchemaChanged,
+            Subject::Slow { .. } => AlertEvent::Slow,
             Subject::Stale { .. } => AlertEvent::Stale,
             Subject::ArchiveFailed { .. } => AlertEvent::ArchiveFailed,
             Subject::Drift { .. } => AlertEvent::Drift,
@@ -147,6 +149,8 @@ impl Alert {
                 }
             }
             Subject::SizeAnomaly { database, .. } => format!("📉 Unusual backup size: {database}"),
+            Subject::SchemaChanged { database, .. } => format!("🧬 Schema changed: {database}"),
+            Subject::Slow { database, .. } => format!("🐢 Slow backup: {database}"),
             Subject::Stale { database, .. } if resolved => {
                 format!("✅ Backups current again: {database}")
             }
@@ -178,6 +182,8 @@ impl Alert {
             Subject::Job(j) => j.failed() > 0,
             Subject::Summary(d) => !d.abnormal.is_empty() || d.failed_jobs > 0,
             Subject::JobStarted { .. } | Subject::Test => false,
+            // A notice, not a problem: the application changed its schema.
+            Subject::SchemaChanged { .. } => false,
             _ => self.state != AlertState::Resolved,
         }
     }
@@ -243,6 +249,22 @@ impl Alert {
                 if *deviation < 0.0 { "below" } else { "above" },
                 human::bytes(*median),
                 deviation * 100.0
+            ),
+            Subject::SchemaChanged {
+                database, change, ..
+            } => {
+                format!("{database}: the schema changed since the previous backup ({change})")
+            }
+            Subject::Slow {
+                database,
+                duration,
+                median,
+                runs,
+                ..
+            } => format!(
+                "{database}: the backup took {}, over {SLOW_FACTOR}× the median {} of its last {runs} successful runs",
+                human::duration(*duration),
+                human::duration(*median),
             ),
             Subject::Stale {
                 database,
@@ -340,6 +362,26 @@ pub enum Subject {
         deviation: f64,
         limit: f64,
     },
+    /// A new dump's schema differs from the previous dump's (a one-shot notice).
+    SchemaChanged {
+        database: String,
+        job_id: String,
+        /// The new dump's data key, and the previous one's.
+        key: String,
+        previous_key: String,
+        change: SchemaChange,
+    },
+    /// A database's backup took more than [`SLOW_FACTOR`] × the median of its last
+    /// successful runs, and more than [`SLOW_FLOOR`].
+    Slow {
+        database: String,
+        job_id: String,
+        key: String,
+        duration: std::time::Duration,
+        median: std::time::Duration,
+        /// How many earlier runs the median is over.
+        runs: usize,
+    },
     /// No committed backup within the stale window.
     Stale {
         database: String,
@@ -367,6 +409,47 @@ pub enum Subject {
     },
     /// `patina alert test`.
     Test,
+}
+
+/// `slow`: a backup slower than this many times the median of its recent runs…
+pub const SLOW_FACTOR: u32 = 3;
+/// …and slower than this.
+pub const SLOW_FLOOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What changed between two dumps' schemas. A list is `None` when the older dump's record
+/// cannot say (it was written before Patina kept per-table schema hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchemaChange {
+    pub added: Option<Vec<String>>,
+    pub dropped: Option<Vec<String>>,
+    pub altered: Option<Vec<String>>,
+}
+
+impl std::fmt::Display for SchemaChange {
+    /// `added: a, b; dropped: none; altered: unknown`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &Option<Vec<String>>| match v {
+            None => "unknown".to_string(),
+            Some(v) if v.is_empty() => "none".to_string(),
+            Some(v) => v.join(", "),
+        };
+        write!(
+            f,
+            "added: {}; dropped: {}; altered: {}",
+            list(&self.added),
+            list(&self.dropped),
+            list(&self.altered)
+        )
+    }
+}
+
+/// A dump's schema as the history records it: its schema hash and, when known, each table
+/// (and view) with its own schema hash (`None` when only the name is known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpSchema {
+    pub key: String,
+    pub schema_hash: String,
+    pub tables: Option<BTreeMap<String, Option<String>>>,
 }
 
 /// A finished job, as alerts show it.
@@ -403,6 +486,21 @@ pub trait AlertHistory: Send + Sync {
     ) -> Result<Vec<u64>, String>;
     /// Each database's newest committed backup: when, and its stored size.
     fn latest_backups(&self) -> Result<BTreeMap<String, (DateTime<Utc>, u64)>, String>;
+    /// The schema of the dump `key` of `database` and of the dump before it; `None` when the
+    /// dump is unknown.
+    fn dump_schemas(
+        &self,
+        database: &str,
+        key: &str,
+    ) -> Result<Option<(DumpSchema, Option<DumpSchema>)>, String>;
+    /// How long the successful backup that wrote `key` took, and the durations of up to `n`
+    /// successful backups of `database` before it, newest first.
+    fn run_durations(
+        &self,
+        database: &str,
+        key: &str,
+        n: usize,
+    ) -> Result<Option<(std::time::Duration, Vec<std::time::Duration>)>, String>;
     /// Jobs started at or after `since`: how many, and how many had a failed database.
     fn jobs_since(&self, since: DateTime<Utc>) -> Result<(usize, usize), String>;
     /// One delivery attempt, for the record.

@@ -77,7 +77,10 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 )));
             }
         }
-        Subject::Duration { job_id, .. } | Subject::SizeAnomaly { job_id, .. } => {
+        Subject::Duration { job_id, .. }
+        | Subject::SizeAnomaly { job_id, .. }
+        | Subject::SchemaChanged { job_id, .. }
+        | Subject::Slow { job_id, .. } => {
             blocks.push(section(&alert.headline()));
             context.insert(0, format!("Job ID: {job_id}"));
         }

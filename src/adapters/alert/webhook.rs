@@ -12,8 +12,21 @@
 //!
 //! Every other event shares one envelope — `type` (`backup_duration_exceeded`,
 //! `backup_size_anomaly`, `backup_stale`, `archive_failed`, `backup_drift`, `config_invalid`,
-//! `daily_summary`, `test`), `state` (`firing` | `reminder` | `resolved`), `timestamp`,
-//! `message` (one human line) — plus the event's own fields (`database`, `jobId`, …).
+//! `schema_changed`, `backup_slow`, `daily_summary`, `test`), `state` (`firing` | `reminder` |
+//! `resolved`), `timestamp`, `message` (one human line) — plus the event's own fields
+//! (`database`, `jobId`, …). The two wave-2 notices, each sent once per dump:
+//!
+//! ```json
+//! {"type":"schema_changed","state":"firing","timestamp":"…","message":"…","jobId":"…",
+//!  "database":"blog","key":"daily/…/20261122T030012Z.sql.zst","previousKey":"daily/…",
+//!  "tablesAdded":["tags"],"tablesDropped":[],"tablesAltered":["posts"]}
+//! {"type":"backup_slow","state":"firing","timestamp":"…","message":"…","jobId":"…",
+//!  "database":"blog","key":"…","duration":"4m 2s","durationSeconds":242.0,
+//!  "medianSeconds":61.5,"runs":7,"factor":3}
+//! ```
+//!
+//! A `tables…` list is `null` when the previous dump's record cannot say (it predates per-table
+//! schema hashes).
 //! Job-start pings are for healthchecks only: a webhook gets nothing for them.
 
 use serde_json::{Value, json};
@@ -90,6 +103,44 @@ pub fn payload(alert: &Alert) -> Option<Value> {
                 "medianBytes": median,
                 "deviation": round2(*deviation),
                 "maxDeviation": limit,
+            }),
+        ),
+        Subject::SchemaChanged {
+            database,
+            job_id,
+            key,
+            previous_key,
+            change,
+        } => with(
+            base("schema_changed"),
+            json!({
+                "jobId": job_id,
+                "database": database,
+                "key": key,
+                "previousKey": previous_key,
+                "tablesAdded": change.added,
+                "tablesDropped": change.dropped,
+                "tablesAltered": change.altered,
+            }),
+        ),
+        Subject::Slow {
+            database,
+            job_id,
+            key,
+            duration,
+            median,
+            runs,
+        } => with(
+            base("backup_slow"),
+            json!({
+                "jobId": job_id,
+                "database": database,
+                "key": key,
+                "duration": human::duration(*duration),
+                "durationSeconds": round2(duration.as_secs_f64()),
+                "medianSeconds": round2(median.as_secs_f64()),
+                "runs": runs,
+                "factor": super::SLOW_FACTOR,
             }),
         ),
         Subject::Stale {

@@ -40,6 +40,9 @@ pub struct DumpSummary {
     pub row_count: u64,
     /// Hex sha256 over the dumped schema objects (see [`inspect`]).
     pub schema_hash: String,
+    /// Per dumped table (and view): the same hash over its own objects (itself, its indexes
+    /// and triggers).
+    pub table_schema_hashes: BTreeMap<String, String>,
     /// Uncompressed bytes written, footer included.
     pub sql_bytes: u64,
 }
@@ -229,6 +232,24 @@ pub(crate) fn select_dumped(
 
 /// sha256 over `type \0 name \0 tbl_name \0 sql \n` of each object, in (type, name) order.
 fn schema_hash(objects: &[SchemaObject]) -> String {
+    hash_objects(objects.iter())
+}
+
+/// Per table (and view): [`schema_hash`]'s algorithm over that table's own objects — itself,
+/// its indexes and its triggers (those whose `tbl_name` it is) — so that two dumps whose schema
+/// hashes differ can say which tables were altered.
+fn table_schema_hashes(objects: &[SchemaObject]) -> BTreeMap<String, String> {
+    let mut groups: BTreeMap<&str, Vec<&SchemaObject>> = BTreeMap::new();
+    for o in objects {
+        groups.entry(o.tbl_name.as_str()).or_default().push(o);
+    }
+    groups
+        .into_iter()
+        .map(|(table, objects)| (table.to_string(), hash_objects(objects.into_iter())))
+        .collect()
+}
+
+fn hash_objects<'a>(objects: impl Iterator<Item = &'a SchemaObject>) -> String {
     let mut h = Sha256::new();
     for o in objects {
         for part in [&o.kind, &o.name, &o.tbl_name] {
@@ -489,6 +510,7 @@ pub fn dump(
         tables,
         row_count: rows_done,
         schema_hash: schema_hash(&objects),
+        table_schema_hashes: table_schema_hashes(&objects),
         sql_bytes,
     })
 }

@@ -123,6 +123,12 @@ pub(super) async fn index(State(s): State<Arc<AppState>>) -> axum::Json<Value> {
         "timezone": policy.daemon.timezone.name(),
         "retention": retention_summary(&policy),
         "databases": policy.databases.len(),
+        "databaseList": policy.databases.iter().map(|d| json!({
+            "name": d.name,
+            "description": d.description,
+            "kind": d.source.kind(),
+            "priority": d.priority.as_str(),
+        })).collect::<Vec<_>>(),
         "endpoints": {
             "GET /": "This documentation",
             "GET /healthz": "Liveness: the reconcile loop is ticking",
@@ -207,6 +213,7 @@ fn database_schedules(
             };
             json!({
                 "database": d.name,
+                "description": d.description,
                 "kind": d.source.kind(),
                 "priority": d.priority.as_str(),
                 "schedule": d.schedule.expression(),

@@ -74,6 +74,7 @@ pub(super) async fn restore_guide(
     });
     Ok(axum::Json(json!({
         "database": db,
+        "description": declared.and_then(|d| d.description.clone()),
         "kind": facts.kind,
         "declared": declared.is_some(),
         "databaseId": declared.and_then(|d| match &d.source {
@@ -152,7 +153,7 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
             "method1_patina": {
                 "name": "patina restore (recommended)",
                 "steps": [
-                    format!("1. List backups: patina list {db}"),
+                    format!("1. List backups: patina list --database {db}"),
                     format!("2. Restore into a new file (sha256 checked before loading): patina restore {db} --at {date} --to {db}-restored.db"),
                     format!("3. Check it: sqlite3 {db}-restored.db \"PRAGMA integrity_check\""),
                     "4. Stop the application, move the restored file into place, start it again".to_string(),

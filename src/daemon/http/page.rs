@@ -8,7 +8,7 @@
 //! - `/ui` is rendered on the server from `ui.html` (no scripts, no external assets), so it
 //!   works with JavaScript off and refreshes itself every minute.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::api::{StatusData, retention_summary, schedule_summary, status_data};
 use super::{ApiError, AppState};
-use crate::catalog::{DayRow, InventorySummary, JobDetail};
+use crate::catalog::{DayRow, InventorySummary, JobDetail, VerificationRow};
 use crate::human;
 use crate::policy::Policy;
 
@@ -220,13 +220,104 @@ fn local_time(ts: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
     ts.with_timezone(&tz).format("%b %-d, %H:%M %Z").to_string()
 }
 
+/// What `/ui` shows per database beyond the status data: its restore points, the sizes of its
+/// newest dumps (for the trend) and its newest verification (the last drill).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct DbPanel {
+    pub(super) restore_points: u64,
+    /// Unix seconds of the oldest restore point.
+    pub(super) oldest: Option<i64>,
+    /// Stored sizes of the newest [`TREND_POINTS`] dumps, oldest first.
+    pub(super) sizes: Vec<u64>,
+    pub(super) last_drill: Option<VerificationRow>,
+}
+
+/// How many dumps the size trend spans.
+const TREND_POINTS: usize = 30;
+
+async fn db_panels(s: &AppState, policy: &Policy) -> Result<BTreeMap<String, DbPanel>, ApiError> {
+    let names: Vec<String> = policy.databases.iter().map(|d| d.name.clone()).collect();
+    s.read(move |c| {
+        let counts = c.restore_point_stats()?;
+        let mut out = BTreeMap::new();
+        for name in names {
+            let points = counts.get(&name).cloned().unwrap_or_default();
+            let (restore_points, oldest) = (points.total, points.oldest);
+            let mut sizes = c.recent_dump_sizes(&name, None, TREND_POINTS)?;
+            sizes.reverse();
+            out.insert(
+                name.clone(),
+                DbPanel {
+                    restore_points,
+                    oldest: (restore_points > 0).then_some(oldest),
+                    sizes,
+                    last_drill: c.last_verification(&name)?,
+                },
+            );
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// An inline SVG line of `sizes` (oldest first): no script, no external asset; it draws in
+/// `currentColor`, so it follows the page's light or dark palette.
+fn sparkline(sizes: &[u64]) -> String {
+    const W: f64 = 120.0;
+    const H: f64 = 28.0;
+    if sizes.is_empty() {
+        return r#"<span class="muted">no dumps yet</span>"#.to_string();
+    }
+    let (min, max) = (
+        *sizes.iter().min().unwrap_or(&0) as f64,
+        *sizes.iter().max().unwrap_or(&0) as f64,
+    );
+    let span = (max - min).max(1.0);
+    let step = if sizes.len() > 1 {
+        (W - 4.0) / (sizes.len() - 1) as f64
+    } else {
+        0.0
+    };
+    let points: Vec<(f64, f64)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let x = 2.0 + step * i as f64;
+            // A flat history is drawn in the middle, not along an edge.
+            let y = if max == min {
+                H / 2.0
+            } else {
+                H - 3.0 - (*s as f64 - min) / span * (H - 6.0)
+            };
+            (x, y)
+        })
+        .collect();
+    let path = points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (lx, ly) = points[points.len() - 1];
+    let label = format!(
+        "Size of the last {} backups: from {} to {}",
+        sizes.len(),
+        human::bytes(sizes[0]),
+        human::bytes(sizes[sizes.len() - 1])
+    );
+    format!(
+        r#"<svg class="trend" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{label}"><title>{label}</title><polyline fill="none" stroke="currentColor" stroke-width="1.5" stroke-linejoin="round" points="{path}"/><circle cx="{lx:.1}" cy="{ly:.1}" r="2.5" fill="currentColor"/></svg>"#,
+        label = esc(&label),
+    )
+}
+
 pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let policy = s.reconciler.policy();
     let snapshot = s.reconciler.snapshot();
     let now = (s.clock)();
     let status = BackupStatus::load(&s, &policy, now).await?;
     let data = status_data(&s).await?;
-    let html = render(&status, &data, &policy, &snapshot.running, now);
+    let panels = db_panels(&s, &policy).await?;
+    let html = render(&status, &data, &policy, &snapshot.running, &panels, now);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -244,6 +335,7 @@ fn render(
     data: &StatusData,
     policy: &Policy,
     running: &BTreeSet<String>,
+    panels: &BTreeMap<String, DbPanel>,
     now: DateTime<Utc>,
 ) -> String {
     let tz = policy.daemon.timezone;
@@ -354,13 +446,57 @@ fn render(
                 .get(&d.name)
                 .and_then(|t| DateTime::<Utc>::from_timestamp(*t, 0))
                 .map_or("never".into(), |t| local_time(t, tz));
+            let about = d.description.as_deref().map_or(String::new(), |t| {
+                format!(r#"<span class="about">{}</span>"#, esc(t))
+            });
             format!(
-                r#"<tr><th scope="row">{}</th><td><span class="badge prio">{}</span></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
+                r#"<tr><th scope="row">{}{about}</th><td><span class="badge prio">{}</span></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
                 esc(&d.name),
                 esc(d.priority.as_str()),
                 esc(d.schedule.expression()),
                 esc(&next),
                 esc(&last),
+            )
+        })
+        .collect::<String>();
+
+    let points_html = policy
+        .databases
+        .iter()
+        .map(|d| {
+            let panel = panels.get(&d.name).cloned().unwrap_or_default();
+            let points = match panel.oldest.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)) {
+                Some(oldest) => format!(
+                    r#"{}<span class="by"> · oldest {}</span>"#,
+                    panel.restore_points,
+                    esc(&local_time(oldest, tz))
+                ),
+                None => "0".to_string(),
+            };
+            let newest = panel
+                .sizes
+                .last()
+                .map_or(String::new(), |s| format!(r#" <span class="by">{}</span>"#, esc(&human::bytes(*s))));
+            let drill = match &panel.last_drill {
+                None => r#"<span class="by">never</span>"#.to_string(),
+                Some(v) => {
+                    let when = DateTime::<Utc>::from_timestamp(v.verified_at, 0)
+                        .map_or("—".into(), |t| local_time(t, tz));
+                    if v.status == "ok" {
+                        format!(r#"<span class="st-ok">✓ passed</span> <span class="by">{}</span>"#, esc(&when))
+                    } else {
+                        format!(
+                            r#"<span class="st-bad" title="{}">✗ failed</span> <span class="by">{}</span>"#,
+                            esc(v.detail.as_deref().unwrap_or("")),
+                            esc(&when)
+                        )
+                    }
+                }
+            };
+            format!(
+                r#"<tr><th scope="row">{}</th><td>{points}</td><td class="trend-cell">{}{newest}</td><td>{drill}</td></tr>"#,
+                esc(&d.name),
+                sparkline(&panel.sizes),
             )
         })
         .collect::<String>();
@@ -431,6 +567,7 @@ fn render(
         .replace("{{total_jobs}}", &rel.total_jobs.to_string())
         .replace("{{days}}", &days_html)
         .replace("{{next_runs}}", &next_html)
+        .replace("{{restore_points}}", &points_html)
         .replace("{{jobs}}", &jobs_html)
         .replace("{{footer}}", &esc(&footer))
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))
@@ -544,7 +681,28 @@ mod tests {
             drills: Default::default(),
             restores: vec![],
         };
-        let html = render(&status(now), &data, &policy(), &BTreeSet::new(), now);
+        let panels = BTreeMap::from([(
+            "alpha".to_string(),
+            DbPanel {
+                restore_points: 2,
+                oldest: Some(t("2026-11-15T03:00:00Z").timestamp()),
+                sizes: vec![1000, 1200, 900],
+                last_drill: Some(VerificationRow {
+                    key: "k".into(),
+                    verified_at: t("2026-11-16T05:00:00Z").timestamp(),
+                    status: "failed".into(),
+                    detail: Some("row count of users differs".into()),
+                }),
+            },
+        )]);
+        let html = render(
+            &status(now),
+            &data,
+            &policy(),
+            &BTreeSet::new(),
+            &panels,
+            now,
+        );
         for needle in [
             "Backups Healthy",
             "Backup ran today — 2 files",
@@ -553,6 +711,10 @@ mod tests {
             "<span>50%</span>",
             "⚠ Partial (1 failed)",
             "2.9 KB",
+            "2<span class=\"by\"> · oldest Nov 15, 03:00 UTC</span>",
+            r#"aria-label="Size of the last 3 backups: from 1000 B to 900 B""#,
+            r#"title="row count of users differs">✗ failed</span>"#,
+            "no dumps yet",
         ] {
             assert!(html.contains(needle), "{needle} missing from {html}");
         }
@@ -562,6 +724,7 @@ mod tests {
             &data,
             &policy(),
             &BTreeSet::new(),
+            &BTreeMap::new(),
             t("2026-11-18T12:00:00Z"),
         );
         assert!(
