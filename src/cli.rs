@@ -301,11 +301,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // manifest will be written.
             rt.shutdown_timeout(Duration::from_secs(1));
             result.map_err(|e| {
-                let code = if matches!(e, crate::daemon::DaemonError::AlreadyRunning { .. }) {
-                    2
-                } else {
-                    1
-                };
+                let code = if e.is_usage() { 2 } else { 1 };
                 Failure {
                     code,
                     error: anyhow::Error::new(e),

@@ -39,9 +39,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
-    AlertEvent, AlertSettings, AlertSink, Cloudflare, Compression, D1Mode, Daemon, Database,
-    Policy, Priority, PriorityLevel, Retention, Secret, SinkKind, SourceSpec, Span, Storage,
-    StorageLocation,
+    AlertEvent, AlertSettings, AlertSink, ApiToken, Cloudflare, Compression, D1Mode, DEFAULT_TOKEN,
+    Daemon, Database, MAX_TOKEN_LEN, Policy, Priority, PriorityLevel, Retention, Scope, Secret,
+    SinkKind, SourceSpec, Span, Storage, StorageLocation, TlsFiles,
 };
 use crate::schedule::Schedule;
 

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 
-use super::auth::{authorize, check_database_name, parse_date, path_error};
+use super::auth::{Client, check_database_name, parse_date, path_error};
 use super::{ApiError, AppState};
 use crate::codec;
-use crate::policy::Compression;
+use crate::policy::{Compression, Scope};
 use crate::restore::{self, At, RestoreError};
 use crate::store::StoreError;
 
@@ -33,13 +33,45 @@ pub(super) struct DownloadParams {
 
 pub(super) async fn download(
     State(s): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = s
+        .authorize(&headers, client, Scope::Download, "download", uri.path())
+        .await?;
+    let outcome = send_backup(&s, path, params).await;
+    let target = match &outcome {
+        Ok((target, _)) => target.clone(),
+        Err(_) => uri.path().to_owned(),
+    };
+    let (result, status) = match &outcome {
+        Ok((_, r)) => ("ok", r.status()),
+        Err(e) => ("error", e.status),
+    };
+    s.audit(
+        Some(&caller.name),
+        client,
+        "download",
+        &target,
+        result,
+        status,
+    )
+    .await;
+    outcome.map(|(_, r)| r)
+}
+
+/// The download for an authorized caller, and what it was (`DB/DATE`, ` raw` for the stored
+/// bytes) for the audit log.
+async fn send_backup(
+    s: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<(String, Response), ApiError> {
     let Path((date, db)) = path.map_err(path_error)?;
     let policy = s.reconciler.policy();
-    authorize(&policy, &headers)?;
     let day = parse_date(&date)?;
     check_database_name(&db)?;
     let Query(p) = params.map_err(|e| {
@@ -106,7 +138,8 @@ pub(super) async fn download(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    let what = format!("{db}/{date}{}", if raw { " raw" } else { "" });
+    Ok((what, response))
 }
 
 fn storage_error(e: StoreError) -> ApiError {
