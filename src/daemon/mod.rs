@@ -59,7 +59,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    // Transparent: `{:#}` prints the cause chain, and "{0}" plus the source said it twice.
+    #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("open storage: {0}")]
     Store(#[from] StoreError),
@@ -71,9 +72,9 @@ pub enum DaemonError {
     },
     #[error("install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] crate::http::HttpError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] crate::http::TlsError),
 }
 
@@ -655,4 +656,47 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
         out.push("no effective change".into());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(tokens: &str) -> Policy {
+        let text = format!(
+            "[priorities.critical]\nschedule = \"0 3 * * *\"\n[[database]]\nname = \"a\"\n\
+             kind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n{tokens}"
+        );
+        config::from_str(&text, "patina.toml", Path::new("/srv"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn token_changes_are_named_without_their_secrets() {
+        let token = |name: &str, secret: &str, scopes: &str| {
+            format!("[[token]]\nname = \"{name}\"\nsecret = \"{secret}\"\nscopes = [{scopes}]\n")
+        };
+        let old = policy(&format!(
+            "{}{}{}",
+            token("ops", "old-ops-secret", "\"read\""),
+            token("ci", "ci-secret", "\"trigger\""),
+            token("gone", "gone-secret", "\"read\"")
+        ));
+        let new = policy(&format!(
+            "{}{}{}",
+            token("ops", "new-ops-secret", "\"read\""),
+            token("ci", "ci-secret", "\"trigger\", \"download\""),
+            token("fresh", "fresh-secret", "\"read\"")
+        ));
+        let lines = describe_changes(&old, &new);
+        for want in [
+            "token ops rotated",
+            "token ci scopes changed",
+            "token fresh added",
+            "token gone removed",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} in {lines:?}");
+        }
+        assert!(!lines.join(" ").contains("secret"), "{lines:?}");
+        assert_eq!(describe_changes(&old, &old), ["no effective change"]);
+    }
 }
