@@ -311,11 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // manifest will be written.
             rt.shutdown_timeout(Duration::from_secs(1));
             result.map_err(|e| {
-                let code = if matches!(e, crate::daemon::DaemonError::AlreadyRunning { .. }) {
-                    2
-                } else {
-                    1
-                };
+                let code = if e.is_usage() { 2 } else { 1 };
                 Failure {
                     code,
                     error: anyhow::Error::new(e),
@@ -950,7 +946,25 @@ fn record_history(policy: &Policy, store: &Store, h: History<'_>) {
         target: h.target,
         outcome: h.outcome,
     };
-    let recorded = Catalog::open(state_dir).and_then(|c| c.record_restore(&record));
+    // Restores are audited too (DESIGN §17), with the OS user as who.
+    let user = who.trim_start_matches("cli:");
+    let audit = catalog::AuditEntry {
+        at: record.completed_at,
+        who: Some(user),
+        via: "cli",
+        remote_addr: None,
+        action: h.action,
+        target: h.target,
+        result: if h.outcome.is_ok() { "ok" } else { "error" },
+        status: None,
+    };
+    let recorded = Catalog::open(state_dir).and_then(|c| {
+        c.record_restore(&record)?;
+        if h.action == "restore" {
+            c.record_audit(&audit)?;
+        }
+        Ok(())
+    });
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "the restore history was not recorded");
     }
@@ -1037,9 +1051,46 @@ async fn restore_to_d1(
             Some("the token needs the \"D1 Edit\" permission to import".into()),
         ));
     };
+    let started = Utc::now();
     let store = open_store(&policy)?;
-    let located = locate_backup(&store, &database, at).await?;
-    let client = crate::source::d1::Client::new(&cloudflare, Default::default())
+    let located = locate_backup(&store, &database, at).await;
+    let result = match &located {
+        Ok(l) => import_to_d1(&policy, &cloudflare, &store, l, &database, &id, force).await,
+        Err(_) => Ok(ExitCode::SUCCESS),
+    };
+    let outcome = match (&located, &result) {
+        (Err(f), _) | (_, Err(f)) => Err(format!("{:#}", f.error)),
+        _ => Ok(()),
+    };
+    let target = format!("d1:{id}");
+    record_history(
+        &policy,
+        &store,
+        History {
+            started_at: started,
+            action: "restore",
+            database: &database,
+            located: located.as_ref().ok(),
+            target: Some(&target),
+            outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
+        },
+    );
+    located?;
+    result
+}
+
+/// The import half of [`restore_to_d1`], for a located backup.
+async fn import_to_d1(
+    policy: &Policy,
+    cloudflare: &crate::policy::Cloudflare,
+    store: &Store,
+    located: &restore::Located,
+    database: &str,
+    id: &str,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    let (database, id) = (database.to_string(), id.to_string());
+    let client = crate::source::d1::Client::new(cloudflare, Default::default())
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     let d1_err = |e: crate::source::d1::D1Error| Failure::from(anyhow::Error::new(e));
 
@@ -1065,13 +1116,13 @@ async fn restore_to_d1(
     let scratch = scratch_dir.join(format!("restore-{database}-{tag}.db"));
     let sql = scratch_dir.join(format!("restore-{database}-{tag}.d1.sql"));
     let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
-    restore::restore_located(&store, &located, &scratch, true)
+    restore::restore_located(store, located, &scratch, true)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     let stats = write_d1(&scratch, &sql).await?;
 
     if !tables.is_empty() {
-        let safety = safety_backup(&policy, &database, &id).await?;
+        let safety = safety_backup(policy, &database, &id).await?;
         eprintln!(
             "safety backup of D1 database {id} before replacing its tables: {}",
             store.location(&safety.key)

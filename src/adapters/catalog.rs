@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::manifest::{ArchiveManifest, Manifest, Trigger};
 
+mod audit;
+pub use audit::{AuditEntry, AuditRow};
+
 /// File name of the catalog inside the state directory.
 pub const FILE_NAME: &str = "patina.db";
 
@@ -185,6 +188,26 @@ const MIGRATIONS: &[&str] = &[
       value INTEGER NOT NULL,
       PRIMARY KEY (counter, labels)
     );
+    "#,
+    // 7: the audit log
+    // (DESIGN §17): who triggered, downloaded or restored what, and every refusal. Failed
+    // authentications are coalesced per address and minute (`coalesce_key`, one row with a
+    // `count`); rows older than `[daemon] audit_retention` are pruned.
+    r#"
+    CREATE TABLE audit_log (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      at INTEGER NOT NULL,                -- unix seconds (coalesced rows: the first of them)
+      who TEXT,                           -- token name (http), OS user (cli); NULL: unknown
+      via TEXT NOT NULL,                  -- http | cli
+      remote_addr TEXT,                   -- client address (http); NULL for the cli
+      action TEXT NOT NULL,               -- trigger | download | restore | read | audit | authenticate
+      target TEXT,                        -- databases, DB/DATE, a path; never a query string
+      result TEXT NOT NULL,               -- ok | error | forbidden | failed
+      status INTEGER,                     -- HTTP status, when there is one
+      count INTEGER NOT NULL DEFAULT 1,   -- > 1 only for coalesced rows
+      coalesce_key TEXT UNIQUE            -- authenticate|ADDRESS|MINUTE; NULL for the rest
+    );
+    CREATE INDEX idx_audit_log_at ON audit_log(at);
     "#,
 ];
 

@@ -39,10 +39,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
-    AlertEvent, AlertSettings, AlertSink, Cloudflare, Compression, D1Mode, Daemon, Database,
-    Drills, Policy, Priority, PriorityLevel, Retention, Secret, SinkKind, SourceSpec, Span,
-    StaleAfter,
-    Storage, StorageLocation,
+    AlertEvent, AlertSettings, AlertSink, ApiToken, Cloudflare, Compression, D1Mode, DEFAULT_TOKEN,
+    Daemon, Database, Drills, MAX_TOKEN_LEN, Policy, Priority, PriorityLevel, Retention, Scope,
+    Secret, SinkKind, SourceSpec, Span, StaleAfter, Storage, StorageLocation, TlsFiles,
 };
 use crate::schedule::Schedule;
 

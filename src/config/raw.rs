@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     /// An alert sink. Repeat `[[alert]]` for each one.
     pub(super) alert: Vec<RawAlert>,
+    /// A bearer token for the HTTP API, with its scopes. Repeat `[[token]]` for each one.
+    pub(super) token: Vec<RawToken>,
     /// Restore drills the daemon runs by itself: each database's newest restore point and a
     /// random sample of older ones are restored into scratch files and checked.
     pub(super) verify: RawVerify,
@@ -71,14 +73,56 @@ pub(super) struct RawDaemon {
     /// IANA timezone in which schedules are read, e.g. "Europe/Berlin".
     #[schemars(extend("default" = "UTC"))]
     pub(super) timezone: Option<String>,
-    /// Bearer token for POST /trigger and GET /download (secret; use "${VAR}"). Without it those
-    /// endpoints are disabled.
+    /// Shorthand for one [[token]] named "default" with every scope (secret; use "${VAR}").
+    /// Without any token, POST /trigger and GET /download are disabled.
     pub(super) api_token: Option<String>,
     /// How long the catalog keeps history that describes nothing in storage any more: jobs
     /// whose backups are all deleted, deleted inventory entries, alert deliveries and config
     /// reloads. Unset: the longest retention tier plus 4 weeks (12w + 4w by default).
     #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
     pub(super) history_retention: Option<String>,
+    /// Whether the read endpoints (/, /status, /list, /restore-guide, /api/*, /ui, /metrics) are
+    /// open on the listen address. When false they need a token with scope "read"; /healthz
+    /// and /readyz stay open.
+    #[schemars(extend("default" = true))]
+    pub(super) public_read: Option<bool>,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose X-Forwarded-For header names the
+    /// client: its last hop becomes the remote address of audit records and lockouts.
+    #[schemars(extend("default" = []))]
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    /// How long audit records (downloads, triggers, restores, refusals) are kept, e.g. "90d".
+    #[schemars(extend("default" = "90d"), regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
+    pub(super) audit_retention: Option<String>,
+    /// PEM certificate chain (leaf first) to serve HTTPS on `listen`, relative to this file.
+    /// Re-read on every reload (SIGHUP), so a renewed certificate needs no restart. Set
+    /// together with tls_key.
+    pub(super) tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, RSA or EC) of tls_cert, relative to this file.
+    pub(super) tls_key: Option<String>,
+}
+
+/// A bearer token for the HTTP API. Repeat `[[token]]` for each one.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Token")]
+pub(super) struct RawToken {
+    /// Unique name, `[a-z0-9][a-z0-9_-]*`; recorded as who did it ("api:NAME").
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub(super) name: String,
+    /// The token (secret; use "${VAR}"): visible ASCII without spaces, at most 512 bytes.
+    pub(super) secret: String,
+    /// What the token may do: "trigger" (POST /trigger), "download" (GET /download), "read"
+    /// (read endpoints when public_read = false, and GET /api/audit).
+    pub(super) scopes: Vec<RawScope>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "Scope")]
+pub(super) enum RawScope {
+    Trigger,
+    Download,
+    Read,
 }
 
 /// Backup storage.

@@ -39,14 +39,50 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     }
     let _ = writeln!(out, "state dir:    {}", d.state_dir.display());
     let _ = writeln!(out, "listen:       {}", d.listen);
+    if let Some(tls) = &d.tls {
+        let _ = writeln!(
+            out,
+            "  tls:        cert {}, key {}",
+            tls.cert.display(),
+            tls.key.display()
+        );
+    }
     let _ = writeln!(
         out,
-        "api token:    {}",
-        match &d.api_token {
-            Some(t) => t.to_string(),
-            None => "none (trigger and download endpoints disabled)".into(),
+        "  reads:      {}",
+        if d.public_read {
+            "open (public_read = true)"
+        } else {
+            "need a token with scope read (public_read = false)"
         }
     );
+    if !d.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = d.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(out, "  trusted proxies: {}", proxies.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "  audit kept: {}",
+        Span::Seconds(d.audit_retention.as_secs())
+    );
+    if d.tokens.is_empty() {
+        let _ = writeln!(
+            out,
+            "api tokens:   none (trigger and download endpoints disabled)"
+        );
+    } else {
+        let _ = writeln!(out, "api tokens:   {}", d.tokens.len());
+        for t in &d.tokens {
+            let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  {} (secret {}): {}",
+                t.name,
+                t.secret,
+                scopes.join(", ")
+            );
+        }
+    }
     let _ = writeln!(out, "timezone:     {}", d.timezone);
     let _ = writeln!(out, "tick:         {}", Span::Seconds(d.tick.as_secs()));
     let _ = writeln!(out, "concurrency:  {}", d.concurrency);
@@ -270,6 +306,7 @@ pub fn reference_markdown() -> String {
         ("database", "[[database]]"),
         ("alerts", "[alerts]"),
         ("alert", "[[alert]]"),
+        ("token", "[[token]]"),
         ("verify", "[verify]"),
     ];
     for (key, title) in order {

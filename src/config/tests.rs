@@ -42,7 +42,11 @@ fn defaults_fill_a_minimal_file() {
     assert_eq!(p.daemon.tick, Duration::from_secs(60));
     assert_eq!(p.daemon.concurrency, 3);
     assert_eq!(p.daemon.timezone, chrono_tz::Tz::UTC);
-    assert!(p.daemon.api_token.is_none());
+    assert!(p.daemon.tokens.is_empty());
+    assert!(p.daemon.public_read);
+    assert!(p.daemon.trusted_proxies.is_empty());
+    assert_eq!(p.daemon.audit_retention, Duration::from_secs(90 * 86_400));
+    assert!(p.daemon.tls.is_none());
     assert_eq!(
         p.storage.location,
         StorageLocation::File("/srv/patina/.patina/backups".into())
@@ -203,8 +207,7 @@ priority = "low"
 
 #[test]
 fn missing_environment_variables_are_named_with_their_line() {
-    let text =
-        "[daemon]\nlisten = \"127.0.0.1:9477\"\napi_token = \"Bearer ${PATINA_API_TOKEN}\"\n";
+    let text = "[daemon]\nlisten = \"127.0.0.1:9477\"\napi_token = \"pre-${PATINA_API_TOKEN}\"\n";
     assert_eq!(
         only(text),
         "environment variable \"PATINA_API_TOKEN\" is not set (used by \"api_token\" in \
@@ -213,11 +216,16 @@ fn missing_environment_variables_are_named_with_their_line() {
     );
     let env = |name: &str| (name == "PATINA_API_TOKEN").then(|| "t0k".to_string());
     let p = from_str(text, "patina.toml", Path::new("."), &env).unwrap();
-    assert_eq!(p.daemon.api_token.unwrap().expose(), "Bearer t0k");
+    let token = p.daemon.token("default").unwrap();
+    assert_eq!(token.secret.expose(), "pre-t0k");
+    assert_eq!(token.scopes, Scope::ALL);
     // `$${` is a literal `${`; a lone `$` is kept.
     let text = "[daemon]\napi_token = \"a$b$${NOT_A_VAR}\"\n";
     let p = parse(text).unwrap();
-    assert_eq!(p.daemon.api_token.unwrap().expose(), "a$b${NOT_A_VAR}");
+    assert_eq!(
+        p.daemon.token("default").unwrap().secret.expose(),
+        "a$b${NOT_A_VAR}"
+    );
 }
 
 #[test]
@@ -391,6 +399,10 @@ fn secrets_never_appear_in_describe_or_errors() {
     let text = r#"
 [daemon]
 api_token = "${T}"
+[[token]]
+name = "ci"
+secret = "ci-${T}"
+scopes = ["trigger"]
 [storage]
 url = "s3://bucket"
 access_key_id = "${T}"
@@ -408,7 +420,7 @@ headers = { Authorization = "Bearer ${T}" }
     let p = from_str(text, "patina.toml", Path::new("/srv"), &env).unwrap();
     let shown = format!("{}\n{p:?}", describe(&p, Utc::now()));
     assert!(!shown.contains(SECRET), "{shown}");
-    assert!(shown.contains("api token:    ***"));
+    assert!(shown.contains("default (secret ***): trigger, download, read"));
     // Broken secrets: the messages must not echo the values either.
     let bad = r#"
 [storage]
@@ -492,7 +504,10 @@ storage:      s3://grove-patina
   region:     auto
 state dir:    /srv/patina/.patina
 listen:       127.0.0.1:9477
-api token:    ***
+  reads:      open (public_read = true)
+  audit kept: 90d
+api tokens:   1
+  default (secret ***): trigger, download, read
 timezone:     Europe/Berlin
 tick:         1m
 concurrency:  3
@@ -553,4 +568,136 @@ fn spans_parse() {
     for bad in ["", "m", "7", "7 d", "7D", "-7d", "1.5h", "7dd"] {
         assert_eq!(parse_span(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn tokens_with_scopes_and_the_api_token_shorthand() {
+    let text = r#"
+[daemon]
+api_token = "shorthand-secret"
+public_read = false
+trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "fd00::1/64"]
+audit_retention = "30d"
+tls_cert = "tls/fullchain.pem"
+tls_key = "/etc/patina/key.pem"
+[[token]]
+name = "ops"
+secret = "ops-secret"
+scopes = ["read", "trigger", "read"]
+[[token]]
+name = "prometheus"
+secret = "prom-secret"
+scopes = ["read"]
+"#;
+    let p = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let d = &p.daemon;
+    let names: Vec<(&str, Vec<Scope>)> = d
+        .tokens
+        .iter()
+        .map(|t| (t.name.as_str(), t.scopes.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("default", Scope::ALL.to_vec()),
+            ("ops", vec![Scope::Trigger, Scope::Read]),
+            ("prometheus", vec![Scope::Read]),
+        ]
+    );
+    assert_eq!(d.token("ops").unwrap().secret.expose(), "ops-secret");
+    assert!(!d.public_read);
+    let proxies: Vec<String> = d.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(proxies, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/64"]);
+    assert_eq!(d.audit_retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(
+        d.tls,
+        Some(TlsFiles {
+            cert: "/srv/patina/tls/fullchain.pem".into(),
+            key: "/etc/patina/key.pem".into(),
+        })
+    );
+    let shown = describe(&p, Utc::now());
+    assert!(!shown.contains("-secret"), "{shown}");
+    assert!(
+        shown.contains("  ops (secret ***): trigger, read\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("need a token with scope read"), "{shown}");
+}
+
+#[test]
+fn bad_tokens_are_reported_without_their_secrets() {
+    let text = r#"
+[daemon]
+api_token = "same-secret"
+public_read = false
+trusted_proxies = ["10.0.0.0/33", "proxy.local"]
+tls_cert = "cert.pem"
+[[token]]
+name = "default"
+secret = "another-secret"
+scopes = ["read"]
+[[token]]
+name = "ci"
+secret = "same-secret"
+scopes = ["trigger"]
+[[token]]
+name = "ci"
+secret = "ci2-secret"
+scopes = ["download"]
+[[token]]
+name = "Ops"
+secret = ""
+scopes = []
+[[token]]
+name = "spacey"
+secret = "has a space"
+scopes = ["read"]
+[[token]]
+name = "admin"
+secret = "admin-secret"
+scopes = ["everything"]
+"#;
+    let err = parse(text).unwrap_err();
+    let shown: Vec<String> = err
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect();
+    let all = shown.join("\n");
+    for secret in ["same-secret", "another-secret", "has a space", "ci2-secret"] {
+        assert!(!all.contains(secret), "{secret} echoed:\n{all}");
+    }
+    let expect = [
+        "daemon.trusted_proxies[0]: \"10.0.0.0/33\" in trusted_proxies of [daemon] is not an IP address or CIDR range",
+        "daemon.trusted_proxies[1]: \"proxy.local\" in trusted_proxies",
+        "daemon.tls_cert: \"tls_cert\" in [daemon] is set but \"tls_key\" is not",
+        "token[0].name: token name \"default\" is taken by api_token in [daemon]",
+        "token[1].secret: token \"ci\" has the same secret as api_token in [daemon]",
+        "token[2].name: duplicate token name \"ci\"",
+        "token[3].name: invalid token name \"Ops\"",
+        "token[3].secret: \"secret\" in [[token]] #4 is empty",
+        "token[3].scopes: token \"Ops\" has no scopes",
+        "token[4].secret: \"secret\" in [[token]] #5 holds a space",
+        "token[5].scopes[0]: ",
+    ];
+    for want in expect {
+        assert!(
+            shown.iter().any(|s| s.starts_with(want)),
+            "missing {want:?} in:\n{all}"
+        );
+    }
+    assert_eq!(shown.len(), expect.len(), "{all}");
+}
+
+#[test]
+fn closing_reads_needs_a_token_that_can_read() {
+    let text = "[daemon]\npublic_read = false\n[[token]]\nname = \"ci\"\nsecret = \"x\"\nscopes = [\"trigger\"]\n";
+    assert!(
+        only(text).starts_with(
+            "public_read = false in [daemon], but no token has scope \"read\": nobody could read /status, /ui or /metrics at patina.toml:2:15"
+        ),
+        "{}",
+        only(text)
+    );
 }

@@ -23,6 +23,7 @@ impl Cx<'_> {
         };
         let db_items = take_items(&mut root, "database");
         let alert_items = take_items(&mut root, "alert");
+        let token_items = take_items(&mut root, "token");
         let raw: RawConfig = match toml::Value::Table(root).try_into() {
             Ok(raw) => raw,
             Err(e) => {
@@ -32,8 +33,9 @@ impl Cx<'_> {
         };
         let databases = self.items::<RawDatabase>(db_items, "database");
         let alert_sinks = self.items::<RawAlert>(alert_items, "alert");
+        let tokens = self.items::<RawToken>(token_items, "token");
 
-        let daemon = self.daemon(&raw.daemon, base_dir);
+        let daemon = self.daemon(&raw.daemon, tokens, base_dir);
         let tz = daemon.as_ref().map_or(chrono_tz::Tz::UTC, |d| d.timezone);
         let storage = self.storage(&raw.storage, base_dir);
         let priorities = self.priorities(&raw.priorities, tz);
@@ -108,7 +110,12 @@ impl Cx<'_> {
         out
     }
 
-    pub(super) fn daemon(&mut self, raw: &RawDaemon, base_dir: &Path) -> Option<Daemon> {
+    pub(super) fn daemon(
+        &mut self,
+        raw: &RawDaemon,
+        tokens: Vec<(usize, RawToken)>,
+        base_dir: &Path,
+    ) -> Option<Daemon> {
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:9477");
         let listen = match listen.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -136,15 +143,234 @@ impl Cx<'_> {
             Some(text) => Some(self.duration("daemon.history_retention", text)?),
             None => None,
         };
+        let public_read = raw.public_read.unwrap_or(true);
+        let tokens = self.tokens(raw.api_token.as_deref(), tokens);
+        if let Some(tokens) = &tokens
+            && !public_read
+            && !tokens.iter().any(|t| t.allows(Scope::Read))
+        {
+            self.bad(
+                "daemon.public_read",
+                "public_read = false in [daemon], but no token has scope \"read\": nobody could \
+                 read /status, /ui or /metrics",
+                Some(
+                    "add a [[token]] with scopes = [\"read\"] (or set api_token), or set \
+                     public_read = true"
+                        .into(),
+                ),
+            );
+        }
+        let trusted_proxies = self.trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or(&[]));
+        let audit_retention = self.duration(
+            "daemon.audit_retention",
+            raw.audit_retention.as_deref().unwrap_or("90d"),
+        );
+        let tls = match (&raw.tls_cert, &raw.tls_key) {
+            (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+                Some(Some(TlsFiles {
+                    cert: resolve(base_dir, cert),
+                    key: resolve(base_dir, key),
+                }))
+            }
+            (None, None) => Some(None),
+            (cert, key) => {
+                let (path, other) = match (cert.as_deref(), key.as_deref()) {
+                    (Some(""), _) => ("daemon.tls_cert", "a certificate file"),
+                    (_, Some("")) => ("daemon.tls_key", "a key file"),
+                    (Some(_), None) => ("daemon.tls_cert", "tls_key"),
+                    _ => ("daemon.tls_key", "tls_cert"),
+                };
+                let message = if other.starts_with("tls_") {
+                    format!("{} is set but {other:?} is not", field(path))
+                } else {
+                    format!("{} is empty", field(path))
+                };
+                self.bad(
+                    path,
+                    message,
+                    Some(
+                        "set both: tls_cert = \"/etc/patina/tls/fullchain.pem\" and tls_key = \
+                         \"/etc/patina/tls/privkey.pem\", or neither for plain HTTP"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        };
         Some(Daemon {
             listen: listen?,
             state_dir: resolve(base_dir, state_dir),
             tick: tick?,
             concurrency,
             timezone: timezone?,
-            api_token: raw.api_token.clone().map(Secret::new),
             history_retention,
+            tokens: tokens?,
+            public_read,
+            trusted_proxies: trusted_proxies?,
+            audit_retention: audit_retention?,
+            tls: tls?,
         })
+    }
+
+    /// `[daemon] api_token` (the token `default` with every scope) and the `[[token]]` blocks:
+    /// unique names, usable secrets (visible ASCII, at most [`MAX_TOKEN_LEN`] bytes), no secret
+    /// used twice, at least one scope. Messages never show a secret.
+    pub(super) fn tokens(
+        &mut self,
+        api_token: Option<&str>,
+        raw: Vec<(usize, RawToken)>,
+    ) -> Option<Vec<ApiToken>> {
+        let mut out: Vec<ApiToken> = Vec::new();
+        let mut complete = true;
+        // Where each accepted secret was declared, to name it in a duplicate's message.
+        let mut secret_at: Vec<String> = Vec::new();
+        if let Some(secret) = api_token {
+            let path = "daemon.api_token";
+            if self.secret_ok(path, secret) {
+                out.push(ApiToken {
+                    name: DEFAULT_TOKEN.into(),
+                    secret: Secret::new(secret),
+                    scopes: Scope::ALL.to_vec(),
+                });
+                secret_at.push("api_token in [daemon]".into());
+            } else {
+                complete = false;
+            }
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, t) in raw {
+            let at = |key: &str| format!("token[{i}].{key}");
+            let mut ok = true;
+            if !valid_name(&t.name) || t.name.len() > 64 {
+                self.bad(
+                    &at("name"),
+                    format!("invalid token name {:?}", t.name),
+                    Some(
+                        "names are 1-64 lowercase letters, digits, '_' and '-', starting with a \
+                         letter or digit (they are recorded as who did it)"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            } else if api_token.is_some() && t.name == DEFAULT_TOKEN {
+                self.bad(
+                    &at("name"),
+                    "token name \"default\" is taken by api_token in [daemon]",
+                    Some("rename this token, or remove api_token".into()),
+                );
+                ok = false;
+            } else if !self.unique_name(&mut seen, "token", i, &t.name) {
+                ok = false;
+            }
+            if !self.secret_ok(&at("secret"), &t.secret) {
+                ok = false;
+            } else if let Some(first) = out
+                .iter()
+                .position(|o| o.secret.expose() == t.secret.as_str())
+            {
+                self.bad(
+                    &at("secret"),
+                    format!(
+                        "token {:?} has the same secret as {}",
+                        t.name, secret_at[first]
+                    ),
+                    Some(
+                        "give every token its own secret (e.g. `openssl rand -hex 32`), so the \
+                         audit log can tell who did what"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            }
+            let scopes_broken = self.broken.iter().any(|b| b.starts_with(&at("scopes")));
+            if t.scopes.is_empty() && !scopes_broken {
+                self.bad(
+                    &at("scopes"),
+                    format!("token {:?} has no scopes", t.name),
+                    Some("list some of \"trigger\", \"download\", \"read\"".into()),
+                );
+                ok = false;
+            }
+            let mut scopes: Vec<Scope> = t
+                .scopes
+                .iter()
+                .map(|s| match s {
+                    RawScope::Trigger => Scope::Trigger,
+                    RawScope::Download => Scope::Download,
+                    RawScope::Read => Scope::Read,
+                })
+                .collect();
+            scopes.sort();
+            scopes.dedup();
+            if ok {
+                secret_at.push(format!("token {:?}", t.name));
+                out.push(ApiToken {
+                    name: t.name,
+                    secret: Secret::new(t.secret),
+                    scopes,
+                });
+            } else {
+                complete = false;
+            }
+        }
+        complete.then_some(out)
+    }
+
+    /// A token secret an `Authorization: Bearer` header can carry.
+    fn secret_ok(&mut self, path: &str, secret: &str) -> bool {
+        if self.broken.contains(path) {
+            return false; // e.g. an unset ${VAR}, already reported
+        }
+        let hint = Some(
+            "use a random value such as the output of `openssl rand -hex 32`, from the \
+             environment: secret = \"${PATINA_OPS_TOKEN}\""
+                .to_string(),
+        );
+        let problem = if secret.is_empty() {
+            Some("is empty".to_string())
+        } else if secret.len() > MAX_TOKEN_LEN {
+            Some(format!("is longer than {MAX_TOKEN_LEN} bytes"))
+        } else if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            Some(
+                "holds a space, a control or a non-ASCII character, which an Authorization \
+                 header cannot carry"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                self.bad(path, format!("{} {p}", field(path)), hint);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// `trusted_proxies`: IP addresses or CIDR ranges.
+    pub(super) fn trusted_proxies(&mut self, raw: &[String]) -> Option<Vec<ipnet::IpNet>> {
+        let mut out = Vec::new();
+        let mut complete = true;
+        for (i, text) in raw.iter().enumerate() {
+            let parsed = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                text.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            });
+            match parsed {
+                Some(net) => out.push(net.trunc()),
+                None => {
+                    self.bad(
+                        &format!("daemon.trusted_proxies[{i}]"),
+                        format!("{text:?} in trusted_proxies of [daemon] is not an IP address or CIDR range"),
+                        Some("write e.g. \"127.0.0.1\", \"10.0.0.0/8\" or \"::1\"".into()),
+                    );
+                    complete = false;
+                }
+            }
+        }
+        complete.then_some(out)
     }
 
     pub(super) fn timezone(&mut self, name: &str) -> Option<chrono_tz::Tz> {

@@ -81,11 +81,94 @@ pub struct Daemon {
     pub tick: Duration,
     pub concurrency: usize,
     pub timezone: chrono_tz::Tz,
-    /// `None`: write and download endpoints are disabled.
-    pub api_token: Option<Secret>,
+    /// Bearer tokens (`[[token]]`, and `api_token` as the token `default` with every scope).
+    /// Empty: trigger and download endpoints are disabled.
+    pub tokens: Vec<ApiToken>,
+    /// Read endpoints (`/`, `/status`, `/list`, `/restore-guide`, `/api/*`, `/ui`, `/metrics`)
+    /// are open without a token; when false they need scope `read`.
+    pub public_read: bool,
+    /// Peers whose `X-Forwarded-For` names the client (its last hop).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long `audit_log` rows are kept.
+    pub audit_retention: Duration,
+    /// Serve HTTPS with these PEM files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// How long history that describes nothing in storage any more is kept; `None`: the
     /// default, [`Policy::history_retention`].
     pub history_retention: Option<Duration>,
+}
+
+impl Daemon {
+    /// The token with this name, if declared.
+    pub fn token(&self, name: &str) -> Option<&ApiToken> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+}
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// `POST /trigger`.
+    Trigger,
+    /// `GET /download`.
+    Download,
+    /// The read endpoints, when `public_read = false`, and `GET /api/audit` always.
+    Read,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Trigger, Scope::Download, Scope::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Trigger => "trigger",
+            Scope::Download => "download",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Name of the token `[daemon] api_token` stands for.
+pub const DEFAULT_TOKEN: &str = "default";
+
+/// Longest secret a token may have (and longest bearer value the server reads).
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// A named bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Recorded as who did it (`api:<name>`).
+    pub name: String,
+    /// Visible ASCII, 1 to [`MAX_TOKEN_LEN`] bytes, unique among tokens.
+    pub secret: Secret,
+    /// Sorted, without duplicates.
+    pub scopes: Vec<Scope>,
+}
+
+impl ApiToken {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// The PEM files of `[daemon] tls_cert` / `tls_key`, resolved against the policy file's
+/// directory. They are read by the daemon at start and on every reload, not by validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -99,6 +99,7 @@ pub const NAMES: &[&str] = &[
     "d1_export_fallbacks_total",
     "d1_repaired_values_total",
     "jobs_running",
+    "http_auth_failures_total",
 ];
 
 /// What a scrape reads.
@@ -109,6 +110,8 @@ pub struct Inputs<'a> {
     pub now: DateTime<Utc>,
     /// When this process loaded its policy (the first successful "reload").
     pub started_at: DateTime<Utc>,
+    /// Failed authentications this process's HTTP server counted.
+    pub auth_failures: u64,
 }
 
 /// The registry and its typed handles.
@@ -146,6 +149,7 @@ struct Handles {
     jobs_running: Gauge,
     d1_export_fallbacks: Family<Labels, Counter>,
     d1_repaired_values: Family<Labels, Counter>,
+    http_auth_failures: Counter,
 }
 
 /// A histogram rebuilt from the catalog on every scrape (a plain `Histogram` can neither be
@@ -238,6 +242,7 @@ impl Metrics {
             alerts_sent: Family::default(),
             storage_requests: Family::default(),
             jobs_running: Gauge::default(),
+            http_auth_failures: Counter::default(),
         };
         let mut r = Registry::with_prefix("patina");
         r.register(
@@ -370,6 +375,11 @@ impl Metrics {
             "Database backups running in this daemon now",
             h.jobs_running.clone(),
         );
+        r.register(
+            "http_auth_failures",
+            "Requests to the HTTP API whose Authorization matched no token (this process)",
+            h.http_auth_failures.clone(),
+        );
         Metrics {
             registry: r,
             h,
@@ -398,6 +408,7 @@ impl Metrics {
             facts,
             now,
             started_at,
+            auth_failures,
         } = *inputs;
         for family in [
             &h.build_info,
@@ -642,6 +653,9 @@ impl Metrics {
             set_counter(&h.storage_requests, vec![("op", op.to_owned())], n);
         }
         h.jobs_running.set(snapshot.running.len() as i64);
+        h.http_auth_failures
+            .inner()
+            .store(auth_failures, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

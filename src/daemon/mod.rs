@@ -9,6 +9,12 @@
 //! An invalid policy file changes nothing: the last good policy keeps running, and the error is
 //! logged with line and column and recorded in the catalog (`config_reloads`).
 //!
+//! With `[daemon] tls_cert`/`tls_key`, the files are read before anything else at start (an
+//! unusable one stops the daemon, exit 2) and again on every reload, last: a renewed
+//! certificate is swapped in without touching the listener; a missing or bad one refuses the
+//! reload like an invalid policy file (the old certificate and policy stay, `config_invalid`).
+//! Audit records older than `audit_retention` are pruned after every pass.
+//!
 //! This folder is the daemon's side of the ways in (with `cli` and `config`): the process loop
 //! here, catalog housekeeping ([`housekeeping`]), the HTTP surface ([`http`]) and the Prometheus
 //! rendering ([`metrics`]). They sit above
@@ -55,7 +61,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    // Transparent: `{:#}` prints the cause chain, and "{0}" plus the source said it twice.
+    #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("open storage: {0}")]
     Store(#[from] StoreError),
@@ -67,8 +74,21 @@ pub enum DaemonError {
     },
     #[error("install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
+}
+
+impl DaemonError {
+    /// Exit code 2 (bad usage or configuration, DESIGN §10) rather than 1: another daemon on
+    /// the state directory, or TLS files that cannot be used.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::AlreadyRunning { .. } | DaemonError::Tls(_)
+        )
+    }
 }
 
 /// Settings of a daemon run that are not policy.
@@ -291,6 +311,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let state_dir = policy.daemon.state_dir.clone();
+    // Unusable TLS files stop the start before anything else happens.
+    let tls = match &policy.daemon.tls {
+        Some(files) => Some(crate::http::Tls::load(files)?),
+        None => None,
+    };
     let _lock = lock_state_dir(&state_dir)?;
     let catalog = Catalog::open(&state_dir)?;
     let interrupted = catalog.mark_interrupted(clock())?;
@@ -336,11 +361,24 @@ pub async fn run(
     let bound = listener
         .local_addr()
         .map_or_else(|_| policy.daemon.listen.to_string(), |a| a.to_string());
-    tracing::info!(listen = %bound, "serving /healthz, /metrics, the API and /ui");
+    match &tls {
+        Some(t) => tracing::info!(
+            listen = %bound,
+            certificate = %t.fingerprint(),
+            "serving /healthz, /metrics, the API and /ui over HTTPS"
+        ),
+        None => tracing::info!(listen = %bound, "serving /healthz, /metrics, the API and /ui"),
+    }
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::http::serve(listener, http_state, async {
-        let _ = http_stopped.await;
-    }));
+    let http = tokio::spawn(crate::http::serve_with(
+        listener,
+        http_state,
+        tls.clone(),
+        crate::http::Limits::default(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
 
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
     let _watcher = watch_config(&options.config, changed_tx)?;
@@ -372,7 +410,8 @@ pub async fn run(
         };
         if reload {
             crate::systemd::reloading();
-            let applied = reload_policy(&options.config, &reconciler, &catalog, &clock);
+            let applied =
+                reload_policy(&options.config, &reconciler, &catalog, &clock, tls.as_ref());
             crate::systemd::reloaded(&status_line(&reconciler, clock()));
             if let Some(new) = applied
                 && new.daemon.tick != tick_every
@@ -404,6 +443,7 @@ pub async fn run(
         }
         alerts.evaluate();
         housekeeper.tick(&reconciler.policy(), clock());
+        prune_audit(&reconciler, &catalog, clock());
         // The loop is alive: feed the watchdog (WatchdogSec= restarts a stuck loop).
         crate::systemd::watchdog();
         crate::systemd::status(&status_line(&reconciler, clock()));
@@ -479,12 +519,58 @@ fn watch_config(
     Ok(watcher)
 }
 
+/// Delete audit records older than `[daemon] audit_retention`.
+fn prune_audit(
+    reconciler: &Reconciler,
+    catalog: &Arc<Mutex<Catalog>>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let keep = reconciler.policy().daemon.audit_retention;
+    let Some(before) = chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|k| now.checked_sub_signed(k))
+    else {
+        return;
+    };
+    match catalog.lock().expect("catalog lock").prune_audit(before) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "audit records past audit_retention deleted"),
+        Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
+    }
+}
+
+/// Re-read the TLS files of a new policy into the running server (renewed certificates need no
+/// restart). An error keeps the old certificate and refuses the reload.
+fn reload_tls(tls: Option<&crate::http::Tls>, old: &Policy, new: &Policy) -> Result<(), String> {
+    match (tls, &new.daemon.tls) {
+        (Some(tls), Some(files)) => {
+            let changed = tls
+                .reload(files)
+                .map_err(|e| format!("{e} (the current certificate stays in use)"))?;
+            if changed {
+                tracing::info!(certificate = %tls.fingerprint(), "TLS certificate reloaded");
+            }
+            Ok(())
+        }
+        (None, None) => Ok(()),
+        _ => {
+            if old.daemon.tls.is_some() != new.daemon.tls.is_some() {
+                tracing::warn!(
+                    "turning TLS on or off (tls_cert, tls_key) takes effect after a restart"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The one reload path. Returns the new policy when it was applied.
 fn reload_policy(
     path: &Path,
     reconciler: &Reconciler,
     catalog: &Arc<Mutex<Catalog>>,
     clock: &Clock,
+    tls: Option<&crate::http::Tls>,
 ) -> Option<Arc<Policy>> {
     let now = clock();
     let old = reconciler.policy();
@@ -499,6 +585,8 @@ fn reload_policy(
             } else {
                 Some(Store::open(&new.storage).map_err(|e| format!("open storage: {e}"))?)
             };
+            // Last: a certificate is swapped in only when the rest of the reload is good.
+            reload_tls(tls, &old, &new)?;
             Ok((new, store))
         });
     match loaded {
@@ -508,6 +596,9 @@ fn reload_policy(
             }
             if new.daemon.state_dir != old.daemon.state_dir {
                 tracing::warn!("state_dir changes take effect after a restart");
+            }
+            if new.daemon.listen != old.daemon.listen {
+                tracing::warn!("listen changes take effect after a restart");
             }
             let store = match store {
                 Some(s) => {
@@ -563,6 +654,20 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
             Some(_) => {}
         }
     }
+    // Secrets print as ***, so token changes are compared here and named without them.
+    for t in &new.daemon.tokens {
+        match old.daemon.token(&t.name) {
+            None => out.push(format!("token {} added", t.name)),
+            Some(o) if o.secret != t.secret => out.push(format!("token {} rotated", t.name)),
+            Some(o) if o.scopes != t.scopes => out.push(format!("token {} scopes changed", t.name)),
+            Some(_) => {}
+        }
+    }
+    for t in &old.daemon.tokens {
+        if new.daemon.token(&t.name).is_none() {
+            out.push(format!("token {} removed", t.name));
+        }
+    }
     for db in &old.databases {
         if new.database(&db.name).is_none() {
             out.push(format!(
@@ -584,4 +689,47 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
         out.push("no effective change".into());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(tokens: &str) -> Policy {
+        let text = format!(
+            "[priorities.critical]\nschedule = \"0 3 * * *\"\n[[database]]\nname = \"a\"\n\
+             kind = \"sqlite\"\npath = \"a.db\"\npriority = \"critical\"\n{tokens}"
+        );
+        config::from_str(&text, "patina.toml", Path::new("/srv"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn token_changes_are_named_without_their_secrets() {
+        let token = |name: &str, secret: &str, scopes: &str| {
+            format!("[[token]]\nname = \"{name}\"\nsecret = \"{secret}\"\nscopes = [{scopes}]\n")
+        };
+        let old = policy(&format!(
+            "{}{}{}",
+            token("ops", "old-ops-secret", "\"read\""),
+            token("ci", "ci-secret", "\"trigger\""),
+            token("gone", "gone-secret", "\"read\"")
+        ));
+        let new = policy(&format!(
+            "{}{}{}",
+            token("ops", "new-ops-secret", "\"read\""),
+            token("ci", "ci-secret", "\"trigger\", \"download\""),
+            token("fresh", "fresh-secret", "\"read\"")
+        ));
+        let lines = describe_changes(&old, &new);
+        for want in [
+            "token ops rotated",
+            "token ci scopes changed",
+            "token fresh added",
+            "token gone removed",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} in {lines:?}");
+        }
+        assert!(!lines.join(" ").contains("secret"), "{lines:?}");
+        assert_eq!(describe_changes(&old, &old), ["no effective change"]);
+    }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use patina::config;
 use patina::policy::{
-    AlertEvent, Compression, D1Mode, PriorityLevel, SinkKind, SourceSpec, Span, StorageLocation,
+    AlertEvent, Compression, D1Mode, PriorityLevel, Scope, SinkKind, SourceSpec, Span,
+    StorageLocation,
 };
 
 fn root() -> PathBuf {
@@ -97,10 +98,11 @@ fn the_design_example_loads() {
     assert_eq!(p.daemon.state_dir, base.join(".patina"));
     assert_eq!(p.daemon.tick, Duration::from_secs(60));
     assert_eq!(p.daemon.concurrency, 3);
-    assert_eq!(
-        p.daemon.api_token.as_ref().unwrap().expose(),
-        "patina-token"
-    );
+    // `api_token` is the token "default" with every scope.
+    let default = p.daemon.token("default").unwrap();
+    assert_eq!(default.secret.expose(), "patina-token");
+    assert_eq!(default.scopes, Scope::ALL);
+    assert!(p.daemon.public_read);
     assert_eq!(
         p.storage.location,
         StorageLocation::File(base.join(".patina/backups"))
@@ -200,7 +202,7 @@ fn the_shipped_patina_toml_runs_without_environment() {
     let p = config::from_str(&text, "patina.toml", &root(), &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.daemon.listen.to_string(), "127.0.0.1:9477");
-    assert!(p.daemon.api_token.is_none());
+    assert!(p.daemon.tokens.is_empty());
     assert_eq!(
         p.storage.location,
         StorageLocation::File(root().join(".patina/backups"))

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use patina::backup::Quiet;
 use patina::catalog::Catalog;
-use patina::http::AppState;
+use patina::http::{AppState, Limits, Tls, TlsError};
 use patina::policy::Policy;
 use patina::reconcile::{ManualClock, Reconciler};
 use patina::store::Store;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::certs::{Key, Pki};
 use crate::support::s3::S3Server;
 
 const DEMO_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/demo-app.db");
@@ -59,6 +60,35 @@ impl Server {
         let task = tokio::spawn(patina::http::serve(listener, state, async {
             let _ = stopped.await;
         }));
+        Server {
+            base,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// The same server over HTTPS.
+    async fn start_tls(
+        reconciler: &Arc<Reconciler>,
+        catalog: &Arc<Mutex<Catalog>>,
+        clock: &ManualClock,
+        tls: Tls,
+    ) -> Server {
+        let listener = patina::http::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let state = AppState::new(Arc::clone(reconciler), Arc::clone(catalog), clock.clock());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(patina::http::serve_with(
+            listener,
+            state,
+            Some(tls),
+            Limits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             base,
             stop: Some(stop),
@@ -554,7 +584,8 @@ async fn every_endpoint_against_real_backups_on_s3() {
     let newest = &s["recentJobs"][0];
     assert_eq!(newest["jobId"], job_id.as_str());
     assert_eq!(newest["trigger"], "manual");
-    assert_eq!(newest["initiatedBy"], "api");
+    // Manual jobs name the token that started them (`api_token` is the token "default").
+    assert_eq!(newest["initiatedBy"], "api:default");
     assert_eq!(newest["reason"], "pre-deploy");
     assert_eq!(newest["status"], "completed");
     let (_, bs) = w.get_json("/api/backup-status").await;
@@ -562,7 +593,7 @@ async fn every_endpoint_against_real_backups_on_s3() {
     assert_eq!(bs["reliability"]["totalJobs"], 2);
     let html = w.get("/ui").await.text().await.unwrap();
     assert!(
-        html.contains("Manual") && html.contains("by api"),
+        html.contains("Manual") && html.contains("by api:default"),
         "who triggered it"
     );
 
@@ -887,12 +918,17 @@ async fn the_status_page_renders_in_headless_chromium() {
     {
         let c = w.catalog.lock().unwrap();
         let newest = c.list_backups(Some("alpha")).unwrap()[0].key.clone();
-        c.record_verification(
-            "alpha",
-            &newest,
-            t("2026-11-17T05:00:00Z"),
-            Err("row count of notes differs"),
-        )
+        c.record_verification(&patina::catalog::VerificationRecord {
+            database: "alpha",
+            key: &newest,
+            location: Some(&newest),
+            taken_at: None,
+            origin: "drill",
+            at: t("2026-11-17T05:00:00Z"),
+            duration_ms: Some(1200),
+            newest: true,
+            outcome: Err("row count of notes differs"),
+        })
         .unwrap();
     }
     let url = w.url("/ui");
@@ -1010,4 +1046,221 @@ async fn the_status_page_renders_in_headless_chromium() {
     );
     assert!(!dom.contains("<script"), "no scripts");
     w.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS (DESIGN §17): certificates made here with rcgen, clients that trust only their root.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_ecdsa_and_rsa_certificate_chains() {
+    let w = World::new(
+        &format!("api_token = \"{TOKEN}\""),
+        false,
+        t("2026-11-16T10:00:00Z"),
+    )
+    .await;
+    w.pass().await;
+    for key in [Key::Ecdsa, Key::Rsa] {
+        let pki = Pki::new(&format!("{key:?}"), key);
+        // The client trusts only the root: the server must send the intermediate too.
+        let files = pki.write(w.dir.path(), &format!("{key:?}"));
+        let tls = Tls::load(&files).unwrap();
+        let server = Server::start_tls(&w.reconciler, &w.catalog, &w.clock, tls).await;
+        let client = pki.client();
+        let r = client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key:?}: {e:?}"));
+        assert_eq!(r.status(), StatusCode::OK, "{key:?}");
+        let r = client
+            .get(format!("{}/download/2026-11-16/alpha", server.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{key:?}");
+        assert!(r.bytes().await.unwrap().starts_with(b"-- "), "a SQL dump");
+        // The same address over plain HTTP gets no answer, and nothing breaks.
+        let plain = server.base.replace("https://", "http://");
+        assert!(
+            reqwest::Client::new()
+                .get(format!("{plain}/healthz"))
+                .send()
+                .await
+                .is_err()
+        );
+        // A client trusting another root refuses the certificate.
+        let stranger = Pki::new("stranger", Key::Ecdsa).client();
+        assert!(
+            stranger
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            client
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        server.shutdown().await;
+    }
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_after_reload_without_dropping_the_listener() {
+    let w = World::new("", false, t("2026-11-16T10:00:00Z")).await;
+    let old = Pki::new("old", Key::Ecdsa);
+    let new = Pki::new("new", Key::Rsa);
+    let files = old.write(w.dir.path(), "server");
+    let tls = Tls::load(&files).unwrap();
+    let before = tls.fingerprint();
+    let server = Server::start_tls(&w.reconciler, &w.catalog, &w.clock, tls.clone()).await;
+    let url = format!("{}/healthz", server.base);
+    let kept = old.client();
+    assert_eq!(
+        kept.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert!(new.client().get(&url).send().await.is_err());
+
+    // Renewal: new files in place, then the reload the daemon does on SIGHUP.
+    new.install(&files);
+    assert!(tls.reload(&files).unwrap(), "the certificate changed");
+    assert_ne!(tls.fingerprint(), before);
+    assert_eq!(
+        new.client().get(&url).send().await.unwrap().status(),
+        StatusCode::OK,
+        "new handshakes get the renewed certificate on the same listener"
+    );
+    assert!(old.client().get(&url).send().await.is_err());
+    // The connection opened before the renewal was not dropped.
+    assert_eq!(
+        kept.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    // Reloading the same files again changes nothing.
+    assert!(!tls.reload(&files).unwrap());
+
+    // Bad files at a reload: an error naming the file and what to do; the current certificate
+    // stays.
+    let renewed = tls.fingerprint();
+    let still_new = || async { new.client().get(&url).send().await.unwrap().status() };
+    std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    let e = tls.reload(&files).unwrap_err();
+    assert!(matches!(e, TlsError::Cert { .. }), "{e}");
+    assert!(
+        e.to_string().contains("server.crt") && e.to_string().contains("PEM"),
+        "{e}"
+    );
+    assert_eq!(still_new().await, StatusCode::OK);
+    new.install(&files);
+    std::fs::remove_file(&files.key).unwrap();
+    let e = tls.reload(&files).unwrap_err();
+    assert!(matches!(e, TlsError::Key { .. }), "{e}");
+    assert!(e.to_string().contains("server.key"), "{e}");
+    assert_eq!(still_new().await, StatusCode::OK);
+    // A key that belongs to another certificate.
+    std::fs::write(&files.key, &old.key_pem).unwrap();
+    let e = tls.reload(&files).unwrap_err();
+    assert!(matches!(e, TlsError::Mismatch { .. }), "{e}");
+    assert!(e.to_string().contains("does not fit"), "{e}");
+    std::fs::write(&files.cert, "").unwrap();
+    assert!(matches!(
+        tls.reload(&files).unwrap_err(),
+        TlsError::Cert { .. }
+    ));
+    assert_eq!(still_new().await, StatusCode::OK);
+    assert_eq!(tls.fingerprint(), renewed);
+    server.shutdown().await;
+    w.server.shutdown().await;
+}
+
+/// The daemon itself: HTTPS from `tls_cert`/`tls_key`, a renewed certificate picked up on
+/// SIGHUP without a restart, a broken one refused with `config_invalid` while the old one stays,
+/// and unusable files at start a clear error with exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_https_and_renews_its_certificate_on_sighup() {
+    use crate::support::daemon::Daemon;
+    use crate::support::receiver::Receiver;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(DEMO_DB, dir.path().join("alpha.db")).unwrap();
+    let rx = Receiver::start().await;
+    let text = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntick = \"60s\"\ntls_cert = \"tls/server.crt\"\n\
+         tls_key = \"tls/server.key\"\n\n\
+         [storage]\nurl = \"file://backups\"\n\n\
+         [priorities.critical]\nschedule = \"0 3 * * *\"\n\n\
+         [[database]]\nname = \"alpha\"\nkind = \"sqlite\"\npath = \"alpha.db\"\npriority = \"critical\"\n\n\
+         [[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{}\"\non = [\"config_invalid\"]\n",
+        rx.url("/hook")
+    );
+    std::fs::write(dir.path().join("patina.toml"), &text).unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+
+    // Missing files at start: exit 2, naming the file.
+    let mut d = Daemon::start(dir.path(), "info", &[]);
+    assert_eq!(d.wait_exit(std::time::Duration::from_secs(20)), Some(2));
+    let log = d.log();
+    assert!(
+        log.contains("tls/server.crt") && log.contains("daemon.tls_cert"),
+        "{log}"
+    );
+
+    let old = Pki::new("old", Key::Ecdsa);
+    let new = Pki::new("new", Key::Ecdsa);
+    let files = old.write(&dir.path().join("tls"), "server");
+    let mut d = Daemon::start(dir.path(), "info", &[]);
+    let url = format!("https://{}/healthz", d.addr());
+    let ok = |pki: &Pki| {
+        let client = pki.client();
+        let url = url.clone();
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    };
+    assert!(ok(&old).await, "{}", d.log());
+    assert!(!ok(&new).await);
+
+    new.install(&files);
+    d.signal("-HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ok(&new).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!ok(&old).await);
+    assert!(d.log().contains("TLS certificate reloaded"), "{}", d.log());
+
+    // A broken certificate at the next reload: refused, alerted, the renewed one stays.
+    std::fs::write(&files.cert, "not a certificate\n").unwrap();
+    d.signal("-HUP");
+    let got = rx
+        .wait_for("/hook", 1, std::time::Duration::from_secs(30))
+        .await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "config_invalid", "{body}");
+    assert!(body.to_string().contains("server.crt"), "{body}");
+    assert!(
+        ok(&new).await,
+        "the renewed certificate was dropped:\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("reload aborted"), "{}", d.log());
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(std::time::Duration::from_secs(20)), Some(0));
 }

@@ -367,6 +367,14 @@ async fn archived_weeks_stay_restore_points_listed_restored_by_time_and_drilled(
         "SELECT count(*) FROM restores WHERE initiated_by = 'cli:drill-tester' AND action = 'restore'",
     );
     assert_eq!(history, 4);
+    // … and audited, with the OS user as who.
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM audit_log WHERE via = 'cli' AND who = 'drill-tester'
+             AND action = 'restore'"
+        ),
+        4
+    );
     assert_eq!(
         w.count("SELECT count(*) FROM restores WHERE action = 'restore' AND result = 'failed'"),
         2
@@ -416,7 +424,11 @@ async fn downloads_by_time_are_recorded_and_status_counts_archived_points() {
     // Same policy, on the in-process S3 server.
     let mut policy = (*w.reconciler.policy()).clone();
     policy.storage = server.storage("patina/");
-    policy.daemon.api_token = Some(patina::policy::Secret::new("tok"));
+    policy.daemon.tokens = vec![patina::policy::ApiToken {
+        name: "ops".into(),
+        secret: patina::policy::Secret::new("tok"),
+        scopes: patina::policy::Scope::ALL.to_vec(),
+    }];
     let store = Store::open(&policy.storage).unwrap();
     w.reconciler.set_policy(Arc::new(policy), store);
     w.days("2026-11-02", "2026-11-17").await;
@@ -473,6 +485,7 @@ async fn downloads_by_time_are_recorded_and_status_counts_archived_points() {
     let history = status["restoreHistory"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!(history[1]["action"], "download");
+    assert_eq!(history[1]["by"], "api:ops");
     assert_eq!(history[1]["result"], "success");
     let point = history[1]["restorePoint"].as_str().unwrap();
     assert!(

@@ -1,5 +1,5 @@
 //! Secrets never leak: every secret a policy can hold (the S3 access key id and secret key, the
-//! daemon's API token, a webhook URL whose path is the credential, a webhook header value, the
+//! daemon's API token and a `[[token]]` secret, a webhook URL whose path is the credential, a webhook header value, the
 //! Cloudflare API token) is given a value that cannot occur by accident, then everything Patina
 //! says or writes is searched for them: `patina check`, `plan`, `backup` (text and JSON logs at
 //! debug), `list`, a `patina run` daemon's debug log, every HTTP endpoint (with and without the
@@ -23,13 +23,15 @@ const API_TOKEN: &str = "APITOKEN-b51c07";
 const HOOK_PATH: &str = "HOOKPATH-2d9e4a";
 const HOOK_HEADER: &str = "HDRSECRET-a03f66";
 const CF_TOKEN: &str = "CFTOKEN-9c41be";
-const SECRETS: [&str; 6] = [
+const OPS_TOKEN: &str = "OPSTOKEN-e7a210";
+const SECRETS: [&str; 7] = [
     ACCESS_KEY,
     SECRET_KEY,
     API_TOKEN,
     HOOK_PATH,
     HOOK_HEADER,
     CF_TOKEN,
+    OPS_TOKEN,
 ];
 
 const D1_ID: &str = "45eae4c7-8ae7-4078-9218-8e1677a4360f";
@@ -62,7 +64,8 @@ fn policy(s3: &S3Server, d1: &D1Server, hook_url: &str, port: u16) -> String {
          [[database]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"app.db\"\npriority = \"critical\"\n\n\
          [[database]]\nname = \"edge\"\nkind = \"d1\"\nid = \"{D1_ID}\"\npriority = \"critical\"\n\n\
          [[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{hook_url}\"\non = [\"failure\"]\n\
-         headers = {{ Authorization = \"Bearer {HOOK_HEADER}\" }}\n",
+         headers = {{ Authorization = \"Bearer {HOOK_HEADER}\" }}\n\n\
+         [[token]]\nname = \"ops\"\nsecret = \"{OPS_TOKEN}\"\nscopes = [\"read\", \"download\"]\n",
         bucket = s3.bucket,
         endpoint = s3.endpoint,
         account = d1.account,
@@ -192,7 +195,12 @@ fn no_secret_appears_in_any_output_log_endpoint_alert_object_or_catalog() {
         assert!(status.is_success() || status == 409, "{status}: {body:?}");
         assert_clean("POST /trigger", &body);
         // Wrong and missing tokens: the error must not echo the expected one.
-        for auth in [None, Some("Bearer nope"), Some("Bearer APITOKEN-b51c0")] {
+        for auth in [
+            None,
+            Some("Bearer nope"),
+            Some("Bearer APITOKEN-b51c0"),
+            Some("Bearer OPSTOKEN-e7a21"),
+        ] {
             let mut req = http.post(format!("{base}/trigger")).body("{}");
             if let Some(a) = auth {
                 req = req.header("authorization", a);
@@ -218,11 +226,12 @@ fn no_secret_appears_in_any_output_log_endpoint_alert_object_or_catalog() {
         format!("/download/{today}/app"),
         format!("/download/{today}/app?raw=1"),
         format!("/download/{today}/edge"),
+        "/api/audit".into(),
         "/nope".into(),
     ];
     rt.block_on(async {
         for path in &paths {
-            for token in [None, Some(API_TOKEN)] {
+            for token in [None, Some(API_TOKEN), Some(OPS_TOKEN)] {
                 let mut req = http.get(format!("{base}{path}"));
                 if let Some(t) = token {
                     req = req.bearer_auth(t);

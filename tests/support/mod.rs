@@ -1,5 +1,6 @@
 //! Test support: real servers and tools the integration tests talk to.
 
+pub mod certs;
 pub mod d1;
 pub mod daemon;
 pub mod faulty;

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{authorize, check_database_name, parse_date};
+use super::auth::{Client, check_database_name, parse_date};
 use super::{ApiError, AppState, date_of, iso, json_response};
 use crate::backup::JobRequest;
 use crate::catalog::{
@@ -27,7 +27,7 @@ use crate::catalog::{
 use crate::human;
 use crate::manifest::Trigger;
 use crate::metrics::{Format, Inputs};
-use crate::policy::Policy;
+use crate::policy::{Policy, Scope};
 
 /// Largest `limit` of `/list`.
 pub const MAX_LIST: usize = 1000;
@@ -107,6 +107,7 @@ pub(super) async fn metrics(
             facts: &facts,
             now: (s.clock)(),
             started_at: s.started_at,
+            auth_failures: s.guard.failures_total(),
         },
         format,
     );
@@ -141,6 +142,7 @@ pub(super) async fn index(State(s): State<Arc<AppState>>) -> axum::Json<Value> {
             "GET /restore-guide/:db": "Restore instructions for a database",
             "GET /api/backup-status": "The status page's backup summary",
             "GET /ui": "The Data Backups status page",
+            "GET /api/audit": "The audit log, newest first (token with scope read; ?limit=)",
         },
     }))
 }
@@ -261,6 +263,9 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
     let snapshot = s.reconciler.snapshot();
     let now = (s.clock)();
     let d = status_data(&s).await?;
+    let recent_access = s
+        .read(|c| c.audit_log(10, Some(&["download", "restore"])))
+        .await?;
     let last = d.recent.iter().find(|j| j.job.status != "running");
     let last_backup = last.map(|j| {
         json!({
@@ -306,6 +311,8 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
         "nextScheduled": next_scheduled.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "databases": schedules,
         "recentJobs": d.recent.iter().map(job_json).collect::<Vec<_>>(),
+        // Who downloaded or restored what (no client addresses: /status may be public).
+        "recentAccess": recent_access.iter().map(|r| super::audit::audit_json(r, false)).collect::<Vec<_>>(),
         "storage": {
             "totalBackups": d.summary.total_backups,
             "totalSize": human::bytes(d.summary.total_bytes),
@@ -413,11 +420,39 @@ struct TriggerBody {
 
 pub(super) async fn trigger(
     State(s): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = s
+        .authorize(&headers, client, Scope::Trigger, "trigger", "/trigger")
+        .await?;
+    let mut target = "/trigger".to_string();
+    let outcome = start_manual_job(&s, &caller.name, body, &mut target).await;
+    let (result, status) = match &outcome {
+        Ok(r) => ("ok", r.status()),
+        Err(e) => ("error", e.status),
+    };
+    s.audit(
+        Some(&caller.name),
+        client,
+        "trigger",
+        &target,
+        result,
+        status,
+    )
+    .await;
+    outcome
+}
+
+/// `POST /trigger` for an authorized caller; `target` becomes the databases asked for.
+async fn start_manual_job(
+    s: &AppState,
+    caller: &str,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    target: &mut String,
+) -> Result<Response, ApiError> {
     let policy = s.reconciler.policy();
-    authorize(&policy, &headers)?;
     let body = body.map_err(|e| {
         ApiError::new(
             e.status(),
@@ -477,6 +512,7 @@ pub(super) async fn trigger(
             list
         }
     };
+    *target = databases.join(",");
     if databases.is_empty() {
         return Err(ApiError::bad_request(
             "no enabled databases to back up",
@@ -500,7 +536,7 @@ pub(super) async fn trigger(
                 job_id: Some(job_id),
                 databases,
                 trigger: Trigger::Manual,
-                initiated_by: Some("api".into()),
+                initiated_by: Some(format!("api:{caller}")),
                 reason: request.reason,
             },
             Arc::clone(&policy),

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 
-use super::auth::{authorize, check_database_name, parse_date, path_error};
+use super::auth::{Client, check_database_name, parse_date, path_error};
 use super::{ApiError, AppState};
 use crate::codec;
-use crate::policy::Compression;
+use crate::policy::{Compression, Scope};
 use crate::restore::{self, At, RestoreError};
 use crate::store::StoreError;
 
@@ -35,13 +35,47 @@ pub(super) struct DownloadParams {
 
 pub(super) async fn download(
     State(s): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = s
+        .authorize(&headers, client, Scope::Download, "download", uri.path())
+        .await?;
+    let who = format!("api:{}", caller.name);
+    let outcome = send_backup(&s, &who, path, params).await;
+    let target = match &outcome {
+        Ok((target, _)) => target.clone(),
+        Err(_) => uri.path().to_owned(),
+    };
+    let (result, status) = match &outcome {
+        Ok((_, r)) => ("ok", r.status()),
+        Err(e) => ("error", e.status),
+    };
+    s.audit(
+        Some(&caller.name),
+        client,
+        "download",
+        &target,
+        result,
+        status,
+    )
+    .await;
+    outcome.map(|(_, r)| r)
+}
+
+/// The download for an authorized caller, and what it was (`DB/DATE`, ` raw` for the stored
+/// bytes) for the audit log.
+async fn send_backup(
+    s: &AppState,
+    who: &str,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<DownloadParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<(String, Response), ApiError> {
     let Path((date, db)) = path.map_err(path_error)?;
     let policy = s.reconciler.policy();
-    authorize(&policy, &headers)?;
     let day = parse_date(&date)?;
     check_database_name(&db)?;
     let Query(p) = params.map_err(|e| {
@@ -108,7 +142,7 @@ pub(super) async fn download(
     let located = match located {
         Ok(l) => l,
         Err(e) => {
-            s.record_download(&db, None, started, Err(&e.message()))
+            s.record_download(who, &db, None, started, Err(&e.message()))
                 .await;
             return Err(e);
         }
@@ -123,14 +157,14 @@ pub(super) async fn download(
         Ok(v) => v,
         Err(e) => {
             let e = fetch_error(e);
-            s.record_download(&db, Some(&located), started, Err(&e.message()))
+            s.record_download(who, &db, Some(&located), started, Err(&e.message()))
                 .await;
             return Err(e);
         }
     };
     // Verified and about to be sent: recorded as a success (a client that breaks off the
     // transfer later is not seen here).
-    s.record_download(&db, Some(&located), started, Ok(()))
+    s.record_download(who, &db, Some(&located), started, Ok(()))
         .await;
     let compression = verified.compression();
     let (body, content_type, file_name) = if raw {
@@ -159,7 +193,8 @@ pub(super) async fn download(
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    let what = format!("{db}/{date}{}", if raw { " raw" } else { "" });
+    Ok((what, response))
 }
 
 fn storage_error(e: StoreError) -> ApiError {
