@@ -1613,7 +1613,8 @@ impl Catalog {
 
             for (_, n) in rows(
                 "SELECT '', count(*) FROM backup_inventory
-                 WHERE deleted_at < ?1 AND deleted_reason = 'retention'",
+                 WHERE deleted_at < ?1
+                   AND (deleted_reason = 'retention' OR daily_deleted_at IS NOT NULL)",
             )? {
                 add("retention_deleted", "daily", n)?;
             }

@@ -544,6 +544,37 @@ fn render(
             .collect()
     };
 
+    let restores_html = if data.restores.is_empty() {
+        r#"<tr><td colspan="6" class="empty">No restores, verifications or downloads yet.</td></tr>"#
+            .to_string()
+    } else {
+        data.restores
+            .iter()
+            .map(|r| {
+                let when = DateTime::<Utc>::from_timestamp(r.started_at, 0)
+                    .map_or("—".into(), |t| local_time(t, tz));
+                let taken = r
+                    .taken_at
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+                    .map_or("—".into(), |t| local_time(t, tz));
+                let (class, result) = match r.result.as_str() {
+                    "success" => ("completed", "✓ ".to_string() + &human::duration_ms(r.duration_ms)),
+                    _ => ("failed", "✗ ".to_string() + r.error.as_deref().unwrap_or("failed")),
+                };
+                format!(
+                    r#"<tr><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td><td class="st-{class}">{}</td></tr>"#,
+                    esc(&when),
+                    esc(&capitalize(&r.action)),
+                    esc(&r.database),
+                    esc(r.location.as_deref().unwrap_or("")),
+                    esc(&taken),
+                    esc(&r.initiated_by),
+                    esc(&result),
+                )
+            })
+            .collect()
+    };
+
     let footer = format!(
         "Schedules ({}): {} • Retention: {} • Updated {}",
         tz.name(),
@@ -568,6 +599,7 @@ fn render(
         .replace("{{days}}", &days_html)
         .replace("{{next_runs}}", &next_html)
         .replace("{{restore_points}}", &points_html)
+        .replace("{{restores}}", &restores_html)
         .replace("{{jobs}}", &jobs_html)
         .replace("{{footer}}", &esc(&footer))
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))
@@ -584,7 +616,7 @@ fn capitalize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::JobRow;
+    use crate::catalog::{JobRow, RestoreRow};
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -679,7 +711,21 @@ mod tests {
             last_success: Default::default(),
             points: Default::default(),
             drills: Default::default(),
-            restores: vec![],
+            restores: vec![RestoreRow {
+                started_at: t("2026-11-16T09:30:00Z").timestamp(),
+                initiated_by: "cli:ops".into(),
+                action: "restore".into(),
+                database: "alpha".into(),
+                key: Some("daily/2026-11-15/alpha/20261115T030000Z.sql.zst".into()),
+                location: Some(
+                    "weekly/2026-W46.tar:2026-11-15/alpha/20261115T030000Z.sql.zst".into(),
+                ),
+                taken_at: Some(t("2026-11-15T03:00:00Z").timestamp()),
+                target: Some("/tmp/alpha.db".into()),
+                result: "success".into(),
+                error: None,
+                duration_ms: 1500,
+            }],
         };
         let panels = BTreeMap::from([(
             "alpha".to_string(),
@@ -715,6 +761,7 @@ mod tests {
             r#"aria-label="Size of the last 3 backups: from 1000 B to 900 B""#,
             r#"title="row count of users differs">✗ failed</span>"#,
             "no dumps yet",
+            r#"<td>Restore</td><td>alpha</td><td title="weekly/2026-W46.tar:2026-11-15/alpha/20261115T030000Z.sql.zst">Nov 15, 03:00 UTC</td><td>cli:ops</td><td class="st-completed">✓ 2s</td>"#,
         ] {
             assert!(html.contains(needle), "{needle} missing from {html}");
         }
