@@ -51,6 +51,13 @@ pub struct DrillResult {
 
 /// Run one drill to the end; every point's result is recorded and alerted as it finishes.
 pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::RestoreError> {
+    // The scratch folder is the drills' own (one drill at a time, one daemon per state
+    // directory): whatever is in it was left by a drill aborted at shutdown.
+    if let Ok(entries) = std::fs::read_dir(&ctx.scratch_dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let all = restore::restore_points(&ctx.store).await?;
     let picks = points::drill_sample(&all.points, &ctx.databases, ctx.sample, ctx.seed);
     tracing::info!(points = picks.len(), "restore drill started");

@@ -566,13 +566,14 @@ impl Reconciler {
             alerts: self.alerts.clone(),
             databases: policy.databases.iter().map(|d| d.name.clone()).collect(),
             sample,
-            scratch_dir: policy.daemon.state_dir.join("scratch"),
+            scratch_dir: policy.daemon.state_dir.join("scratch").join("drill"),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,
         };
-        let drilling = Arc::clone(&self.drilling);
+        // Cleared on every way out, an abort at shutdown included (before the first poll too:
+        // the guard is moved into the task, not made by it).
+        let running = ClearOnDrop(Arc::clone(&self.drilling));
         self.drills.lock().await.spawn(async move {
-            // Cleared on every way out, an abort at shutdown included.
-            let _running = ClearOnDrop(drilling);
+            let _running = running;
             if let Err(e) = drill::run(&ctx).await {
                 tracing::error!(error = %e, "restore drill could not list the restore points");
             }

@@ -503,3 +503,46 @@ async fn downloads_by_time_are_recorded_and_status_counts_archived_points() {
     assert_eq!(list["filtered"], 32);
     task.abort();
 }
+
+#[tokio::test]
+async fn shutdown_stops_a_running_drill_at_once() {
+    let w = World::new("file://backups", 0).await;
+    // A database big enough that restoring it takes a while.
+    let conn = rusqlite::Connection::open(w.dir.path().join("app.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE bulk (id INTEGER PRIMARY KEY, body TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400000)
+         INSERT INTO bulk SELECT i, printf('%d %s', i, hex(randomblob(48))) FROM n;",
+    )
+    .unwrap();
+    drop(conn);
+    // The first pass backs up (the drill waits for it), the second starts the drill.
+    w.clock.set(t("2026-11-02T03:00:10Z"));
+    w.reconciler.run_once().await.unwrap();
+    w.reconciler.wait_idle().await;
+    w.reconciler.run_once().await.unwrap();
+    assert!(w.reconciler.drilling(), "the drill should be running");
+    // Wait until it is restoring (its scratch database exists).
+    let scratch = w.dir.path().join(".patina/scratch/drill");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drill never started restoring"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    assert!(w.reconciler.shutdown(Duration::from_secs(60)).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited for the drill: {:?}",
+        started.elapsed()
+    );
+    assert!(!w.reconciler.drilling());
+    assert_eq!(
+        w.count("SELECT count(*) FROM verifications"),
+        0,
+        "an aborted drill records no result"
+    );
+}
