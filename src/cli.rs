@@ -169,6 +169,10 @@ enum Command {
         /// already holds tables.
         #[arg(long)]
         force: bool,
+        /// The age identity file that opens encrypted backups (default: `[encryption]
+        /// identity_file`). It may hold several identities.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Restore the newest backup of each database into a scratch file and check it against
     /// its manifest (integrity_check, row counts, schema hash).
@@ -176,6 +180,10 @@ enum Command {
         /// Databases to verify (default: all enabled).
         #[arg(value_name = "DB")]
         databases: Vec<String>,
+        /// The age identity file that opens encrypted backups (default: `[encryption]
+        /// identity_file`).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Maintain the catalog (the local metadata database).
     Catalog {
@@ -357,8 +365,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             format,
             to_d1,
             force,
+            identity,
         } => {
             let policy = load_policy(&cli.config)?;
+            let keys = keys(&policy, identity);
             if !crate::manifest::valid_database_name(&database) {
                 return Err(Failure::usage(
                     anyhow!("{database:?} is not a database name"),
@@ -379,10 +389,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         at,
                         uuid.hyphenated().to_string(),
                         force,
+                        keys,
                     ))
                 }
                 (Some(to), None) => {
-                    runtime()?.block_on(restore_cmd(policy, database, at, to, format, force))
+                    runtime()?.block_on(restore_cmd(policy, database, at, to, format, force, keys))
                 }
                 (None, None) => Err(Failure::usage(
                     anyhow!("restore needs --to FILE or --to-d1 UUID"),
@@ -390,10 +401,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 )),
             }
         }
-        Command::Verify { databases } => {
+        Command::Verify {
+            databases,
+            identity,
+        } => {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
-            runtime()?.block_on(verify_cmd(policy, names))
+            let keys = keys(&policy, identity);
+            runtime()?.block_on(verify_cmd(policy, names, keys))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -481,6 +496,27 @@ fn load_policy(path: &Path) -> Result<Policy, Failure> {
             )),
         )
     })
+}
+
+/// The identities that open encrypted backups: `--identity FILE`, else the policy's
+/// `[encryption] identity_file`.
+fn keys(policy: &Policy, identity: Option<PathBuf>) -> restore::Keys {
+    identity.map_or_else(|| restore::Keys::from_policy(policy), restore::Keys::file)
+}
+
+/// A failed restore or verification (exit 1), with its hint.
+fn restore_failure(e: restore::RestoreError) -> Failure {
+    let hint = match &e {
+        restore::RestoreError::TargetExists(_) => {
+            Some("choose another --to FILE, or add --force".to_string())
+        }
+        e => e.hint().map(str::to_string),
+    };
+    Failure {
+        code: 1,
+        error: anyhow::Error::new(e),
+        hint,
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -709,6 +745,8 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
                     "size": r.size_bytes, "tables": r.table_count, "rows": r.row_count,
                     "sha256": r.sha256,
                     "createdAt": rfc3339(r.created_at), "expiresAt": rfc3339(r.expires_at),
+                    "encryption": (!r.sealed_for.is_empty())
+                        .then(|| serde_json::json!({"kind": "age", "recipients": r.sealed_for})),
                 })
             })
             .collect();
@@ -727,12 +765,12 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  CREATED",
-        "DATE", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256"
+        "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {:<20}  SEALED FOR",
+        "DATE", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256", "CREATED"
     );
     for r in &rows {
         println!(
-            "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {}",
+            "{:<10}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {:<20}  {}",
             r.date,
             r.database,
             r.tier,
@@ -740,10 +778,28 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
             r.table_count,
             r.row_count,
             &r.sha256[..r.sha256.len().min(12)],
-            rfc3339(r.created_at)
+            rfc3339(r.created_at),
+            sealed_for(&r.sealed_for)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `patina list`'s SEALED FOR column: `-` for plaintext, else each recipient's fingerprint cut
+/// to 16 characters (enough to tell `age-keygen -y` / `ssh-keygen -lf` output apart; `--json`
+/// has them whole).
+fn sealed_for(fingerprints: &[String]) -> String {
+    if fingerprints.is_empty() {
+        return "-".into();
+    }
+    fingerprints
+        .iter()
+        .map(|f| match f.char_indices().nth(16) {
+            Some((i, _)) => format!("{}…", &f[..i]),
+            None => f.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn restore_cmd(
@@ -753,23 +809,15 @@ async fn restore_cmd(
     to: PathBuf,
     format: RestoreFormat,
     force: bool,
+    keys: restore::Keys,
 ) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
     let located = locate_backup(&store, &database, at).await?;
-    let target_exists = |e: restore::RestoreError| {
-        let hint = matches!(e, restore::RestoreError::TargetExists(_))
-            .then(|| "choose another --to FILE, or add --force".to_string());
-        Failure {
-            code: 1,
-            error: anyhow::Error::new(e),
-            hint,
-        }
-    };
     match format {
         RestoreFormat::Sqlite => {
-            let restored = restore::restore_located(&store, &located, &to, force)
+            let restored = restore::restore_located(&store, &located, &to, force, &keys)
                 .await
-                .map_err(target_exists)?;
+                .map_err(restore_failure)?;
             println!(
                 "restored {database} into {} (sha256 verified, {} statements)",
                 restored.target.display(),
@@ -778,16 +826,16 @@ async fn restore_cmd(
         }
         RestoreFormat::D1 => {
             if to.exists() && !force {
-                return Err(target_exists(restore::RestoreError::TargetExists(to)));
+                return Err(restore_failure(restore::RestoreError::TargetExists(to)));
             }
             // The backup is restored into a scratch database beside FILE, which the D1 file is
             // written from; both temporary files go on every path out.
             let scratch = sibling(&to, "db");
             let partial = sibling(&to, "partial");
             let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
-            restore::restore_located(&store, &located, &scratch, true)
+            restore::restore_located(&store, &located, &scratch, true, &keys)
                 .await
-                .map_err(target_exists)?;
+                .map_err(restore_failure)?;
             let stats = write_d1(&scratch, &partial).await?;
             std::fs::rename(&partial, &to)
                 .with_context(|| format!("move the D1 file into place at {}", to.display()))?;
@@ -879,6 +927,7 @@ async fn restore_to_d1(
     at: At,
     id: String,
     force: bool,
+    keys: restore::Keys,
 ) -> Result<ExitCode, Failure> {
     let Some(cloudflare) = policy.cloudflare.clone() else {
         return Err(Failure::usage(
@@ -917,9 +966,11 @@ async fn restore_to_d1(
     let scratch = scratch_dir.join(format!("restore-{database}-{tag}.db"));
     let sql = scratch_dir.join(format!("restore-{database}-{tag}.d1.sql"));
     let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
-    restore::restore_located(&store, &located, &scratch, true)
+    // Restored (and so decrypted) before the target is touched: without an identity nothing
+    // changes in D1.
+    restore::restore_located(&store, &located, &scratch, true, &keys)
         .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        .map_err(restore_failure)?;
     let stats = write_d1(&scratch, &sql).await?;
 
     if !tables.is_empty() {
@@ -1038,14 +1089,18 @@ async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Mani
     }
 }
 
-async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Failure> {
+async fn verify_cmd(
+    policy: Policy,
+    names: Vec<String>,
+    keys: restore::Keys,
+) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
     let catalog = open_catalog(&policy)?;
     let scratch = policy.daemon.state_dir.join("scratch");
     let mut failed = 0;
     for name in &names {
         let now = Utc::now();
-        match restore::verify(&store, name, &scratch, now).await {
+        match restore::verify(&store, name, &scratch, now, &keys).await {
             Ok(v) => {
                 let outcome = if v.ok() {
                     Ok(())
@@ -1073,6 +1128,9 @@ async fn verify_cmd(policy: Policy, names: Vec<String>) -> Result<ExitCode, Fail
                 let message = e.to_string();
                 let _ = catalog.record_verification(name, "", now, Err(&message));
                 println!("{name:<24} FAILED  {message}");
+                if let Some(hint) = e.hint() {
+                    eprintln!("Try: {hint}");
+                }
             }
         }
     }

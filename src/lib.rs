@@ -13,5 +13,7 @@ pub mod core;
 pub mod engine;
 
 pub use adapters::{alert, catalog, http, metrics, source, store, systemd};
-pub use core::{clock, codec, dump, human, inventory, manifest, plan, policy, retention, schedule};
+pub use core::{
+    clock, codec, dump, human, inventory, keys, manifest, plan, policy, retention, schedule,
+};
 pub use engine::{archive, backup, bucket, daemon, reconcile, restore};

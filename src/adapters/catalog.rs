@@ -139,6 +139,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE backup_results ADD COLUMN d1_repaired_values INTEGER;
     ALTER TABLE backup_results ADD COLUMN d1_fallback TEXT;
     "#,
+    // 5 and 6 belong to work on other branches (restore points and drills; tokens and audit);
+    // on this branch they are empty placeholders, replaced by those migrations when merged.
+    "",
+    "",
+    // 7: who an encrypted dump was sealed for (DESIGN §14): its recipients' fingerprints,
+    // comma-separated (public: `age1…` / `SHA256:…`); NULL for a plaintext dump.
+    r#"
+    ALTER TABLE backup_inventory ADD COLUMN sealed_for TEXT;
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -213,6 +222,8 @@ pub struct InventoryRow {
     pub sha256: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The recipients' fingerprints an encrypted dump was sealed for; empty for plaintext.
+    pub sealed_for: Vec<String>,
 }
 
 /// A verification run as recorded.
@@ -476,7 +487,7 @@ impl Catalog {
             .prepare(
                 "SELECT r2_key, database_name, backup_date, tier, size_bytes,
                         coalesce(table_count, 0), coalesce(row_count, 0), coalesce(sha256, ''),
-                        created_at, expires_at
+                        created_at, expires_at, sealed_for
                  FROM backup_inventory
                  WHERE deleted_at IS NULL AND (?1 IS NULL OR database_name = ?1)
                  ORDER BY created_at DESC, database_name",
@@ -495,6 +506,10 @@ impl Catalog {
                     sha256: r.get(7)?,
                     created_at: r.get(8)?,
                     expires_at: r.get(9)?,
+                    sealed_for: r
+                        .get::<_, Option<String>>(10)?
+                        .map(|s| s.split(", ").map(str::to_string).collect())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(self.q("list backups"))?;
@@ -901,10 +916,10 @@ fn insert_inventory(
     conn.execute(
         "INSERT INTO backup_inventory (r2_key, database_name, backup_date, size_bytes, table_count,
            created_at, expires_at, tier, manifest_key, sha256, row_count, schema_hash,
-           compression, job_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+           compression, job_id, sealed_for)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT(r2_key) DO UPDATE SET deleted_at = NULL, size_bytes = excluded.size_bytes,
-           sha256 = excluded.sha256",
+           sha256 = excluded.sha256, sealed_for = excluded.sealed_for",
         params![
             m.key,
             m.database,
@@ -919,7 +934,8 @@ fn insert_inventory(
             m.row_count as i64,
             m.schema_hash,
             m.compression.as_str(),
-            m.job_id
+            m.job_id,
+            m.encryption.as_ref().map(|e| e.recipients.join(", ")),
         ],
     )
 }
@@ -1249,10 +1265,11 @@ mod tests {
             format: FORMAT_VERSION,
             database: db.into(),
             tier: "daily".into(),
-            key: id.data_key(Compression::Zstd),
+            key: id.data_key(crate::codec::Layers::plain(Compression::Zstd)),
             sha256: "00".repeat(32),
             size,
             compression: Compression::Zstd,
+            encryption: None,
             sql_bytes: size * 4,
             tables: BTreeMap::from([("t".into(), 2)]),
             table_count: 1,
