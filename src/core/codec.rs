@@ -807,6 +807,18 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(matches!(err, DecodeError::NoMatchingIdentity(2)), "{err}");
+
+        // Stored so (the sha256 matches) but not an age file: a decrypt error, not garbage.
+        let mut damaged = stored.clone();
+        damaged[0] = b'b';
+        let digest = Digest {
+            sha256: hex::encode(Sha256::digest(&damaged)),
+            size: damaged.len() as u64,
+        };
+        let err = decode_checked_with(encoding.layers(), Some(&stranger), &damaged, &digest)
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::Decrypt(_)), "{err}");
     }
 
     #[test]

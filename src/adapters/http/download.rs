@@ -154,6 +154,11 @@ fn fetch_error(e: RestoreError) -> ApiError {
             )
         }
         e @ RestoreError::Archive(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string(), None),
+        e @ RestoreError::Decrypt { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            e.to_string(),
+            Some("the stored object is not a readable age file; download another date"),
+        ),
         e => ApiError::internal(e.to_string()),
     }
 }
