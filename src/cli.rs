@@ -175,6 +175,10 @@ enum Command {
         /// already holds tables.
         #[arg(long)]
         force: bool,
+        /// The age identity file that opens encrypted backups (default: `[encryption]
+        /// identity_file`). It may hold several identities.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Restore the newest backup of each database into a scratch file and check it against
     /// its manifest (integrity_check, row counts, schema hash).
@@ -186,6 +190,10 @@ enum Command {
         /// before it), as for `restore --at`.
         #[arg(long, default_value = "latest", value_name = "WHEN")]
         at: At,
+        /// The age identity file that opens encrypted backups (default: `[encryption]
+        /// identity_file`).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Maintain the catalog (the local metadata database).
     Catalog {
@@ -364,8 +372,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             format,
             to_d1,
             force,
+            identity,
         } => {
             let policy = load_policy(&cli.config)?;
+            let keys = keys(&policy, identity);
             if !crate::manifest::valid_database_name(&database) {
                 return Err(Failure::usage(
                     anyhow!("{database:?} is not a database name"),
@@ -386,6 +396,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         at,
                         uuid.hyphenated().to_string(),
                         force,
+                        keys,
                     ))
                 }
                 (Some(to), None) => runtime()?.block_on(restore_cmd(
@@ -397,6 +408,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         to,
                         format,
                         force,
+                        keys,
                     },
                 )),
                 (None, None) => Err(Failure::usage(
@@ -405,10 +417,15 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 )),
             }
         }
-        Command::Verify { databases, at } => {
+        Command::Verify {
+            databases,
+            at,
+            identity,
+        } => {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
-            runtime()?.block_on(verify_cmd(policy, names, at))
+            let keys = keys(&policy, identity);
+            runtime()?.block_on(verify_cmd(policy, names, at, keys))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -710,6 +727,30 @@ impl Observer for Bars {
     }
 }
 
+/// The identities that open encrypted backups: `--identity FILE`, else the policy's
+/// `[encryption] identity_file`.
+fn keys(policy: &Policy, identity: Option<PathBuf>) -> restore::Keys {
+    identity.map_or_else(|| restore::Keys::from_policy(policy), restore::Keys::file)
+}
+
+/// A failed restore or verification (exit 1), with its hint.
+fn restore_failure(e: restore::RestoreError) -> Failure {
+    let hint = match &e {
+        restore::RestoreError::TargetExists(_) => {
+            Some("choose another --to FILE, or add --force".to_string())
+        }
+        restore::RestoreError::Load(crate::source::sqlite::SourceError::UnknownTables {
+            ..
+        }) => Some("name tables as the backup has them (`--table NAME`, repeatable)".into()),
+        e => e.hint().map(str::to_string),
+    };
+    Failure {
+        code: 1,
+        error: anyhow::Error::new(e),
+        hint,
+    }
+}
+
 fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let catalog = open_catalog(policy)?;
     let rows = catalog
@@ -722,6 +763,8 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
                 serde_json::json!({
                     "database": r.database, "date": r.date, "tier": r.tier, "key": r.key,
                     "location": r.location,
+                    "encryption": (!r.sealed_for.is_empty())
+                        .then(|| serde_json::json!({"kind": "age", "recipients": r.sealed_for})),
                     "size": r.size_bytes, "tables": r.table_count, "rows": r.row_count,
                     "sha256": r.sha256,
                     "createdAt": rfc3339(r.created_at), "expiresAt": rfc3339(r.expires_at),
@@ -743,8 +786,8 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  WHERE",
-        "TIME", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256"
+        "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {:<20}  WHERE",
+        "TIME", "DATABASE", "TIER", "SIZE", "TABLES", "ROWS", "SHA256", "SEALED FOR"
     );
     // Tables and rows of a point recovered from an archive alone are not known (`-`).
     let count = |n: u64| {
@@ -756,7 +799,7 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
     };
     for r in &rows {
         println!(
-            "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {}",
+            "{:<20}  {:<24}  {:<6}  {:>10}  {:>6}  {:>10}  {:<12}  {:<20}  {}",
             rfc3339(r.created_at),
             r.database,
             r.tier,
@@ -764,6 +807,7 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
             count(r.table_count),
             count(r.row_count),
             &r.sha256[..r.sha256.len().min(12)],
+            sealed_for(&r.sealed_for),
             r.location
         );
     }
@@ -779,6 +823,23 @@ fn list(policy: &Policy, database: Option<&str>, json: bool) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
+/// `patina list`'s SEALED FOR column: `-` for plaintext, else each recipient's fingerprint cut
+/// to 16 characters (enough to tell `age-keygen -y` / `ssh-keygen -lf` output apart; `--json`
+/// has them whole).
+fn sealed_for(fingerprints: &[String]) -> String {
+    if fingerprints.is_empty() {
+        return "-".into();
+    }
+    fingerprints
+        .iter()
+        .map(|f| match f.char_indices().nth(16) {
+            Some((i, _)) => format!("{}…", &f[..i]),
+            None => f.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `patina restore DB --to FILE`, as asked.
 struct RestoreRequest {
     database: String,
@@ -787,6 +848,7 @@ struct RestoreRequest {
     to: PathBuf,
     format: RestoreFormat,
     force: bool,
+    keys: restore::Keys,
 }
 
 async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Failure> {
@@ -827,22 +889,6 @@ async fn restore_located_cmd(
     req: &RestoreRequest,
 ) -> Result<ExitCode, Failure> {
     let (database, to, force) = (&req.database, &req.to, req.force);
-    let target_exists = |e: restore::RestoreError| {
-        let hint = match &e {
-            restore::RestoreError::TargetExists(_) => {
-                Some("choose another --to FILE, or add --force".to_string())
-            }
-            restore::RestoreError::Load(crate::source::sqlite::SourceError::UnknownTables {
-                ..
-            }) => Some("name tables as the backup has them (`--table NAME`, repeatable)".into()),
-            _ => None,
-        };
-        Failure {
-            code: 1,
-            error: anyhow::Error::new(e),
-            hint,
-        }
-    };
     let only = if req.tables.is_empty() {
         String::new()
     } else {
@@ -850,9 +896,10 @@ async fn restore_located_cmd(
     };
     match req.format {
         RestoreFormat::Sqlite => {
-            let restored = restore::restore_tables(store, located, to, force, &req.tables)
-                .await
-                .map_err(target_exists)?;
+            let restored =
+                restore::restore_tables(store, located, to, force, &req.tables, &req.keys)
+                    .await
+                    .map_err(restore_failure)?;
             match restored.table_rows {
                 Some(rows) => println!(
                     "restored {database}{only} into {}: {rows} rows (sha256 verified)",
@@ -867,7 +914,7 @@ async fn restore_located_cmd(
         }
         RestoreFormat::D1 => {
             if to.exists() && !force {
-                return Err(target_exists(restore::RestoreError::TargetExists(
+                return Err(restore_failure(restore::RestoreError::TargetExists(
                     to.clone(),
                 )));
             }
@@ -876,9 +923,9 @@ async fn restore_located_cmd(
             let scratch = sibling(to, "db");
             let partial = sibling(to, "partial");
             let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
-            restore::restore_tables(store, located, &scratch, true, &req.tables)
+            restore::restore_tables(store, located, &scratch, true, &req.tables, &req.keys)
                 .await
-                .map_err(target_exists)?;
+                .map_err(restore_failure)?;
             let stats = write_d1(&scratch, &partial).await?;
             std::fs::rename(&partial, to)
                 .with_context(|| format!("move the D1 file into place at {}", to.display()))?;
@@ -1041,6 +1088,7 @@ async fn restore_to_d1(
     at: At,
     id: String,
     force: bool,
+    keys: restore::Keys,
 ) -> Result<ExitCode, Failure> {
     let Some(cloudflare) = policy.cloudflare.clone() else {
         return Err(Failure::usage(
@@ -1055,7 +1103,15 @@ async fn restore_to_d1(
     let store = open_store(&policy)?;
     let located = locate_backup(&store, &database, at).await;
     let result = match &located {
-        Ok(l) => import_to_d1(&policy, &cloudflare, &store, l, &database, &id, force).await,
+        Ok(l) => {
+            let target = D1Target {
+                cloudflare: &cloudflare,
+                database: &database,
+                id: &id,
+                force,
+            };
+            import_to_d1(&policy, &store, l, target, &keys).await
+        }
         Err(_) => Ok(ExitCode::SUCCESS),
     };
     let outcome = match (&located, &result) {
@@ -1079,17 +1135,24 @@ async fn restore_to_d1(
     result
 }
 
+/// Where `restore --to-d1` imports.
+struct D1Target<'a> {
+    cloudflare: &'a crate::policy::Cloudflare,
+    database: &'a str,
+    id: &'a str,
+    force: bool,
+}
+
 /// The import half of [`restore_to_d1`], for a located backup.
 async fn import_to_d1(
     policy: &Policy,
-    cloudflare: &crate::policy::Cloudflare,
     store: &Store,
     located: &restore::Located,
-    database: &str,
-    id: &str,
-    force: bool,
+    target: D1Target<'_>,
+    keys: &restore::Keys,
 ) -> Result<ExitCode, Failure> {
-    let (database, id) = (database.to_string(), id.to_string());
+    let (cloudflare, force) = (target.cloudflare, target.force);
+    let (database, id) = (target.database.to_string(), target.id.to_string());
     let client = crate::source::d1::Client::new(cloudflare, Default::default())
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     let d1_err = |e: crate::source::d1::D1Error| Failure::from(anyhow::Error::new(e));
@@ -1116,9 +1179,11 @@ async fn import_to_d1(
     let scratch = scratch_dir.join(format!("restore-{database}-{tag}.db"));
     let sql = scratch_dir.join(format!("restore-{database}-{tag}.d1.sql"));
     let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
-    restore::restore_located(store, located, &scratch, true)
+    // Restored (and so decrypted) before the target is touched: without an identity nothing
+    // changes in D1.
+    restore::restore_located(store, located, &scratch, true, keys)
         .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+        .map_err(restore_failure)?;
     let stats = write_d1(&scratch, &sql).await?;
 
     if !tables.is_empty() {
@@ -1237,7 +1302,12 @@ async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Mani
     }
 }
 
-async fn verify_cmd(policy: Policy, names: Vec<String>, at: At) -> Result<ExitCode, Failure> {
+async fn verify_cmd(
+    policy: Policy,
+    names: Vec<String>,
+    at: At,
+    keys: restore::Keys,
+) -> Result<ExitCode, Failure> {
     let store = open_store(&policy)?;
     let catalog = open_catalog(&policy)?;
     let scratch = policy.daemon.state_dir.join("scratch");
@@ -1246,10 +1316,14 @@ async fn verify_cmd(policy: Policy, names: Vec<String>, at: At) -> Result<ExitCo
     for name in &names {
         let started = Utc::now();
         let located = restore::locate(&store, name, at).await;
+        let mut hint = None;
         let outcome: Result<(), String> = match &located {
             Err(e) => Err(e.to_string()),
-            Ok(l) => match restore::verify_located(&store, l, &scratch, started).await {
-                Err(e) => Err(e.to_string()),
+            Ok(l) => match restore::verify_located(&store, l, &scratch, started, &keys).await {
+                Err(e) => {
+                    hint = e.hint();
+                    Err(e.to_string())
+                }
                 Ok(v) if !v.ok() => Err(v.problems.join("; ")),
                 Ok(_) => Ok(()),
             },
@@ -1294,6 +1368,9 @@ async fn verify_cmd(policy: Policy, names: Vec<String>, at: At) -> Result<ExitCo
                     "{name:<24} FAILED  {shown}{}{problems}",
                     if shown.is_empty() { "" } else { ": " }
                 );
+                if let Some(hint) = hint {
+                    eprintln!("Try: {hint}");
+                }
             }
         }
     }

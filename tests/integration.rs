@@ -14,6 +14,7 @@ mod integration {
     mod daemon;
     mod dump;
     mod dump_props;
+    mod encryption;
     mod faults;
     mod hostile;
     mod hostile_http;

@@ -7,7 +7,9 @@
 //!                                [--idle-secs N]
 //! ```
 //!
-//! Besides the fixture rows (`patina backup` also to an in-process s3s-fs server), three daemon
+//! Besides the fixture rows (`patina backup` also to an in-process s3s-fs server, and backup and
+//! restore with `[encryption]`: age over the same zstd stream, measured interleaved with the
+//! plain rows so the ratio is the cost of encryption), three daemon
 //! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
 //! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
 //!
@@ -299,10 +301,22 @@ fn reset(dir: &Path) {
 }
 
 fn patina_config(work: &Path, db: &Path) -> PathBuf {
+    patina_config_sealed(work, db, None)
+}
+
+/// [`patina_config`], with `[encryption]` for `key` when given.
+fn patina_config_sealed(work: &Path, db: &Path, key: Option<&AgeKey>) -> PathBuf {
     let cfg = work.join("patina.toml");
+    let encryption = key.map_or(String::new(), |k| {
+        format!(
+            "[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n",
+            k.public,
+            k.identity_file.display()
+        )
+    });
     let text = format!(
         "[daemon]\nstate_dir = \"{state}\"\n\n[storage]\nurl = \"file://{store}\"\n\n\
-         [priorities.normal]\nschedule = \"0 4 * * SUN\"\n\n\
+         [priorities.normal]\nschedule = \"0 4 * * SUN\"\n\n{encryption}\
          [[database]]\nname = \"bench\"\nkind = \"sqlite\"\npath = \"{db}\"\npriority = \"normal\"\n",
         state = work.join("state").display(),
         store = work.join("store").display(),
@@ -310,6 +324,30 @@ fn patina_config(work: &Path, db: &Path) -> PathBuf {
     );
     std::fs::write(&cfg, text).expect("write patina.toml");
     cfg
+}
+
+/// An age key pair for the encryption rows: the identity in a file, the public key as text.
+struct AgeKey {
+    identity_file: PathBuf,
+    public: String,
+}
+
+impl AgeKey {
+    fn generate(dir: &Path) -> AgeKey {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let identity_file = dir.join("bench-identity.txt");
+        std::fs::create_dir_all(dir).expect("create key dir");
+        std::fs::write(
+            &identity_file,
+            format!("{}\n", id.to_string().expose_secret()),
+        )
+        .expect("write the identity");
+        AgeKey {
+            identity_file,
+            public: id.to_public().to_string(),
+        }
+    }
 }
 
 fn median(xs: &mut [f64]) -> f64 {
@@ -374,6 +412,12 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             samples: vec![],
         },
         Case {
+            name: "patina backup, encrypted (age)",
+            group: Group::Backup,
+            missing: None,
+            samples: vec![],
+        },
+        Case {
             name: "patina backup to in-process S3",
             group: Group::Backup,
             missing: None,
@@ -405,6 +449,12 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
         },
         Case {
             name: "patina restore",
+            group: Group::Restore,
+            missing: None,
+            samples: vec![],
+        },
+        Case {
+            name: "patina restore, encrypted (age)",
             group: Group::Restore,
             missing: None,
             samples: vec![],
@@ -444,6 +494,41 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
     )
     .expect("read fixture");
 
+    let key = AgeKey::generate(&target_dir().join("bench-keys"));
+    let restore_with = |pdir: &Path, key: Option<&AgeKey>| {
+        // Restores what the last backup of that case stored (or makes one).
+        let cfg = pdir.join("patina.toml");
+        if !cfg.exists() {
+            reset(pdir);
+            patina_config_sealed(pdir, &db, key);
+            pipeline(
+                vec![cmd(PATINA, &["--config", &cfg.to_string_lossy(), "backup"])],
+                None,
+                None,
+            );
+        }
+        let out = pdir.join("restored.db");
+        let _ = std::fs::remove_file(&out);
+        let mut s = pipeline(
+            vec![cmd(
+                PATINA,
+                &[
+                    "--config",
+                    &cfg.to_string_lossy(),
+                    "restore",
+                    "bench",
+                    "--to",
+                    &out.to_string_lossy(),
+                ],
+            )],
+            None,
+            None,
+        );
+        s.bytes = file_size(&out);
+        let _ = std::fs::remove_file(&out);
+        s
+    };
+
     let load_before = loadavg();
     let started = Instant::now();
     let reference_zst = work.join("reference.sql.zst");
@@ -458,6 +543,17 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                     let mut s =
                         pipeline(vec![cmd(PATINA, &["--config", &cfg, "backup"])], None, None);
                     s.bytes = find_file(&dir.join("store"), ".zst").map_or(0, |f| file_size(&f));
+                    s
+                }
+                "patina backup, encrypted (age)" => {
+                    let dir = work.join("patina-age");
+                    reset(&dir);
+                    let cfg = patina_config_sealed(&dir, &db, Some(&key));
+                    let cfg = cfg.to_string_lossy();
+                    let mut s =
+                        pipeline(vec![cmd(PATINA, &["--config", &cfg, "backup"])], None, None);
+                    s.bytes =
+                        find_file(&dir.join("store"), ".zst.age").map_or(0, |f| file_size(&f));
                     s
                 }
                 "patina backup to in-process S3" => {
@@ -491,39 +587,9 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                         .map_or(0, |f| file_size(&f));
                     s
                 }
-                "patina restore" => {
-                    // Restores what the last `patina backup` stored (or makes one).
-                    let pdir = work.join("patina");
-                    let cfg = pdir.join("patina.toml");
-                    if !cfg.exists() {
-                        reset(&pdir);
-                        patina_config(&pdir, &db);
-                        pipeline(
-                            vec![cmd(PATINA, &["--config", &cfg.to_string_lossy(), "backup"])],
-                            None,
-                            None,
-                        );
-                    }
-                    let out = pdir.join("restored.db");
-                    let _ = std::fs::remove_file(&out);
-                    let mut s = pipeline(
-                        vec![cmd(
-                            PATINA,
-                            &[
-                                "--config",
-                                &cfg.to_string_lossy(),
-                                "restore",
-                                "bench",
-                                "--to",
-                                &out.to_string_lossy(),
-                            ],
-                        )],
-                        None,
-                        None,
-                    );
-                    s.bytes = file_size(&out);
-                    let _ = std::fs::remove_file(&out);
-                    s
+                "patina restore" => restore_with(&work.join("patina"), None),
+                "patina restore, encrypted (age)" => {
+                    restore_with(&work.join("patina-age"), Some(&key))
                 }
                 "sqlite3 .dump | zstd -3" => pipeline(
                     vec![
@@ -682,6 +748,7 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
     }
     drop(s3_server);
     let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(target_dir().join("bench-keys"));
     out
 }
 

@@ -209,6 +209,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idx_audit_log_at ON audit_log(at);
     "#,
+    // 8: who an encrypted dump was sealed for (DESIGN §14): its recipients' fingerprints,
+    // comma-separated (public: `age1…` / `SHA256:…`); NULL for a plaintext dump.
+    r#"
+    ALTER TABLE backup_inventory ADD COLUMN sealed_for TEXT;
+    "#,
 ];
 
 /// A failed catalog operation.
@@ -286,6 +291,8 @@ pub struct InventoryRow {
     pub sha256: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The recipients' fingerprints an encrypted dump was sealed for; empty for plaintext.
+    pub sealed_for: Vec<String>,
 }
 
 /// A verification of one restore point, to record.
@@ -621,7 +628,7 @@ impl Catalog {
                         coalesce(table_count, 0), coalesce(row_count, 0), coalesce(sha256, ''),
                         created_at, expires_at,
                         CASE WHEN tier = 'weekly' AND archive_key IS NOT NULL
-                             THEN archive_key || ':' || archive_member ELSE r2_key END
+                             THEN archive_key || ':' || archive_member ELSE r2_key END, sealed_for
                  FROM backup_inventory
                  WHERE deleted_at IS NULL AND (?1 IS NULL OR database_name = ?1)
                  ORDER BY created_at DESC, database_name",
@@ -641,6 +648,10 @@ impl Catalog {
                     created_at: r.get(8)?,
                     expires_at: r.get(9)?,
                     location: r.get(10)?,
+                    sealed_for: r
+                        .get::<_, Option<String>>(11)?
+                        .map(|s| s.split(", ").map(str::to_string).collect())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(self.q("list backups"))?;
@@ -1373,10 +1384,10 @@ fn insert_inventory(
     conn.execute(
         "INSERT INTO backup_inventory (r2_key, database_name, backup_date, size_bytes, table_count,
            created_at, expires_at, tier, manifest_key, sha256, row_count, schema_hash,
-           compression, job_id, table_schemas)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+           compression, job_id, table_schemas, sealed_for)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT(r2_key) DO UPDATE SET deleted_at = NULL, size_bytes = excluded.size_bytes,
-           sha256 = excluded.sha256,
+           sha256 = excluded.sha256, sealed_for = excluded.sealed_for,
            table_schemas = coalesce(backup_inventory.table_schemas, excluded.table_schemas)",
         params![
             m.key,
@@ -1393,7 +1404,8 @@ fn insert_inventory(
             m.schema_hash,
             m.compression.as_str(),
             m.job_id,
-            table_schemas
+            table_schemas,
+            m.encryption.as_ref().map(|e| e.recipients.join(", ")),
         ],
     )
 }
@@ -2027,10 +2039,11 @@ mod tests {
             format: FORMAT_VERSION,
             database: db.into(),
             tier: "daily".into(),
-            key: id.data_key(Compression::Zstd),
+            key: id.data_key(crate::codec::Layers::plain(Compression::Zstd)),
             sha256: "00".repeat(32),
             size,
             compression: Compression::Zstd,
+            encryption: None,
             sql_bytes: size * 4,
             tables: BTreeMap::from([("t".into(), 2)]),
             table_count: 1,

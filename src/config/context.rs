@@ -99,6 +99,31 @@ impl<'t> Cx<'t> {
         ));
     }
 
+    /// A problem at a line of another file (a recipients file): `key` is recorded as given.
+    pub(super) fn bad_in_file(
+        &mut self,
+        file: &str,
+        line: usize,
+        key: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
+        if !self.broken.insert(key.to_string()) {
+            return;
+        }
+        self.problems.push((
+            self.problems.len(),
+            ConfigProblem {
+                file: file.to_string(),
+                line,
+                column: 1,
+                key: key.to_string(),
+                message,
+                hint,
+            },
+        ));
+    }
+
     /// A problem with the value at `path`.
     pub(super) fn bad(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
         self.push(path, At::Value, message.into(), hint);

@@ -14,7 +14,9 @@
 //! 4. The cleaned tree is deserialized into the raw types (each `[[database]]` and `[[alert]]`
 //!    on its own, so one broken entry does not hide the others).
 //! 5. Semantic validation builds the [`Policy`]: addresses, durations, cron, timezone, URLs,
-//!    names, cross references, credentials.
+//!    names, cross references, credentials, age recipients (a `recipients_file` is read here,
+//!    and its problems point at its own lines; the `identity_file` is not read: only restores
+//!    need it).
 //!
 //! One file per job: `raw` (the types as written, and so the schema), `context`
 //! (positions, problems, `${VAR}` expansion: steps 1–2), `schema_check` (step 3),
@@ -40,8 +42,9 @@ use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
     AlertEvent, AlertSettings, AlertSink, ApiToken, Cloudflare, Compression, D1Mode, DEFAULT_TOKEN,
-    Daemon, Database, Drills, MAX_TOKEN_LEN, Policy, Priority, PriorityLevel, Retention, Scope,
-    Secret, SinkKind, SourceSpec, Span, StaleAfter, Storage, StorageLocation, TlsFiles,
+    Daemon, Database, Drills, Encryption, MAX_TOKEN_LEN, Policy, Priority, PriorityLevel,
+    Retention, Scope, Secret, SinkKind, SourceSpec, Span, StaleAfter, Storage, StorageLocation,
+    TlsFiles,
 };
 use crate::schedule::Schedule;
 

@@ -27,6 +27,9 @@ pub(super) struct RawConfig {
     pub(super) retention: RawRetention,
     /// Cloudflare credentials; needed only by databases of kind "d1".
     pub(super) cloudflare: Option<RawCloudflare>,
+    /// Encryption at rest with age: every new dump is sealed for these recipients after
+    /// compression (keys end in .age), and opens only with one of their identities.
+    pub(super) encryption: Option<RawEncryption>,
     /// A database to back up. Repeat `[[database]]` for each one.
     pub(super) database: Vec<RawDatabase>,
     /// When to alert: thresholds for slow jobs, odd sizes and stale backups.
@@ -223,6 +226,26 @@ pub(super) struct RawCloudflare {
     /// API base URL; override for proxies and tests.
     #[schemars(extend("default" = "https://api.cloudflare.com/client/v4"))]
     pub(super) api_url: Option<String>,
+}
+
+/// Encryption at rest (age).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Encryption")]
+pub(super) struct RawEncryption {
+    /// Public keys new backups are encrypted to: age X25519 recipients ("age1…", from
+    /// `age-keygen -y identity.txt`) and/or OpenSSH public keys ("ssh-ed25519 AAAA…",
+    /// "ssh-rsa AAAA…"). Any one of their identities opens a backup. Set this or
+    /// `recipients_file`.
+    pub(super) recipients: Option<Vec<String>>,
+    /// A file of recipients, one public key per line ("#" comments and blank lines skipped),
+    /// as `age -R` reads it; relative to this file. Set this or `recipients`.
+    pub(super) recipients_file: Option<String>,
+    /// The identity file (private keys) that opens backups on this host, for `patina restore`,
+    /// `verify` and GET /download: `age-keygen` output (it may hold several identities, e.g. old
+    /// and new after a rotation) or an unencrypted OpenSSH private key. Optional: a host without
+    /// it backs up but cannot read backups. Read only when an encrypted backup is opened.
+    pub(super) identity_file: Option<String>,
 }
 
 /// A database to back up.

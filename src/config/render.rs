@@ -4,7 +4,8 @@
 use super::*;
 
 /// The effective policy as `patina check` prints it: databases with priority, schedule and
-/// the next three fire times after `now` in the configured timezone. Secrets print as `***`.
+/// the next three fire times after `now` in the configured timezone. Secrets print as `***`;
+/// age recipients print as their fingerprints, identities only as the file's path.
 pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let when = |s: &Schedule| {
         let times: Vec<String> = s
@@ -133,6 +134,38 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
             "cloudflare:   account {}, token {}, api {}",
             cf.account_id, cf.api_token, cf.api_url
         );
+    }
+    match &policy.encryption {
+        None => {
+            let _ = writeln!(out, "encryption:   none (dumps are stored unencrypted)");
+        }
+        Some(e) => {
+            let fingerprints = e.recipients.fingerprints();
+            let _ = writeln!(
+                out,
+                "encryption:   age, {} recipient{}{}",
+                fingerprints.len(),
+                if fingerprints.len() == 1 { "" } else { "s" },
+                e.recipients_file
+                    .as_ref()
+                    .map(|f| format!(" (from {})", f.display()))
+                    .unwrap_or_default()
+            );
+            for f in &fingerprints {
+                let _ = writeln!(out, "  recipient:  {f}");
+            }
+            let _ = writeln!(
+                out,
+                "  identity:   {}",
+                match &e.identity_file {
+                    Some(path) => format!(
+                        "{} (read only to restore, verify and download)",
+                        path.display()
+                    ),
+                    None => "none here: this host backs up but cannot read backups (restore --identity FILE)".into(),
+                }
+            );
+        }
     }
     let _ = writeln!(out, "\ndatabases ({}):", policy.databases.len());
     for db in &policy.databases {
@@ -303,6 +336,7 @@ pub fn reference_markdown() -> String {
         ("priorities", "[priorities.<level>]"),
         ("retention", "[retention]"),
         ("cloudflare", "[cloudflare]"),
+        ("encryption", "[encryption]"),
         ("database", "[[database]]"),
         ("alerts", "[alerts]"),
         ("alert", "[[alert]]"),

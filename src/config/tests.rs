@@ -460,6 +460,12 @@ monthly = "12mo"
 [cloudflare]
 account_id = "acc"
 api_token = "${T}"
+[encryption]
+recipients = [
+  "age1sxhmwc8yhdhf4xumng0wkxqs4s24zvwagr3xgkn796f98tm0mvyqcx64lj",
+  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust",
+]
+identity_file = "keys/identity.txt"
 [[database]]
 name = "auth"
 kind = "d1"
@@ -516,6 +522,10 @@ retention:    daily 1w, weekly off, monthly 12mo
   archive:    0 4 * * SUN  next: 2026-11-29 04:00 CET, 2026-12-06 04:00 CET, 2026-12-13 04:00 CET
 drills:       off (set [verify] schedule to drill restores)
 cloudflare:   account acc, token ***, api https://api.cloudflare.com/client/v4
+encryption:   age, 2 recipients
+  recipient:  age1sxhmwc8yhdhf4xumng0wkxqs4s24zvwagr3xgkn796f98tm0mvyqcx64lj
+  recipient:  SHA256:PYX4o9UfGwCwG76hFcLAEkmMS0PtIBtV9MNmVgW16Oc
+  identity:   /srv/patina/keys/identity.txt (read only to restore, verify and download)
 
 databases (3):
   auth
@@ -699,5 +709,118 @@ fn closing_reads_needs_a_token_that_can_read() {
         ),
         "{}",
         only(text)
+    );
+}
+
+const AGE_A: &str = "age1sxhmwc8yhdhf4xumng0wkxqs4s24zvwagr3xgkn796f98tm0mvyqcx64lj";
+const SSH_A: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+
+#[test]
+fn encryption_reads_recipients_and_resolves_the_identity_file() {
+    let text = format!(
+        "{BASE}[encryption]\nrecipients = [\"{AGE_A}\", \"{SSH_A}\", \"{AGE_A}\"]\nidentity_file = \"keys/id.txt\"\n"
+    );
+    let p = parse(&text).unwrap();
+    let e = p.encryption.as_ref().unwrap();
+    assert_eq!(
+        e.recipients.fingerprints(),
+        vec![
+            AGE_A.to_string(),
+            "SHA256:PYX4o9UfGwCwG76hFcLAEkmMS0PtIBtV9MNmVgW16Oc".to_string()
+        ]
+    );
+    assert_eq!(
+        e.identity_file.as_deref(),
+        Some(Path::new("/srv/patina/keys/id.txt"))
+    );
+    assert!(p.dump_encoding().layers().encrypted);
+    assert!(!parse(BASE).unwrap().dump_encoding().layers().encrypted);
+}
+
+#[test]
+fn malformed_recipients_are_named_by_position_and_line_never_echoed() {
+    let secret = "AGE-SECRET-KEY-10DW0D43ZK60APLH32Z0CFQ883SPCLPX7CT24LTXZA7LM8L4Q5X6SG496ZZ";
+    let text = format!(
+        "{BASE}[encryption]\nrecipients = [\n  \"{AGE_A}\",\n  \"age1typo\",\n  \"{secret}\",\n]\n"
+    );
+    let problems = problems(&text);
+    let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        shown,
+        vec![
+            "recipient #2 in [encryption] is not a valid age public key (a typo, or cut short?) at patina.toml:13:3 — age recipients look like \"age1…\" (`age-keygen -y identity.txt` prints one); ssh ones like \"ssh-ed25519 AAAA… comment\"".to_string(),
+            "recipient #3 in [encryption] is a private key (an identity), not a recipient — never put it in the policy; put its public key (`age-keygen -y identity.txt`) here, and treat this one as exposed at patina.toml:14:3 — age recipients look like \"age1…\" (`age-keygen -y identity.txt` prints one); ssh ones like \"ssh-ed25519 AAAA… comment\"".to_string(),
+        ]
+    );
+    assert!(!shown.join("\n").contains("ZK60APLH"));
+    assert!(!shown.join("\n").contains("age1typo"));
+
+    for (section, want) in [
+        (
+            "[encryption]\nidentity_file = \"id.txt\"\n",
+            "[encryption] names no recipients at patina.toml:10:2",
+        ),
+        (
+            "[encryption]\nrecipients = []\n",
+            "\"recipients\" in [encryption] is empty at patina.toml:11:14",
+        ),
+        (
+            "[encryption]\nrecipients = [\"x\"]\nrecipients_file = \"r.txt\"\n",
+            "[encryption] has both \"recipients\" and \"recipients_file\" at patina.toml:12:1",
+        ),
+        (
+            "[encryption]\nrecipient = [\"x\"]\n",
+            "unknown key \"recipient\" in [encryption] at patina.toml:11:1",
+        ),
+    ] {
+        let text = format!("{BASE}{section}");
+        let got = only(&text);
+        assert!(got.starts_with(want), "{got}");
+    }
+}
+
+#[test]
+fn a_recipients_file_is_read_and_its_bad_lines_are_reported_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recipients.txt");
+    std::fs::write(&file, format!("# ops team\n{AGE_A}\n\n{SSH_A}\n")).unwrap();
+    let text = format!("{BASE}[encryption]\nrecipients_file = \"recipients.txt\"\n");
+    let p = from_str(&text, "patina.toml", dir.path(), &no_env).unwrap();
+    let e = p.encryption.unwrap();
+    assert_eq!(e.recipients.fingerprints().len(), 2);
+    assert_eq!(e.recipients_file.as_deref(), Some(file.as_path()));
+
+    std::fs::write(
+        &file,
+        format!("# ops team\n{AGE_A}\nssh-ed25519 AAAA\n\nage1nope\n"),
+    )
+    .unwrap();
+    let err = from_str(&text, "patina.toml", dir.path(), &no_env).unwrap_err();
+    let shown: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    let f = file.display();
+    assert_eq!(shown.len(), 2, "{shown:#?}");
+    assert!(
+        shown[0].starts_with(&format!(
+            "recipient #2 of recipients_file (named by \"recipients_file\" in [encryption]) is not a valid ssh public key (\"ssh-ed25519 AAAA… comment\") at {f}:3:1"
+        )),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("recipient #3 of recipients_file")
+            && shown[1].contains(&format!("at {f}:5:1")),
+        "{}",
+        shown[1]
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let got = from_str(&text, "patina.toml", dir.path(), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        got.starts_with(&format!("read recipients_file {f}: No such file"))
+            && got.contains("patina.toml:11:19"),
+        "{got}"
     );
 }

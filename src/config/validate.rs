@@ -51,6 +51,26 @@ impl Cx<'_> {
         let alerts = self.alerts(&raw.alerts, tz);
         let sinks = self.sinks(alert_sinks);
         let drills = self.drills(&raw.verify, tz);
+        let encryption = match &raw.encryption {
+            Some(e) => Some(self.encryption(e, base_dir)?),
+            None => None,
+        };
+        // A drill restores sealed backups, so it needs the identity that opens them here.
+        if let (Some(Some(_)), Some(e)) = (&drills, &encryption)
+            && e.identity_file.is_none()
+        {
+            self.bad(
+                "verify.schedule",
+                "[verify] schedules restore drills, but [encryption] has no identity_file: \
+                 this host could not open the sealed backups it drills",
+                Some(
+                    "set identity_file in [encryption] on this host, or run drills where the \
+                     identity is (remove [verify] here)"
+                        .into(),
+                ),
+            );
+            return None;
+        }
 
         Some(Policy {
             source: PathBuf::from(file),
@@ -63,6 +83,7 @@ impl Cx<'_> {
             alerts: alerts?,
             sinks: sinks?,
             drills: drills?,
+            encryption,
         })
     }
 
@@ -663,6 +684,118 @@ impl Cx<'_> {
             weekly: weekly?,
             monthly: monthly?,
             archive: archive?,
+        })
+    }
+
+    /// `[encryption]`: exactly one of `recipients` and `recipients_file`, every key a public
+    /// key. A bad key is reported where it is — its item in this file, or its line in the
+    /// recipients file — with its position among the keys, never with its text (it may be a
+    /// secret pasted into the wrong place).
+    pub(super) fn encryption(
+        &mut self,
+        raw: &RawEncryption,
+        base_dir: &Path,
+    ) -> Option<Encryption> {
+        let hint = || {
+            Some(
+                "age recipients look like \"age1…\" (`age-keygen -y identity.txt` prints one); ssh ones like \"ssh-ed25519 AAAA… comment\""
+                    .to_string(),
+            )
+        };
+        let (recipients, recipients_file) = match (&raw.recipients, &raw.recipients_file) {
+            (Some(_), Some(_)) => {
+                self.bad_key(
+                    "encryption.recipients_file",
+                    "[encryption] has both \"recipients\" and \"recipients_file\"",
+                    Some("keep one of them".into()),
+                );
+                return None;
+            }
+            (None, None) => {
+                // A misspelt key ("recipient") was already reported: no follow-on problem.
+                if self.broken.iter().any(|p| p.starts_with("encryption.")) {
+                    return None;
+                }
+                self.bad_key(
+                    "encryption",
+                    "[encryption] names no recipients",
+                    Some(
+                        "add recipients = [\"age1…\"] (public keys), or recipients_file = \"FILE\"; remove the section to store backups unencrypted"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            (Some(list), None) => {
+                let mut found = Vec::new();
+                let mut ok = true;
+                for (i, text) in list.iter().enumerate() {
+                    match crate::keys::Recipient::parse(text) {
+                        Ok(r) => found.push(r),
+                        Err(e) => {
+                            ok = false;
+                            self.bad(
+                                &format!("encryption.recipients[{i}]"),
+                                format!("recipient #{} in [encryption] {e}", i + 1),
+                                hint(),
+                            );
+                        }
+                    }
+                }
+                if list.is_empty() {
+                    self.bad(
+                        "encryption.recipients",
+                        "\"recipients\" in [encryption] is empty",
+                        hint(),
+                    );
+                }
+                (ok.then_some(found)?, None)
+            }
+            (None, Some(file)) => {
+                let path = resolve(base_dir, file);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.bad(
+                            "encryption.recipients_file",
+                            format!("read recipients_file {}: {e}", path.display()),
+                            Some("the file holds public keys, one per line; it must be readable by patina".into()),
+                        );
+                        return None;
+                    }
+                };
+                let (found, errors) = crate::keys::parse_recipients_file(&text);
+                for e in &errors {
+                    self.bad_in_file(
+                        &path.display().to_string(),
+                        e.line,
+                        &format!("encryption.recipients_file:{}", e.line),
+                        format!(
+                            "recipient #{} of recipients_file (named by \"recipients_file\" in [encryption]) {}",
+                            e.position, e.error
+                        ),
+                        hint(),
+                    );
+                }
+                if !errors.is_empty() {
+                    return None;
+                }
+                if found.is_empty() {
+                    self.bad(
+                        "encryption.recipients_file",
+                        format!("recipients_file {} holds no recipients", path.display()),
+                        hint(),
+                    );
+                    return None;
+                }
+                (found, Some(path))
+            }
+        };
+        let recipients = crate::keys::Recipients::new(recipients)?;
+        Some(Encryption {
+            recipients,
+            recipients_file,
+            identity_file: raw.identity_file.as_deref().map(|f| resolve(base_dir, f)),
         })
     }
 

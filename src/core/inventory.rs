@@ -201,11 +201,20 @@ mod tests {
         let a2 = id("a", "2026-11-22T03:00:00Z");
         let b1 = id("b", "2026-11-22T03:00:00Z");
         let inv = Inventory::classify(vec![
-            obj(&a2.data_key(Compression::Zstd), 1),
+            obj(
+                &a2.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                1,
+            ),
             obj(&a2.manifest_key(), 1),
-            obj(&a1.data_key(Compression::Zstd), 0),
+            obj(
+                &a1.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                0,
+            ),
             obj(&a1.manifest_key(), 0),
-            obj(&b1.data_key(Compression::Gzip), 2), // no manifest: debris
+            obj(
+                &b1.data_key(crate::codec::Layers::plain(Compression::Gzip)),
+                2,
+            ), // no manifest: debris
             obj(&id("c", "2026-11-20T00:00:00Z").manifest_key(), 0), // no data: orphan
             obj("notes/readme.txt", 0),
             obj("weekly/2026-W46.tar", 0),

@@ -1,7 +1,7 @@
 //! Object keys and manifests (pure): the storage layout of DESIGN §3.
 //!
 //! ```text
-//! daily/2026-11-22/groveauth/20261122T030012Z.sql.zst
+//! daily/2026-11-22/groveauth/20261122T030012Z.sql.zst         (.sql.zst.age with [encryption])
 //! daily/2026-11-22/groveauth/20261122T030012Z.manifest.json   ← written last: commit marker
 //! weekly/2026-W47.tar                                          (.tar.gz when compression = none)
 //! weekly/2026-W47.manifest.json
@@ -18,7 +18,7 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
+use crate::codec::{self, Layers};
 use crate::policy::Compression;
 
 /// The manifest format this build writes (and the newest it reads).
@@ -64,9 +64,9 @@ impl DumpId {
         )
     }
 
-    /// Key of the dump's data object.
-    pub fn data_key(&self, compression: Compression) -> String {
-        format!("{}{}", self.stem(), codec::dump_suffix(compression))
+    /// Key of the dump's data object stored with `layers`.
+    pub fn data_key(&self, layers: Layers) -> String {
+        format!("{}{}", self.stem(), codec::dump_suffix(layers))
     }
 
     /// Key of the dump's manifest (the commit marker).
@@ -119,7 +119,7 @@ impl fmt::Display for IsoWeek {
 pub enum ParsedKey {
     DumpData {
         id: DumpId,
-        compression: Compression,
+        layers: Layers,
     },
     DumpManifest {
         id: DumpId,
@@ -154,10 +154,10 @@ fn parse_daily(rest: &str) -> Option<ParsedKey> {
     let (ts, kind) = if let Some(ts) = file.strip_suffix(MANIFEST_SUFFIX) {
         (ts, None)
     } else {
-        let (ts, compression) = [Compression::Zstd, Compression::Gzip, Compression::None]
+        let (ts, layers) = Layers::ALL
             .into_iter()
-            .find_map(|c| file.strip_suffix(codec::dump_suffix(c)).map(|ts| (ts, c)))?;
-        (ts, Some(compression))
+            .find_map(|l| file.strip_suffix(codec::dump_suffix(l)).map(|ts| (ts, l)))?;
+        (ts, Some(layers))
     };
     let taken_at = parse_canonical_ts(ts, date)?;
     let id = DumpId {
@@ -166,7 +166,7 @@ fn parse_daily(rest: &str) -> Option<ParsedKey> {
     };
     Some(match kind {
         None => ParsedKey::DumpManifest { id },
-        Some(compression) => ParsedKey::DumpData { id, compression },
+        Some(layers) => ParsedKey::DumpData { id, layers },
     })
 }
 
@@ -292,6 +292,36 @@ pub struct Fidelity {
     pub fallback: Option<String>,
 }
 
+/// How a dump's stored bytes are sealed (DESIGN §14): `{"kind": "age", "recipients": [..]}`.
+/// The recipients are fingerprints (`age1…` for age keys, `SHA256:…` for ssh keys: see
+/// [`crate::keys`]), public facts that tell an operator which identity opens the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    pub kind: EncryptionKind,
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionKind {
+    Age,
+}
+
+impl Encryption {
+    /// Sealed with age for recipients with these fingerprints.
+    pub fn age(recipients: Vec<String>) -> Encryption {
+        Encryption {
+            kind: EncryptionKind::Age,
+            recipients,
+        }
+    }
+
+    /// `age for age1…, SHA256:…`: for messages and listings.
+    pub fn describe(&self) -> String {
+        format!("age for {}", self.recipients.join(", "))
+    }
+}
+
 /// The manifest of one dump: the commit marker and everything needed to check it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -307,6 +337,9 @@ pub struct Manifest {
     pub size: u64,
     #[serde(with = "compression_serde")]
     pub compression: Compression,
+    /// Present when the stored bytes are sealed (after compression); absent for plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Size of the SQL before compression.
     pub sql_bytes: u64,
     /// Dumped tables and their row counts.
@@ -331,6 +364,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The layers of the stored bytes, as the manifest records them.
+    pub fn layers(&self) -> Layers {
+        Layers {
+            compression: self.compression,
+            encrypted: self.encryption.is_some(),
+        }
+    }
+
     /// The dump this manifest commits, from its data key.
     pub fn dump_id(&self) -> Option<DumpId> {
         match parse_key(&self.key)? {
@@ -370,6 +411,16 @@ impl Manifest {
                 m.key
             )));
         }
+        if m.key != id.data_key(m.layers()) {
+            return Err(bad(format!(
+                "its data key {:?} does not match its compression {:?} and encryption ({})",
+                m.key,
+                m.compression.as_str(),
+                m.encryption
+                    .as_ref()
+                    .map_or("none".to_string(), Encryption::describe)
+            )));
+        }
         Ok(m)
     }
 }
@@ -386,6 +437,9 @@ pub struct ArchiveMember {
     pub sha256: String,
     pub size: u64,
     pub taken_at: DateTime<Utc>,
+    /// The dump's encryption, as its manifest records it (absent for plaintext members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }
 
 /// The manifest of a weekly archive (`weekly/YYYY-Www.manifest.json`).
@@ -481,19 +535,27 @@ mod tests {
     fn dump_keys_follow_the_layout() {
         let id = DumpId::new("groveauth", t("2026-11-22T03:00:12.345Z"));
         assert_eq!(
-            id.data_key(Compression::Zstd),
+            id.data_key(Layers::plain(Compression::Zstd)),
             "daily/2026-11-22/groveauth/20261122T030012Z.sql.zst"
+        );
+        assert_eq!(
+            id.data_key(Layers::sealed(Compression::Zstd)),
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.zst.age"
+        );
+        assert_eq!(
+            id.data_key(Layers::sealed(Compression::None)),
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.age"
         );
         assert_eq!(
             id.manifest_key(),
             "daily/2026-11-22/groveauth/20261122T030012Z.manifest.json"
         );
         assert_eq!(
-            id.data_key(Compression::Gzip),
+            id.data_key(Layers::plain(Compression::Gzip)),
             "daily/2026-11-22/groveauth/20261122T030012Z.sql.gz"
         );
         assert_eq!(
-            id.data_key(Compression::None),
+            id.data_key(Layers::plain(Compression::None)),
             "daily/2026-11-22/groveauth/20261122T030012Z.sql"
         );
     }
@@ -501,12 +563,12 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let id = DumpId::new("scout-db", t("2026-01-01T00:00:00Z"));
-        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+        for layers in Layers::ALL {
             assert_eq!(
-                parse_key(&id.data_key(c)),
+                parse_key(&id.data_key(layers)),
                 Some(ParsedKey::DumpData {
                     id: id.clone(),
-                    compression: c
+                    layers
                 })
             );
         }
@@ -543,6 +605,9 @@ mod tests {
             "daily/2026-11-21/groveauth/20261122T030012Z.sql.zst", // folder disagrees
             "daily/2026-11-22/Grove/20261122T030012Z.sql.zst",     // bad name
             "daily/2026-11-22/groveauth/20261122T030012Z.sql.bz2",
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.zst.gpg",
+            "daily/2026-11-22/groveauth/20261122T030012Z.age",
+            "daily/2026-11-22/groveauth/20261122T030012Z.sql.zst.age.age",
             "daily/2026-11-22/groveauth/x/20261122T030012Z.sql",
             "weekly/2026-W54.tar",
             "weekly/2026-W7.tar",
@@ -624,10 +689,11 @@ mod tests {
             format: FORMAT_VERSION,
             database: "demo-app".into(),
             tier: "daily".into(),
-            key: id.data_key(Compression::Zstd),
+            key: id.data_key(Layers::plain(Compression::Zstd)),
             sha256: "ab".repeat(32),
             size: 1234,
             compression: Compression::Zstd,
+            encryption: None,
             sql_bytes: 9999,
             tables: BTreeMap::from([("users".to_string(), 3)]),
             table_count: 1,
@@ -670,5 +736,40 @@ mod tests {
 
         let err = Manifest::from_json(b"{not json", &key).unwrap_err();
         assert!(err.to_string().starts_with("read manifest daily/"), "{err}");
+    }
+
+    #[test]
+    fn an_encrypted_manifest_records_its_recipients_and_matches_its_key() {
+        let mut m = sample();
+        let id = m.dump_id().unwrap();
+        m.key = id.data_key(Layers::sealed(Compression::Zstd));
+        m.encryption = Some(Encryption::age(vec!["age1abc".into(), "SHA256:xyz".into()]));
+        let json = m.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            text.contains("\"encryption\": {\n    \"kind\": \"age\",\n    \"recipients\": [\n      \"age1abc\",\n      \"SHA256:xyz\"\n    ]\n  }"),
+            "{text}"
+        );
+        assert_eq!(Manifest::from_json(&json, &id.manifest_key()).unwrap(), m);
+        assert_eq!(m.layers(), Layers::sealed(Compression::Zstd));
+
+        // A plaintext manifest has no "encryption" at all (manifests before it stay readable).
+        let plain = sample();
+        assert!(
+            !String::from_utf8(plain.to_json())
+                .unwrap()
+                .contains("encryption")
+        );
+
+        // Key and manifest must agree on the layers.
+        let mut lying = m.clone();
+        lying.encryption = None;
+        let err = Manifest::from_json(&lying.to_json(), &id.manifest_key()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        let mut lying = sample();
+        lying.encryption = Some(Encryption::age(vec!["age1abc".into()]));
+        assert!(Manifest::from_json(&lying.to_json(), &id.manifest_key()).is_err());
+        let unknown = text.replace("\"kind\": \"age\"", "\"kind\": \"gpg\"");
+        assert!(Manifest::from_json(unknown.as_bytes(), &id.manifest_key()).is_err());
     }
 }

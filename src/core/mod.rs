@@ -2,7 +2,7 @@
 //! passed in. What a policy means (`policy`, `schedule`), what is due and what is kept and why
 //! (`plan`, `retention`), what sits in the bucket as typed facts (`inventory`), object keys and
 //! manifests (`manifest`), the SQL dump format (`dump`), the layers between SQL text and stored
-//! bytes (`codec`), the clock as a value (`clock`), and numbers for people (`human`).
+//! bytes (`codec`) and the age keys of its encryption layer (`keys`), the clock as a value (`clock`), and numbers for people (`human`).
 //! Most of the tests live here.
 
 pub mod clock;
@@ -10,6 +10,7 @@ pub mod codec;
 pub mod dump;
 pub mod human;
 pub mod inventory;
+pub mod keys;
 pub mod manifest;
 pub mod plan;
 pub mod points;

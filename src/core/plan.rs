@@ -485,7 +485,10 @@ mod tests {
         let mut objects = Vec::new();
         for (db, at) in dumps {
             let id = DumpId::new(*db, t(at));
-            for key in [id.data_key(Compression::Zstd), id.manifest_key()] {
+            for key in [
+                id.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                id.manifest_key(),
+            ] {
                 objects.push(ObjectInfo {
                     key,
                     size: 100,

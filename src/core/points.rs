@@ -244,7 +244,7 @@ mod tests {
 
     fn member(db: &str, at: &str) -> ArchiveMember {
         let id = DumpId::new(db, at.parse().unwrap());
-        let key = id.data_key(Compression::Zstd);
+        let key = id.data_key(crate::codec::Layers::plain(Compression::Zstd));
         ArchiveMember {
             database: db.into(),
             path: key.trim_start_matches("daily/").to_string(),
@@ -252,6 +252,7 @@ mod tests {
             sha256: "00".repeat(32),
             size: 7,
             taken_at: at.parse().unwrap(),
+            encryption: None,
         }
     }
 
@@ -281,11 +282,20 @@ mod tests {
         let fresh = DumpId::new("app", "2026-11-20T03:00:00Z".parse().unwrap());
         let noon = DumpId::new("app", "2026-11-20T12:00:00Z".parse().unwrap());
         let inv = Inventory::classify(vec![
-            obj(kept.data_key(Compression::Zstd), 7),
+            obj(
+                kept.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                7,
+            ),
             obj(kept.manifest_key(), 1),
-            obj(fresh.data_key(Compression::Zstd), 9),
+            obj(
+                fresh.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                9,
+            ),
             obj(fresh.manifest_key(), 1),
-            obj(noon.data_key(Compression::Zstd), 9),
+            obj(
+                noon.data_key(crate::codec::Layers::plain(Compression::Zstd)),
+                9,
+            ),
             obj(noon.manifest_key(), 1),
         ]);
         let w46 = archive(

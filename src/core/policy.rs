@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Months, Utc};
 
+use crate::codec::Encoding;
+use crate::keys::Recipients;
 use crate::schedule::Schedule;
 
 /// A whole, validated policy.
@@ -32,6 +34,8 @@ pub struct Policy {
     pub databases: Vec<Database>,
     pub alerts: AlertSettings,
     pub sinks: Vec<AlertSink>,
+    /// Present when the file has an `[encryption]` section: every new dump is sealed.
+    pub encryption: Option<Encryption>,
     /// `[verify]`: restore drills; `None` without a schedule.
     pub drills: Option<Drills>,
 }
@@ -71,6 +75,29 @@ impl Policy {
             .unwrap_or(0);
         Duration::from_secs(longest + 4 * 7 * 86_400)
     }
+    /// How every new dump is written: `[storage] compression`, sealed for `[encryption]
+    /// recipients` when the section is present. Every write path of a dump (scheduled, manual,
+    /// catch-up, pre-restore; and a replica copy, which must copy stored bytes as they are)
+    /// takes its key and its encoder from this one value, so a policy that asks for encryption
+    /// cannot produce a plaintext dump.
+    pub fn dump_encoding(&self) -> Encoding {
+        Encoding {
+            compression: self.storage.compression,
+            seal: self.encryption.as_ref().map(|e| e.recipients.clone()),
+        }
+    }
+}
+
+/// `[encryption]`: age recipients new backups are sealed for, and where this host's identity is.
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    pub recipients: Recipients,
+    /// Where the recipients were read from when not from the policy file itself.
+    pub recipients_file: Option<PathBuf>,
+    /// The identity file that opens backups here (restore, verify, `/download`); `None` on a
+    /// host that only backs up. Resolved against the policy file's directory; read only when an
+    /// encrypted backup is decoded.
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

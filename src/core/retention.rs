@@ -466,7 +466,7 @@ mod tests {
         let id = DumpId::new(db, at);
         CommittedDump {
             data: ObjectInfo {
-                key: id.data_key(Compression::Zstd),
+                key: id.data_key(crate::codec::Layers::plain(Compression::Zstd)),
                 size: 100,
                 last_modified: at,
                 etag: None,
@@ -849,6 +849,7 @@ mod tests {
             sha256: "00".repeat(32),
             size: 100,
             taken_at: d.id.taken_at,
+            encryption: None,
         };
         let committed = CommittedArchive {
             week: w,

@@ -685,6 +685,26 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
     if rest(old) != rest(new) {
         out.push("settings changed".into());
     }
+    let sealed_for = |p: &Policy| {
+        p.encryption
+            .as_ref()
+            .map(|e| (e.recipients.fingerprints(), e.identity_file.clone()))
+    };
+    match (sealed_for(old), sealed_for(new)) {
+        (None, Some((r, _))) => out.push(format!(
+            "encryption turned on: new backups are sealed for {}",
+            r.join(", ")
+        )),
+        (Some(_), None) => {
+            out.push("encryption turned off: new backups are stored unencrypted".into())
+        }
+        (Some((a, _)), Some((b, _))) if a != b => out.push(format!(
+            "encryption recipients changed: new backups are sealed for {}",
+            b.join(", ")
+        )),
+        (Some((_, a)), Some((_, b))) if a != b => out.push("identity_file changed".into()),
+        _ => {}
+    }
     if out.is_empty() {
         out.push("no effective change".into());
     }

@@ -10,6 +10,15 @@
 //! 0o644, uid/gid 0, no user or group names, mtime = the dump's `taken_at`. Restoring never
 //! needs Patina: `tar -xf 2026-W47.tar && zstd -dc 2026-11-22/db/ts.sql.zst | sqlite3 new.db`.
 //!
+//! # Encryption (DESIGN §14)
+//!
+//! Members are the daily objects' stored bytes, copied as they are: a sealed dump
+//! (`….sql.zst.age`) stays sealed inside the tar, with its sha256 unchanged, and is opened with
+//! `age -d` after `tar -x`. The archive never decrypts, and the tar container itself is not
+//! encrypted (its member names are the daily keys, already visible in the bucket). A week with
+//! dumps from before and after `[encryption]` was turned on holds both kinds, each as it was
+//! stored; the archive manifest records each member's encryption.
+//!
 //! # Streaming and memory
 //!
 //! Nothing is built in memory. An async *feeder* task opens each member with
@@ -48,7 +57,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::codec::{self, Checked, Encoder, Mismatch, Tallied, Verified, Verifier};
+use crate::codec::{self, Checked, Encoder, Encoding, Mismatch, Tallied, Verified, Verifier};
 use crate::manifest::{
     ArchiveManifest, ArchiveMember, DumpId, FORMAT_VERSION, IsoWeek, Manifest, ManifestError,
     ParsedKey, archive_member_path, parse_key,
@@ -357,6 +366,7 @@ async fn plan_members(
                 sha256: m.sha256.clone(),
                 size: m.size,
                 taken_at: id.taken_at,
+                encryption: m.encryption.clone(),
             },
             manifest_path: archive_member_path(&key).to_string(),
             manifest_bytes: bytes,
@@ -378,7 +388,9 @@ fn write_tar(
         source,
     };
     // `.tar.gz` when the dumps themselves are not compressed.
-    let encoder = Encoder::new(codec::archive_compression(compression), sink).map_err(write_err)?;
+    // The container is never sealed: its members are, when their dumps were.
+    let container = Encoding::plain(codec::archive_compression(compression));
+    let encoder = Encoder::new(&container, sink).map_err(write_err)?;
     let mut tar = new_builder(encoder);
     let appended = append_members(week, planned, &mut feed, &mut tar);
     match (appended, tar.into_inner()) {
@@ -728,10 +740,11 @@ pub async fn read_manifest(
         return Err(bad(format!("archive sha256 {:?} is not a sha256", m.sha256)).into());
     }
     for member in &m.members {
-        let Some(ParsedKey::DumpData { id, .. }) = parse_key(&member.dump_key) else {
+        let Some(ParsedKey::DumpData { id, layers }) = parse_key(&member.dump_key) else {
             return Err(bad(format!("member {:?} is not a dump key", member.dump_key)).into());
         };
         if member.path != archive_member_path(&member.dump_key)
+            || layers.encrypted != member.encryption.is_some()
             || id.database != member.database
             || id.taken_at != member.taken_at
             || !is_sha256_hex(&member.sha256)

@@ -2,7 +2,7 @@
 //! streamed to storage, then committed by writing its manifest, then recorded in the catalog.
 //!
 //! The pipeline for one database runs on a blocking thread (rusqlite is synchronous):
-//! `source rows → SQL text → codec (compress → sha256 + byte count) → UploadSink`, while an
+//! `source rows → SQL text → codec (compress → [age-encrypt] → sha256 + byte count) → UploadSink`, while an
 //! async task uploads fixed-size parts. The SQL text is handed to a second thread that runs the
 //! [`crate::codec::Encoder`] and fills the sink, so dumping and compressing overlap on two cores.
 //! Memory does not grow with the database. The manifest is written
@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::catalog::{Catalog, CatalogError, NewJob, ResultRow};
-use crate::codec::{Digest, Encoder};
-use crate::manifest::{DumpId, FORMAT_VERSION, Manifest, Trigger};
-use crate::policy::{Compression, Database, Policy};
+use crate::codec::{Digest, Encoder, Encoding};
+use crate::manifest::{DumpId, Encryption, FORMAT_VERSION, Manifest, Trigger};
+use crate::policy::{Database, Policy};
 use crate::source::d1::D1Error;
 use crate::source::sqlite::{self, DumpRequest, Progress, SourceError};
 use crate::source::{SnapshotError, SnapshotRequest};
@@ -293,8 +293,15 @@ pub async fn backup_database(
             },
         })?;
     let path = snapshot.path().to_path_buf();
-    let compression = ctx.policy.storage.compression;
-    let data_key = id.data_key(compression);
+    // The key and the encoder come from this one value (sealed when the policy has
+    // [encryption]), so they cannot disagree and a sealed policy never stores plaintext.
+    let encoding = ctx.policy.dump_encoding();
+    let compression = encoding.compression;
+    let encryption = encoding
+        .seal
+        .as_ref()
+        .map(|r| Encryption::age(r.fingerprints()));
+    let data_key = id.data_key(encoding.layers());
     let manifest_key = id.manifest_key();
 
     let (sink, upload) = ctx.store.start_upload(&data_key);
@@ -314,7 +321,7 @@ pub async fn backup_database(
                 busy_timeout: SQLITE_BUSY_TIMEOUT,
             };
             let mut progress = |p: Progress| observer.progress(&database, p);
-            dump_compressed(&request, compression, sink, &mut progress)
+            dump_compressed(&request, &encoding, sink, &mut progress)
         })
     };
     let dumped = dump.await;
@@ -350,6 +357,7 @@ pub async fn backup_database(
         sha256,
         size: written,
         compression,
+        encryption,
         sql_bytes: summary.sql_bytes,
         table_count: summary.tables.len() as u64,
         tables: summary.tables,
@@ -399,7 +407,7 @@ fn is_write_failure(e: &BackupError) -> bool {
 /// thread would write.
 fn dump_compressed(
     request: &DumpRequest<'_>,
-    compression: Compression,
+    encoding: &Encoding,
     sink: UploadSink,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(sqlite::DumpSummary, String, u64), BackupError> {
@@ -409,9 +417,10 @@ fn dump_compressed(
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
     let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let encoding = encoding.clone();
     let compressor = std::thread::Builder::new()
         .name("patina-compress".into())
-        .spawn(move || compress(compression, sink, rx, spare_tx))
+        .spawn(move || compress(&encoding, sink, rx, spare_tx))
         .map_err(compress_err)?;
     let mut pipe = PipeWriter {
         tx: Some(tx),
@@ -489,15 +498,17 @@ impl Write for PipeWriter {
     }
 }
 
-/// The compressing thread: everything from `rx` through the codec into `sink`. Returns the sink
-/// (unfinished: only a complete dump finishes it) and the digest of the stored bytes.
+/// The compressing (and sealing) thread: everything from `rx` through the codec into `sink`.
+/// Returns the sink (unfinished: only a complete dump finishes it) and the digest of the stored
+/// bytes. The encoder is finished only when the dump ended (the channel closed); an error drops
+/// it, and with it the sink unfinished, so the upload is abandoned.
 fn compress(
-    compression: Compression,
+    encoding: &Encoding,
     sink: UploadSink,
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     spare: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> io::Result<(UploadSink, Digest)> {
-    let mut encoder = Encoder::new(compression, sink)?;
+    let mut encoder = Encoder::new(encoding, sink)?;
     for mut chunk in rx {
         encoder.write_all(&chunk)?;
         chunk.clear();

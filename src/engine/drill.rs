@@ -37,6 +37,8 @@ pub struct DrillContext {
     pub scratch_dir: PathBuf,
     /// Seeds the random choice of older points.
     pub seed: u64,
+    /// The identities that open sealed backups (`[encryption] identity_file`).
+    pub keys: restore::Keys,
 }
 
 /// One drilled restore point.
@@ -72,7 +74,8 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
         let started = (ctx.clock)();
         let checked = match all.locate(&ctx.store, point).await {
             Ok(located) => {
-                restore::verify_located(&ctx.store, &located, &ctx.scratch_dir, started).await
+                restore::verify_located(&ctx.store, &located, &ctx.scratch_dir, started, &ctx.keys)
+                    .await
             }
             Err(e) => Err(e),
         };

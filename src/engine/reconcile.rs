@@ -32,6 +32,7 @@ use crate::inventory::Inventory;
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
+use crate::restore;
 use crate::retention::ArchiveFacts;
 use crate::store::{Store, StoreError};
 
@@ -568,6 +569,7 @@ impl Reconciler {
             sample,
             scratch_dir: policy.daemon.state_dir.join("scratch").join("drill"),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,
+            keys: restore::Keys::from_policy(policy),
         };
         // Cleared on every way out, an abort at shutdown included (before the first poll too:
         // the guard is moved into the task, not made by it).

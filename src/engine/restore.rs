@@ -6,6 +6,12 @@
 //! [`fetch_verified`] and [`VerifiedFile`] are the decode side of the codec's I/O: the one way
 //! stored bytes are read back, used by restore, verify and `/download` alike.
 //!
+//! Sealed backups (DESIGN §14) open with the identities of [`Keys`] (`[encryption]
+//! identity_file`, or `--identity FILE`). The identity file is read only for a sealed backup,
+//! and before anything is downloaded: a host without it fails at once, naming the recipients
+//! the backup was sealed for, and writes nothing. A wrong identity is found when the age header
+//! is opened — after the sha256 matched, before a byte of SQL is loaded.
+//!
 //! A restore never overwrites an existing file unless asked to (`--force`); it writes beside
 //! the target under a temporary name and renames, so a failed restore leaves nothing behind.
 //! Verification restores into a scratch file and compares the result with the manifest:
@@ -16,6 +22,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -23,11 +30,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::archive;
 use crate::bucket::{self, ReadError};
-use crate::codec::{self, Mismatch, Verified, Verifier};
+use crate::codec::{self, DecodeError, Layers, Mismatch, Verified, Verifier};
 use crate::inventory::Inventory;
-use crate::manifest::{ArchiveManifest, ArchiveMember, Manifest};
+use crate::keys::Identities;
+use crate::manifest::{ArchiveManifest, ArchiveMember, Encryption, Manifest};
 use crate::points::{self, Place, RestorePoint};
-use crate::policy::Compression;
+use crate::policy::{Compression, Policy};
 use crate::source::sqlite::{self, SourceError};
 use crate::store::{Store, StoreError};
 
@@ -67,6 +75,26 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{location} is encrypted ({sealed}) and no identity_file is configured to open it; nothing was downloaded or written"
+    )]
+    NoIdentity { location: String, sealed: String },
+    #[error("read identity_file {}: {reason}", path.display())]
+    Identity { path: PathBuf, reason: String },
+    #[error(
+        "{location} was sealed for {recipients}, and none of the {count} identities in {} opens it{opens}; nothing was loaded",
+        path.display()
+    )]
+    WrongIdentity {
+        location: String,
+        recipients: String,
+        count: usize,
+        path: PathBuf,
+        /// ` (they open …)`, or empty.
+        opens: String,
+    },
+    #[error("decrypt {location}: {reason} — the stored object is not a readable age file")]
+    Decrypt { location: String, reason: String },
     #[error(transparent)]
     Load(#[from] SourceError),
     #[error(transparent)]
@@ -77,6 +105,115 @@ pub enum RestoreError {
     Task(String),
     #[error("{0}")]
     Archive(String),
+}
+
+impl RestoreError {
+    /// What the operator can do, where there is something to say beyond the message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            RestoreError::NoIdentity { .. } => Some(
+                "set identity_file in [encryption], or pass --identity FILE, on a machine that holds an identity of one of those recipients",
+            ),
+            RestoreError::WrongIdentity { .. } => Some(
+                "an identity file may hold several identities: add the one whose public key (`age-keygen -y`) is among those recipients",
+            ),
+            RestoreError::Identity { .. } => Some(
+                "the identity file is `age-keygen` output (AGE-SECRET-KEY-1… lines) or an unencrypted OpenSSH private key",
+            ),
+            _ => None,
+        }
+    }
+
+    /// A refusal because of keys (no identity, a wrong or unreadable one) rather than damage or
+    /// storage: HTTP 409.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::NoIdentity { .. }
+                | RestoreError::WrongIdentity { .. }
+                | RestoreError::Identity { .. }
+        )
+    }
+}
+
+/// Where the identities that open sealed backups come from: `[encryption] identity_file`, or a
+/// file named on the command line. Read only when a sealed backup is about to be fetched.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    identity_file: Option<PathBuf>,
+}
+
+impl Keys {
+    /// No identities: plaintext backups only.
+    pub fn none() -> Keys {
+        Keys::default()
+    }
+
+    /// The identities in `path`.
+    pub fn file(path: impl Into<PathBuf>) -> Keys {
+        Keys {
+            identity_file: Some(path.into()),
+        }
+    }
+
+    /// The policy's `[encryption] identity_file`, if any.
+    pub fn from_policy(policy: &Policy) -> Keys {
+        Keys {
+            identity_file: policy
+                .encryption
+                .as_ref()
+                .and_then(|e| e.identity_file.clone()),
+        }
+    }
+
+    pub fn identity_file(&self) -> Option<&Path> {
+        self.identity_file.as_deref()
+    }
+
+    /// Read and parse the identity file (blocking; small).
+    pub fn load(&self) -> Result<Option<IdentityFile>, RestoreError> {
+        let Some(path) = &self.identity_file else {
+            return Ok(None);
+        };
+        let bad = |reason: String| RestoreError::Identity {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let identities = Identities::parse(&text).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(IdentityFile {
+            path: path.clone(),
+            identities: Arc::new(identities),
+        }))
+    }
+
+    /// The identities to open `located` with: `None` for a plaintext backup; for a sealed one,
+    /// the identity file read now, or [`RestoreError::NoIdentity`] naming its recipients.
+    pub fn open(
+        &self,
+        located: &Located,
+        store: &Store,
+    ) -> Result<Option<IdentityFile>, RestoreError> {
+        if !located.layers().encrypted {
+            return Ok(None);
+        }
+        match self.load()? {
+            Some(file) => Ok(Some(file)),
+            None => Err(RestoreError::NoIdentity {
+                location: located.describe(store),
+                sealed: located
+                    .encryption()
+                    .map_or_else(|| "age".to_string(), Encryption::describe),
+            }),
+        }
+    }
+}
+
+/// The identities of an identity file, and where they were read from (for messages).
+#[derive(Debug, Clone)]
+pub struct IdentityFile {
+    pub path: PathBuf,
+    pub identities: Arc<Identities>,
 }
 
 /// Every restore point in storage, and the manifests of the archives they came from.
@@ -257,6 +394,27 @@ impl Located {
             Located::Archived { member, .. } => &member.dump_key,
         }
     }
+    /// How its stored bytes are encoded (from its key).
+    pub fn layers(&self) -> Layers {
+        let key = match self {
+            Located::Daily(m) => return m.layers(),
+            Located::Archived { member, .. } => &member.dump_key,
+        };
+        match crate::manifest::parse_key(key) {
+            Some(crate::manifest::ParsedKey::DumpData { layers, .. }) => layers,
+            // `archive::read_manifest` checked every member key.
+            _ => Layers::plain(Compression::None),
+        }
+    }
+
+    /// Who it was sealed for, when it was.
+    pub fn encryption(&self) -> Option<&Encryption> {
+        match self {
+            Located::Daily(m) => m.encryption.as_ref(),
+            Located::Archived { member, .. } => member.encryption.as_ref(),
+        }
+    }
+
     pub fn size(&self) -> u64 {
         match self {
             Located::Daily(m) => m.size,
@@ -277,20 +435,30 @@ pub async fn restore(
     manifest: &Manifest,
     target: &Path,
     force: bool,
+    keys: &Keys,
 ) -> Result<Restored, RestoreError> {
-    restore_located(store, &Located::Daily(manifest.clone()), target, force).await
+    restore_located(
+        store,
+        &Located::Daily(manifest.clone()),
+        target,
+        force,
+        keys,
+    )
+    .await
 }
 
 /// Restore a located backup into `target`: fetch it into a temporary file beside the target
-/// while checking sha256 and size, decompress and load it into a second temporary file, then
-/// rename that into place.
+/// while checking sha256 and size, decode (decrypt with `keys` when sealed, decompress) and load
+/// it into a second temporary file, then rename that into place. A sealed backup with no
+/// identity fails before anything is fetched.
 pub async fn restore_located(
     store: &Store,
     located: &Located,
     target: &Path,
     force: bool,
+    keys: &Keys,
 ) -> Result<Restored, RestoreError> {
-    restore_tables(store, located, target, force, &[]).await
+    restore_tables(store, located, target, force, &[], keys).await
 }
 
 /// [`restore_located`], keeping only `tables` (with their indexes and triggers) when it is not
@@ -302,10 +470,12 @@ pub async fn restore_tables(
     target: &Path,
     force: bool,
     tables: &[String],
+    keys: &Keys,
 ) -> Result<Restored, RestoreError> {
     if target.exists() && !force {
         return Err(RestoreError::TargetExists(target.to_path_buf()));
     }
+    let identities = keys.open(located, store)?;
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -321,9 +491,10 @@ pub async fn restore_tables(
     let verified = fetch_verified(store, located, &download).await?;
     let manifest = verified.manifest().clone();
     let loading = database.0.clone();
-    let statements = tokio::task::spawn_blocking(move || load_plain(verified, &loading))
-        .await
-        .map_err(|e| RestoreError::Task(e.to_string()))??;
+    let statements =
+        tokio::task::spawn_blocking(move || load_plain(verified, identities.as_ref(), &loading))
+            .await
+            .map_err(|e| RestoreError::Task(e.to_string()))??;
     let mut table_rows = None;
     let database = if tables.is_empty() {
         database
@@ -378,7 +549,9 @@ impl Drop for TempPath {
 /// [`VerifiedFile::into_stored`] or [`VerifiedFile::into_plain`] keeps reading it).
 pub struct VerifiedFile {
     stored: Verified<File>,
-    compression: Compression,
+    layers: Layers,
+    /// Who the bytes were sealed for, from their manifest.
+    encryption: Option<Encryption>,
     manifest: Manifest,
     /// Where the bytes came from, for messages.
     location: String,
@@ -391,9 +564,9 @@ impl VerifiedFile {
         &self.manifest
     }
 
-    /// How the stored bytes are compressed.
-    pub fn compression(&self) -> Compression {
-        self.compression
+    /// How the stored bytes are encoded.
+    pub fn layers(&self) -> Layers {
+        self.layers
     }
 
     /// The stored bytes as they are (`/download?raw=1`).
@@ -401,11 +574,45 @@ impl VerifiedFile {
         self.stored.into_stored()
     }
 
-    /// The SQL text: the stored bytes through the codec's decoding layers. Blocking reads.
-    pub fn into_plain(self) -> Result<Box<dyn Read + Send>, RestoreError> {
-        codec::decode(self.compression, self.stored).map_err(|source| RestoreError::Decompress {
-            location: self.location.clone(),
-            source,
+    /// The SQL text: the stored bytes through the codec's decoding layers ([`codec::decode`]),
+    /// opened with `keys` when sealed. Blocking; the age header is opened here, so a wrong
+    /// identity fails before the first byte is returned.
+    pub fn into_plain(
+        self,
+        keys: Option<&IdentityFile>,
+    ) -> Result<Box<dyn Read + Send>, RestoreError> {
+        let location = self.location;
+        let encryption = self.encryption;
+        codec::decode(
+            self.layers,
+            keys.map(|k| k.identities.as_ref()),
+            self.stored,
+        )
+        .map_err(|e| match e {
+            DecodeError::NoIdentity => RestoreError::NoIdentity {
+                location,
+                sealed: encryption.map_or_else(|| "age".into(), |e| e.describe()),
+            },
+            DecodeError::NoMatchingIdentity(count) => {
+                let keys = keys.expect("identities were given");
+                let opens = keys.identities.opens();
+                RestoreError::WrongIdentity {
+                    location,
+                    recipients: encryption.map_or_else(
+                        || "recipients the manifest does not name".into(),
+                        |e| e.recipients.join(", "),
+                    ),
+                    count,
+                    path: keys.path.clone(),
+                    opens: if opens.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (they open {})", opens.join(", "))
+                    },
+                }
+            }
+            DecodeError::Decrypt(reason) => RestoreError::Decrypt { location, reason },
+            DecodeError::Io(source) => RestoreError::Decompress { location, source },
         })
     }
 }
@@ -437,7 +644,8 @@ pub async fn fetch_verified(
     };
     Ok(VerifiedFile {
         stored,
-        compression: manifest.compression,
+        layers: manifest.layers(),
+        encryption: manifest.encryption.clone(),
         manifest,
         location: located.describe(store),
         _path: guard,
@@ -484,8 +692,12 @@ async fn download_checked(
 }
 
 /// Replay the SQL text of `verified` into a new SQLite file at `database`, and sync it.
-fn load_plain(verified: VerifiedFile, database: &Path) -> Result<u64, RestoreError> {
-    let mut reader = BufReader::with_capacity(1 << 18, verified.into_plain()?);
+fn load_plain(
+    verified: VerifiedFile,
+    keys: Option<&IdentityFile>,
+    database: &Path,
+) -> Result<u64, RestoreError> {
+    let mut reader = BufReader::with_capacity(1 << 18, verified.into_plain(keys)?);
     let summary = sqlite::load(&mut reader, database)?;
     File::open(database)
         .and_then(|f| f.sync_all())
@@ -526,20 +738,24 @@ pub async fn verify(
     at: At,
     scratch_dir: &Path,
     now: DateTime<Utc>,
+    keys: &Keys,
 ) -> Result<Verification, RestoreError> {
     let located = locate(store, database, at).await?;
-    verify_located(store, &located, scratch_dir, now).await
+    verify_located(store, &located, scratch_dir, now, keys).await
 }
 
 /// A drill of one restore point (DESIGN §13): download, sha256, decompress, load into a scratch
 /// file, then `integrity_check`, `foreign_key_check`, row counts and schema hash against the
-/// manifest. The scratch file is removed on every path out.
+/// manifest. The scratch file is removed on every path out. A sealed backup opens with `keys`;
+/// without an identity it fails before the scratch directory is touched.
 pub async fn verify_located(
     store: &Store,
     located: &Located,
     scratch_dir: &Path,
     now: DateTime<Utc>,
+    keys: &Keys,
 ) -> Result<Verification, RestoreError> {
+    keys.open(located, store)?;
     std::fs::create_dir_all(scratch_dir).map_err(|source| RestoreError::Io {
         action: "create scratch directory",
         path: scratch_dir.to_path_buf(),
@@ -550,7 +766,7 @@ pub async fn verify_located(
         "verify-{database}-{}.db",
         uuid::Uuid::new_v4().simple()
     )));
-    let restored = restore_located(store, located, &scratch.0, false).await?;
+    let restored = restore_located(store, located, &scratch.0, false, keys).await?;
     let path = scratch.0.clone();
     let inspection = tokio::task::spawn_blocking(move || sqlite::inspect(&path))
         .await

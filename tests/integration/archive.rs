@@ -76,7 +76,7 @@ async fn put_dump(
     data: &[u8],
 ) -> Manifest {
     let id = DumpId::new(database, taken_at);
-    let key = id.data_key(compression);
+    let key = id.data_key(patina::codec::Layers::plain(compression));
     store
         .put(&key, Bytes::copy_from_slice(data), PutMode::Create)
         .await
@@ -89,6 +89,7 @@ async fn put_dump(
         sha256: sha256(data),
         size: data.len() as u64,
         compression,
+        encryption: None,
         sql_bytes: data.len() as u64,
         tables: BTreeMap::from([("t".to_string(), 1)]),
         table_count: 1,
@@ -279,7 +280,8 @@ async fn builds_a_standard_tar_that_restores_without_patina() {
     );
 
     // A key the archive does not hold: a clear error, and no file left behind.
-    let other = DumpId::new("alpha", t("2026-11-19T03:00:00Z")).data_key(Compression::Zstd);
+    let other = DumpId::new("alpha", t("2026-11-19T03:00:00Z"))
+        .data_key(patina::codec::Layers::plain(Compression::Zstd));
     let dest = out.path().join("missing.sql.zst");
     let err = archive::extract_dump(&store, &built, &other, &dest)
         .await
@@ -643,7 +645,7 @@ async fn a_pruned_day_restores_from_its_weekly_archive() {
             "{compression:?}"
         );
         let target = dir.path().join("beta.db");
-        restore::restore_located(&store, &located, &target, false)
+        restore::restore_located(&store, &located, &target, false, &restore::Keys::none())
             .await
             .unwrap();
         let db = rusqlite::Connection::open(&target).unwrap();
@@ -675,7 +677,7 @@ async fn a_pruned_day_restores_from_its_weekly_archive() {
             .await
             .unwrap();
         let again = dir.path().join("again.db");
-        let err = restore::restore_located(&store, &located, &again, false)
+        let err = restore::restore_located(&store, &located, &again, false, &restore::Keys::none())
             .await
             .unwrap_err();
         assert!(!again.exists(), "{compression:?}");

@@ -81,9 +81,15 @@ async fn a_file_replaced_mid_backup_still_yields_one_consistent_snapshot() {
     // The snapshot is of the file the dump opened: all 30,000 "old" rows, none of the new.
     assert_eq!(manifest.tables["t"], 30_000);
     let target = p.join("restored.db");
-    patina::restore::restore(&ctx.store, manifest, &target, false)
-        .await
-        .unwrap();
+    patina::restore::restore(
+        &ctx.store,
+        manifest,
+        &target,
+        false,
+        &patina::restore::Keys::none(),
+    )
+    .await
+    .unwrap();
     let conn = rusqlite::Connection::open(&target).unwrap();
     let (n, tags): (i64, String) = conn
         .query_row(

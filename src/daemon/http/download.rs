@@ -5,6 +5,11 @@
 //! `state_dir`, its sha256 and size checked before a byte is sent, so a damaged object is a 502
 //! rather than a silently damaged file. The SQL is decoded on a blocking thread: memory does not
 //! grow with the dump.
+//!
+//! A sealed backup (DESIGN §14) is decrypted with `[encryption] identity_file`; without one, or
+//! with one that does not open it, the answer is 409 with a hint, before anything is fetched (no
+//! identity) or sent (a wrong one: the age header is opened before the response starts).
+//! `?raw=1` needs no identity: it sends the stored bytes, still sealed.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use super::auth::{Client, check_database_name, parse_date, path_error};
 use super::{ApiError, AppState};
 use crate::codec;
 use crate::policy::{Compression, Scope};
-use crate::restore::{self, At, RestoreError};
+use crate::restore::{self, At, Keys, RestoreError};
 use crate::store::StoreError;
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +152,20 @@ async fn send_backup(
             return Err(e);
         }
     };
+    // A sealed backup and no identity: refused before anything is fetched.
+    let keys = if raw {
+        None
+    } else {
+        match Keys::from_policy(&policy).open(&located, &store) {
+            Ok(keys) => keys,
+            Err(e) => {
+                let e = fetch_error(e);
+                s.record_download(who, &db, Some(&located), started, Err(&e.message()))
+                    .await;
+                return Err(e);
+            }
+        }
+    };
     // The same fetch-and-verify as `patina restore`: a damaged object is refused before a byte
     // is sent.
     let part = policy
@@ -162,30 +181,45 @@ async fn send_backup(
             return Err(e);
         }
     };
-    // Verified and about to be sent: recorded as a success (a client that breaks off the
-    // transfer later is not seen here).
-    s.record_download(who, &db, Some(&located), started, Ok(()))
-        .await;
-    let compression = verified.compression();
+    let layers = verified.layers();
     let (body, content_type, file_name) = if raw {
-        let content_type = match compression {
-            Compression::Zstd => "application/zstd",
-            Compression::Gzip => "application/gzip",
-            Compression::None => "application/sql",
+        let content_type = match (layers.encrypted, layers.compression) {
+            (true, _) => "application/octet-stream",
+            (false, Compression::Zstd) => "application/zstd",
+            (false, Compression::Gzip) => "application/gzip",
+            (false, Compression::None) => "application/sql",
         };
         let file = tokio::fs::File::from_std(verified.into_stored());
         (
             Body::from_stream(tokio_util::io::ReaderStream::new(file)),
             content_type,
-            format!("{db}-{date}{}", codec::dump_suffix(compression)),
+            format!("{db}-{date}{}", codec::dump_suffix(layers)),
         )
     } else {
+        // Open the layers (the age header too) before the response starts, so a wrong
+        // identity is a 409, not a broken transfer.
+        let plain = tokio::task::spawn_blocking(move || verified.into_plain(keys.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("decode the backup: {e}")))?
+            .map_err(fetch_error);
+        let plain = match plain {
+            Ok(plain) => plain,
+            Err(e) => {
+                s.record_download(who, &db, Some(&located), started, Err(&e.message()))
+                    .await;
+                return Err(e);
+            }
+        };
         (
-            Body::from_stream(plain_stream(verified)),
+            Body::from_stream(plain_stream(plain)),
             "application/sql",
             format!("{db}-{date}.sql"),
         )
     };
+    // Verified (and opened) and about to be sent: recorded as a success (a client that breaks
+    // off the transfer later is not seen here).
+    s.record_download(who, &db, Some(&located), started, Ok(()))
+        .await;
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -205,9 +239,13 @@ fn storage_error(e: StoreError) -> ApiError {
     )
 }
 
-/// Why the stored bytes could not be fetched and verified.
+/// Why the stored bytes could not be fetched, verified or opened.
 fn fetch_error(e: RestoreError) -> ApiError {
     match e {
+        e if e.is_key_problem() => {
+            tracing::warn!(error = %e, "download: refused, the backup is encrypted");
+            ApiError::new(StatusCode::CONFLICT, e.to_string(), e.hint())
+        }
         RestoreError::Store(e) => storage_error(e),
         e @ RestoreError::Checksum { .. } => {
             tracing::error!(error = %e, "download: checksum mismatch, refused");
@@ -218,20 +256,22 @@ fn fetch_error(e: RestoreError) -> ApiError {
             )
         }
         e @ RestoreError::Archive(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string(), None),
+        e @ RestoreError::Decrypt { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            e.to_string(),
+            Some("the stored object is not a readable age file; download another date"),
+        ),
         e => ApiError::internal(e.to_string()),
     }
 }
 
-/// The SQL text of verified stored bytes, decoded on a blocking thread; chunks flow through a
-/// small channel (bounded memory). A decoding error ends the stream with it, which breaks the
+/// The SQL text of opened stored bytes, read on a blocking thread; chunks flow through a small
+/// channel (bounded memory). A decoding error ends the stream with it, which breaks the
 /// transfer.
-fn plain_stream(verified: restore::VerifiedFile) -> BoxStream<'static, io::Result<Bytes>> {
+fn plain_stream(mut plain: Box<dyn Read + Send>) -> BoxStream<'static, io::Result<Bytes>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        let pumped = verified
-            .into_plain()
-            .map_err(io::Error::other)
-            .and_then(|mut plain| pump(&mut plain, &tx));
+        let pumped = pump(&mut plain, &tx);
         if let Err(e) = pumped {
             let _ = tx.blocking_send(Err(e));
         }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::auth::{check_database_name, path_error};
 use super::{ApiError, AppState, iso};
+use crate::codec::Layers;
 use crate::human;
 use crate::policy::{Compression, SourceSpec};
 
@@ -49,17 +50,12 @@ pub(super) async fn restore_guide(
         date: newest.map(|b| b.date.clone()),
         taken_at: newest.map(|b| iso(b.created_at)),
         location: newest.map(|b| store.location(&b.key)),
-        compression: newest
-            .and_then(|b| {
-                Compression::parse(if b.key.ends_with(".zst") {
-                    "zstd"
-                } else if b.key.ends_with(".gz") {
-                    "gzip"
-                } else {
-                    "none"
-                })
+        layers: newest
+            .and_then(|b| match crate::manifest::parse_key(&b.key) {
+                Some(crate::manifest::ParsedKey::DumpData { layers, .. }) => Some(layers),
+                _ => None,
             })
-            .unwrap_or(policy.storage.compression),
+            .unwrap_or_else(|| policy.dump_encoding().layers()),
         base_url: &base_url,
         source_steps: declared.and_then(|d| {
             let date = newest.map_or("YYYY-MM-DD", |b| b.date.as_str());
@@ -105,7 +101,8 @@ pub struct GuideFacts<'a> {
     pub taken_at: Option<Value>,
     /// Full storage location of the newest backup's data object.
     pub location: Option<String>,
-    pub compression: Compression,
+    /// How the newest backup is stored (compressed, sealed with age).
+    pub layers: Layers,
     /// `http://host:port` of this server.
     pub base_url: &'a str,
     /// Restore steps particular to the source's kind ([`crate::source::Source::restore_guide`]).
@@ -124,10 +121,20 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
         .location
         .clone()
         .unwrap_or_else(|| "the backup's object in storage".into());
-    let decompress = match f.compression {
-        Compression::Zstd => format!("zstd -d -c {db}-{date}.sql.zst > {db}-{date}.sql"),
-        Compression::Gzip => format!("gzip -d -c {db}-{date}.sql.gz > {db}-{date}.sql"),
-        Compression::None => format!("(stored uncompressed: {db}-{date}.sql is the dump)"),
+    let stored = format!("{db}-{date}{}", crate::codec::dump_suffix(f.layers));
+    let decompress = match (f.layers.encrypted, f.layers.compression) {
+        (false, Compression::Zstd) => format!("zstd -d -c {stored} > {db}-{date}.sql"),
+        (false, Compression::Gzip) => format!("gzip -d -c {stored} > {db}-{date}.sql"),
+        (false, Compression::None) => format!("(stored uncompressed: {stored} is the dump)"),
+        (true, Compression::Zstd) => {
+            format!("age -d -i identity.txt {stored} | zstd -d > {db}-{date}.sql")
+        }
+        (true, Compression::Gzip) => {
+            format!("age -d -i identity.txt {stored} | gzip -d > {db}-{date}.sql")
+        }
+        (true, Compression::None) => {
+            format!("age -d -i identity.txt {stored} > {db}-{date}.sql")
+        }
     };
     match f.kind {
         "d1" => {
@@ -161,7 +168,11 @@ pub fn restore_instructions(f: &GuideFacts<'_>) -> Value {
                 "note": "Works on a fresh machine: the bucket is the source of truth. --at also reaches days kept only in weekly archives.",
             },
             "method2_plain": {
-                "name": "zstd + sqlite3 (no Patina needed)",
+                "name": if f.layers.encrypted {
+                    "age + zstd + sqlite3 (no Patina needed; the backup is encrypted: use the identity file of one of its recipients)"
+                } else {
+                    "zstd + sqlite3 (no Patina needed)"
+                },
                 "steps": [
                     format!("1. Download the SQL: {download}  (or fetch {location} with any S3 tool and decompress: {decompress})"),
                     format!("2. Load it into a new database: sqlite3 {db}-restored.db < {db}-{date}.sql"),
@@ -186,7 +197,7 @@ mod tests {
             date: Some("2026-11-22".into()),
             taken_at: None,
             location: None,
-            compression: Compression::Zstd,
+            layers: Layers::plain(Compression::Zstd),
             base_url: "http://127.0.0.1:9477",
             source_steps: crate::source::of(&SourceSpec::D1 {
                 id: "45eae4c7-8ae7-4078-9218-8e1677a4360f".into(),
