@@ -829,29 +829,6 @@ impl Catalog {
             .map_err(self.q("read the restore history"))
     }
 
-    /// The last verification of a database.
-    pub fn last_verification(
-        &self,
-        database: &str,
-    ) -> Result<Option<VerificationRow>, CatalogError> {
-        self.conn
-            .query_row(
-                "SELECT r2_key, verified_at, status, detail FROM verifications
-                 WHERE database_name = ?1 ORDER BY verified_at DESC, id DESC LIMIT 1",
-                params![database],
-                |r| {
-                    Ok(VerificationRow {
-                        key: r.get(0)?,
-                        verified_at: r.get(1)?,
-                        status: r.get(2)?,
-                        detail: r.get(3)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.q("read verification"))
-    }
-
     /// Consecutive failed results of each database since its last success.
     pub fn failure_streaks(&self) -> Result<BTreeMap<String, (u32, DateTime<Utc>)>, CatalogError> {
         let mut stmt = self

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{Client, check_database_name, parse_date};
+use super::auth::{Client, check_database_name, parse_date, parse_limit};
 use super::{ApiError, AppState, date_of, iso, json_response};
 use crate::backup::JobRequest;
 use crate::catalog::{
@@ -383,19 +383,7 @@ pub(super) async fn list(
         Some(d) => Some(parse_date(d)?.format("%Y-%m-%d").to_string()),
         None => None,
     };
-    let limit = match p.limit.as_deref() {
-        None | Some("") => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    format!("invalid limit {l:?}"),
-                    "limit is a whole number from 1 to 1000",
-                )
-            })?,
-    };
+    let limit = parse_limit(p.limit.as_deref())?;
     let all = s.read(|c| c.list_backups(None)).await?;
     let total = all.len();
     let matching: Vec<&InventoryRow> = all

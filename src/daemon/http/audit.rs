@@ -8,8 +8,8 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Client;
-use super::{ApiError, AppState, MAX_LIST, iso};
+use super::auth::{Client, parse_limit};
+use super::{ApiError, AppState, iso};
 use crate::catalog::AuditRow;
 use crate::policy::Scope;
 
@@ -51,19 +51,7 @@ pub(super) async fn list(
             "parameters: limit (1-1000)",
         )
     })?;
-    let limit = match p.limit.as_deref() {
-        None | Some("") => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    format!("invalid limit {l:?}"),
-                    "limit is a whole number from 1 to 1000",
-                )
-            })?,
-    };
+    let limit = parse_limit(p.limit.as_deref())?;
     let rows = s.read(move |c| c.audit_log(limit, None)).await?;
     Ok(axum::Json(json!({
         "entries": rows.iter().map(|r| audit_json(r, true)).collect::<Vec<_>>(),

@@ -358,6 +358,23 @@ pub(super) fn path_error(e: PathRejection) -> ApiError {
     )
 }
 
+/// `?limit=`: 1 to [`MAX_LIST`](super::MAX_LIST), 100 when absent or empty.
+pub(super) fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
+        None | Some("") => Ok(100),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=super::MAX_LIST).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    format!("invalid limit {l:?}"),
+                    "limit is a whole number from 1 to 1000",
+                )
+            }),
+    }
+}
+
 pub(super) fn parse_date(s: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()

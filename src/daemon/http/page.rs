@@ -239,6 +239,7 @@ async fn db_panels(s: &AppState, policy: &Policy) -> Result<BTreeMap<String, DbP
     let names: Vec<String> = policy.databases.iter().map(|d| d.name.clone()).collect();
     s.read(move |c| {
         let counts = c.restore_point_stats()?;
+        let drills = c.last_verifications()?;
         let mut out = BTreeMap::new();
         for name in names {
             let points = counts.get(&name).cloned().unwrap_or_default();
@@ -251,7 +252,7 @@ async fn db_panels(s: &AppState, policy: &Policy) -> Result<BTreeMap<String, DbP
                     restore_points,
                     oldest: (restore_points > 0).then_some(oldest),
                     sizes,
-                    last_drill: c.last_verification(&name)?,
+                    last_drill: drills.get(&name).cloned(),
                 },
             );
         }
