@@ -660,7 +660,14 @@ fn plan_shows_what_would_happen_and_why_without_doing_it() {
         text(&o)
     );
 
-    let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    // Noon, three days on: the 03:00 fires in between were missed by hours (a time just after
+    // 03:00 would still count as on time, and the trigger would be `scheduled`).
+    let later = (chrono::Utc::now() + chrono::Duration::days(3))
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339();
     let o = s.patina(&["plan", "--at", &later, "--json"]);
     assert_code(&o, 0);
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
