@@ -859,23 +859,36 @@ async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Fa
         Ok(located) => restore_located_cmd(&store, located, &req).await,
         Err(_) => Ok(ExitCode::SUCCESS),
     };
-    let outcome = match (&located, &result) {
-        (Err(f), _) | (_, Err(f)) => Err(format!("{:#}", f.error)),
-        _ => Ok(()),
-    };
     let target = match req.format {
         RestoreFormat::Sqlite => req.to.display().to_string(),
         RestoreFormat::D1 => format!("{} (D1 SQL file)", req.to.display()),
     };
+    let restore = (started, req.database.as_str(), target.as_str());
+    finish_restore(&policy, &store, restore, located, result)
+}
+
+/// Record a CLI restore (started at, database, target) in the restore history with its
+/// outcome — the locating failure, or the restore's — and return that outcome.
+fn finish_restore(
+    policy: &Policy,
+    store: &Store,
+    (started_at, database, target): (DateTime<Utc>, &str, &str),
+    located: Result<restore::Located, Failure>,
+    result: Result<ExitCode, Failure>,
+) -> Result<ExitCode, Failure> {
+    let outcome = match (&located, &result) {
+        (Err(f), _) | (_, Err(f)) => Err(format!("{:#}", f.error)),
+        _ => Ok(()),
+    };
     record_history(
-        &policy,
-        &store,
+        policy,
+        store,
         History {
-            started_at: started,
+            started_at,
             action: "restore",
-            database: &req.database,
+            database,
             located: located.as_ref().ok(),
-            target: Some(&target),
+            target: Some(target),
             outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
         },
     );
@@ -1114,25 +1127,14 @@ async fn restore_to_d1(
         }
         Err(_) => Ok(ExitCode::SUCCESS),
     };
-    let outcome = match (&located, &result) {
-        (Err(f), _) | (_, Err(f)) => Err(format!("{:#}", f.error)),
-        _ => Ok(()),
-    };
     let target = format!("d1:{id}");
-    record_history(
+    finish_restore(
         &policy,
         &store,
-        History {
-            started_at: started,
-            action: "restore",
-            database: &database,
-            located: located.as_ref().ok(),
-            target: Some(&target),
-            outcome: outcome.as_ref().map(|_| ()).map_err(String::as_str),
-        },
-    );
-    located?;
-    result
+        (started, database.as_str(), target.as_str()),
+        located,
+        result,
+    )
 }
 
 /// Where `restore --to-d1` imports.
