@@ -166,6 +166,29 @@ fn tables_of(db: &Path) -> BTreeSet<String> {
         .unwrap()
 }
 
+/// Every row of `table` with each value as `quote()` writes it (type-exact), in rowid order.
+fn quoted(db: &Path, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let cols: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expr = cols
+        .iter()
+        .map(|c| format!("quote(\"{c}\")"))
+        .collect::<Vec<_>>()
+        .join(" || ',' || ");
+    conn.prepare(&format!("SELECT {expr} FROM {table} ORDER BY rowid"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn rows(db: &Path, table: &str) -> i64 {
     rusqlite::Connection::open(db)
         .unwrap()
@@ -312,6 +335,10 @@ async fn archived_weeks_stay_restore_points_listed_restored_by_time_and_drilled(
             .into()
     );
     assert_eq!(rows(&posts, "posts"), rows(Path::new(DEMO_DB), "posts"));
+    // Value by value, as SQLite itself quotes them (type and bytes).
+    assert!(!quoted(Path::new(DEMO_DB), "posts").is_empty());
+    assert_eq!(quoted(&posts, "posts"), quoted(Path::new(DEMO_DB), "posts"));
+    assert_eq!(quoted(&out, "users"), quoted(Path::new(DEMO_DB), "users"));
 
     // An unknown table writes nothing and says what the backup has.
     let none = w.dir.path().join("none.db");
