@@ -824,3 +824,19 @@ fn a_recipients_file_is_read_and_its_bad_lines_are_reported_there() {
         "{got}"
     );
 }
+
+#[test]
+fn verify_names_a_bad_sample_and_a_bad_schedule_together() {
+    let text = format!("{BASE}[verify]\nschedule = \"0 5 * * FUNDAY\"\nsample = 500\n");
+    let shown: Vec<String> = problems(&text).iter().map(|p| p.to_string()).collect();
+    assert_eq!(shown.len(), 2, "{shown:#?}");
+    // In file order: the schedule (line 11), then the sample (line 12).
+    assert!(shown[0].contains("\"FUNDAY\" is not valid"), "{shown:#?}");
+    assert!(
+        shown[1].starts_with("\"sample\" in [verify] is 500; at most 100"),
+        "{shown:#?}"
+    );
+    let ok = parse(&format!("{BASE}[verify]\nschedule = \"0 5 * * SAT\"\n")).unwrap();
+    assert_eq!(ok.drills.as_ref().map(|d| d.sample), Some(2));
+    assert!(parse(BASE).unwrap().drills.is_none());
+}

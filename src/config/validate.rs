@@ -90,21 +90,20 @@ impl Cx<'_> {
     /// `[verify]`: drills when a schedule is given.
     pub(super) fn drills(&mut self, raw: &RawVerify, tz: chrono_tz::Tz) -> Option<Option<Drills>> {
         let sample = raw.sample.unwrap_or(2);
-        if sample > 100 {
+        let sample_ok = sample <= 100;
+        if !sample_ok {
             self.bad(
                 "verify.sample",
                 format!("\"sample\" in [verify] is {sample}; at most 100"),
                 Some("each drilled restore point is a full restore; sample a few".into()),
             );
-            return None;
         }
-        match raw.schedule.as_deref() {
-            None => Some(None),
-            Some(expr) => {
-                let schedule = self.schedule("verify.schedule", expr, tz)?;
-                Some(Some(Drills { schedule, sample }))
-            }
-        }
+        // The schedule is checked too, so one run of `patina check` names both problems.
+        let schedule = match raw.schedule.as_deref() {
+            None => None,
+            Some(expr) => Some(self.schedule("verify.schedule", expr, tz)?),
+        };
+        sample_ok.then(|| schedule.map(|schedule| Drills { schedule, sample }))
     }
 
     /// Deserialize each entry of an array of tables on its own, keeping its index.
