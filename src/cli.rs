@@ -175,6 +175,10 @@ enum Command {
         /// already holds tables.
         #[arg(long)]
         force: bool,
+        /// Read only from this destination: `primary` ([storage]) or a [[replica]]'s name.
+        /// Default: the primary, falling back to each replica in turn.
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
     },
     /// Restore the newest backup of each database into a scratch file and check it against
     /// its manifest (integrity_check, row counts, schema hash).
@@ -186,6 +190,10 @@ enum Command {
         /// before it), as for `restore --at`.
         #[arg(long, default_value = "latest", value_name = "WHEN")]
         at: At,
+        /// Read only from this destination: `primary` ([storage]) or a [[replica]]'s name.
+        /// Default: the primary, falling back to each replica in turn.
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
     },
     /// Maintain the catalog (the local metadata database).
     Catalog {
@@ -364,6 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             format,
             to_d1,
             force,
+            from,
         } => {
             let policy = load_policy(&cli.config)?;
             if !crate::manifest::valid_database_name(&database) {
@@ -386,6 +395,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         at,
                         uuid.hyphenated().to_string(),
                         force,
+                        from,
                     ))
                 }
                 (Some(to), None) => runtime()?.block_on(restore_cmd(
@@ -397,6 +407,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         to,
                         format,
                         force,
+                        from,
                     },
                 )),
                 (None, None) => Err(Failure::usage(
@@ -405,10 +416,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 )),
             }
         }
-        Command::Verify { databases, at } => {
+        Command::Verify {
+            databases,
+            at,
+            from,
+        } => {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
-            runtime()?.block_on(verify_cmd(policy, names, at))
+            runtime()?.block_on(verify_cmd(policy, names, at, from))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -545,6 +560,12 @@ fn open_store(policy: &Policy) -> Result<Store, Failure> {
     Store::open(&policy.storage)
         .context("open storage")
         .map_err(|e| Failure::usage(e, Some("check [storage] in the policy file".into())))
+}
+
+/// Where restores read from: the primary, then each replica (or only `--from NAME`).
+fn open_sources(policy: &Policy, from: Option<&str>) -> Result<restore::Sources, Failure> {
+    crate::replica::sources(policy, open_store(policy)?, from)
+        .map_err(|e| Failure::usage(anyhow!(e), None))
 }
 
 fn open_catalog(policy: &Policy) -> Result<Catalog, Failure> {
@@ -787,14 +808,17 @@ struct RestoreRequest {
     to: PathBuf,
     format: RestoreFormat,
     force: bool,
+    /// `--from NAME`: only this destination.
+    from: Option<String>,
 }
 
 async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Failure> {
     let started = Utc::now();
-    let store = open_store(&policy)?;
-    let located = locate_backup(&store, &req.database, req.at).await;
+    let sources = open_sources(&policy, req.from.as_deref())?;
+    let found = locate_backup(&sources, &req.database, req.at).await;
+    let (located, sources) = split_found(found, sources);
     let result = match &located {
-        Ok(located) => restore_located_cmd(&store, located, &req).await,
+        Ok(located) => restore_located_cmd(&sources, located, &req).await,
         Err(_) => Ok(ExitCode::SUCCESS),
     };
     let outcome = match (&located, &result) {
@@ -807,7 +831,7 @@ async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Fa
     };
     record_history(
         &policy,
-        &store,
+        sources.first(),
         History {
             started_at: started,
             action: "restore",
@@ -822,7 +846,7 @@ async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Fa
 }
 
 async fn restore_located_cmd(
-    store: &Store,
+    sources: &restore::Sources,
     located: &restore::Located,
     req: &RestoreRequest,
 ) -> Result<ExitCode, Failure> {
@@ -850,7 +874,7 @@ async fn restore_located_cmd(
     };
     match req.format {
         RestoreFormat::Sqlite => {
-            let restored = restore::restore_tables(store, located, to, force, &req.tables)
+            let restored = restore::restore_tables(sources, located, to, force, &req.tables)
                 .await
                 .map_err(target_exists)?;
             match restored.table_rows {
@@ -876,7 +900,7 @@ async fn restore_located_cmd(
             let scratch = sibling(to, "db");
             let partial = sibling(to, "partial");
             let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
-            restore::restore_tables(store, located, &scratch, true, &req.tables)
+            restore::restore_tables(sources, located, &scratch, true, &req.tables)
                 .await
                 .map_err(target_exists)?;
             let stats = write_d1(&scratch, &partial).await?;
@@ -970,18 +994,40 @@ fn record_history(policy: &Policy, store: &Store, h: History<'_>) {
     }
 }
 
-/// The backup `at` of `database`, announced on stderr.
-async fn locate_backup(store: &Store, database: &str, at: At) -> Result<restore::Located, Failure> {
-    let located = restore::locate(store, database, at)
+/// The backup `at` of `database`, announced on stderr, with the sources reordered to read it
+/// from where it was found first (a replica when the primary could not offer it).
+async fn locate_backup(
+    sources: &restore::Sources,
+    database: &str,
+    at: At,
+) -> Result<(restore::Located, restore::Sources), Failure> {
+    let (located, sources) = sources
+        .locate(database, at)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let store = sources.first();
+    let from = match sources.first_name() {
+        crate::policy::PRIMARY => String::new(),
+        name => format!(" from replica {name:?}"),
+    };
     eprintln!(
-        "restoring {} ({}, taken {})",
+        "restoring {}{from} ({}, taken {})",
         located.describe(store),
         human::bytes(located.size()),
         located.taken_at().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    Ok(located)
+    Ok((located, sources))
+}
+
+/// A located backup and the sources to read it from (the given ones when it was not found).
+fn split_found(
+    found: Result<(restore::Located, restore::Sources), Failure>,
+    sources: restore::Sources,
+) -> (Result<restore::Located, Failure>, restore::Sources) {
+    match found {
+        Ok((located, sources)) => (Ok(located), sources),
+        Err(e) => (Err(e), sources),
+    }
 }
 
 /// `{file}.patina-{random}.{ext}` beside `file`.
@@ -1041,6 +1087,7 @@ async fn restore_to_d1(
     at: At,
     id: String,
     force: bool,
+    from: Option<String>,
 ) -> Result<ExitCode, Failure> {
     let Some(cloudflare) = policy.cloudflare.clone() else {
         return Err(Failure::usage(
@@ -1052,10 +1099,11 @@ async fn restore_to_d1(
         ));
     };
     let started = Utc::now();
-    let store = open_store(&policy)?;
-    let located = locate_backup(&store, &database, at).await;
+    let sources = open_sources(&policy, from.as_deref())?;
+    let found = locate_backup(&sources, &database, at).await;
+    let (located, sources) = split_found(found, sources);
     let result = match &located {
-        Ok(l) => import_to_d1(&policy, &cloudflare, &store, l, &database, &id, force).await,
+        Ok(l) => import_to_d1(&policy, &cloudflare, &sources, l, &database, &id, force).await,
         Err(_) => Ok(ExitCode::SUCCESS),
     };
     let outcome = match (&located, &result) {
@@ -1065,7 +1113,7 @@ async fn restore_to_d1(
     let target = format!("d1:{id}");
     record_history(
         &policy,
-        &store,
+        sources.first(),
         History {
             started_at: started,
             action: "restore",
@@ -1083,7 +1131,7 @@ async fn restore_to_d1(
 async fn import_to_d1(
     policy: &Policy,
     cloudflare: &crate::policy::Cloudflare,
-    store: &Store,
+    sources: &restore::Sources,
     located: &restore::Located,
     database: &str,
     id: &str,
@@ -1116,7 +1164,7 @@ async fn import_to_d1(
     let scratch = scratch_dir.join(format!("restore-{database}-{tag}.db"));
     let sql = scratch_dir.join(format!("restore-{database}-{tag}.d1.sql"));
     let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
-    restore::restore_located(store, located, &scratch, true)
+    restore::restore_located(sources, located, &scratch, true)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     let stats = write_d1(&scratch, &sql).await?;
@@ -1125,7 +1173,7 @@ async fn import_to_d1(
         let safety = safety_backup(policy, &database, &id).await?;
         eprintln!(
             "safety backup of D1 database {id} before replacing its tables: {}",
-            store.location(&safety.key)
+            open_store(policy)?.location(&safety.key)
         );
     }
     eprintln!(
@@ -1237,24 +1285,32 @@ async fn safety_backup(policy: &Policy, database: &str, id: &str) -> Result<Mani
     }
 }
 
-async fn verify_cmd(policy: Policy, names: Vec<String>, at: At) -> Result<ExitCode, Failure> {
-    let store = open_store(&policy)?;
+async fn verify_cmd(
+    policy: Policy,
+    names: Vec<String>,
+    at: At,
+    from: Option<String>,
+) -> Result<ExitCode, Failure> {
+    let sources = open_sources(&policy, from.as_deref())?;
     let catalog = open_catalog(&policy)?;
     let scratch = policy.daemon.state_dir.join("scratch");
     let who = cli_user();
     let mut failed = 0;
     for name in &names {
         let started = Utc::now();
-        let located = restore::locate(&store, name, at).await;
+        let (located, from) = match sources.locate(name, at).await {
+            Ok((l, from)) => (Ok(l), from),
+            Err(e) => (Err(e), sources.clone()),
+        };
         let outcome: Result<(), String> = match &located {
             Err(e) => Err(e.to_string()),
-            Ok(l) => match restore::verify_located(&store, l, &scratch, started).await {
+            Ok(l) => match restore::verify_located(&from, l, &scratch, started).await {
                 Err(e) => Err(e.to_string()),
                 Ok(v) if !v.ok() => Err(v.problems.join("; ")),
                 Ok(_) => Ok(()),
             },
         };
-        let location = located.as_ref().ok().map(|l| l.describe(&store));
+        let location = located.as_ref().ok().map(|l| l.describe(from.first()));
         let completed = Utc::now();
         let record = catalog::VerificationRecord {
             database: name,

@@ -132,6 +132,7 @@ impl Cx<'_> {
             if let (Some(s), Some(p)) = (&storage, primary)
                 && s.location == p.location
                 && s.prefix == p.prefix
+                && s.endpoint == p.endpoint
             {
                 self.bad(
                     &format!("{at}.url"),
