@@ -67,13 +67,16 @@ pub(super) struct RawReplica {
     /// Key prefix inside the bucket or folder, e.g. "patina/". A trailing "/" is added.
     #[schemars(extend("default" = ""))]
     pub(super) prefix: Option<String>,
-    /// Dumps are kept here at least this long; unset: [retention] daily.
+    /// Dumps are to be kept here at least this long; unset: [retention] daily. Checked but not
+    /// applied yet: replicas are not pruned, they keep every copy they receive.
     #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w|mo)$"))]
     pub(super) daily: Option<String>,
-    /// Weekly archives are kept here this long, or "off"; unset: [retention] weekly.
+    /// Weekly archives are to be kept here this long, or "off"; unset: [retention] weekly.
+    /// Checked but not applied yet (replicas are not pruned).
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
     pub(super) weekly: Option<String>,
-    /// Monthly archives are kept here this long, or "off"; unset: [retention] monthly.
+    /// Monthly archives are to be kept here this long, or "off"; unset: [retention] monthly.
+    /// Checked but not applied yet (replicas are not pruned).
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
     pub(super) monthly: Option<String>,
 }

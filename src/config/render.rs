@@ -61,7 +61,7 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
         };
         let _ = writeln!(
             out,
-            "  retention:  daily {}, weekly {}, monthly {}",
+            "  retention:  daily {}, weekly {}, monthly {} (not applied yet: replicas keep every copy)",
             tier(replica.daily.map(Some), Some(policy.retention.daily)),
             tier(replica.weekly, policy.retention.weekly),
             tier(replica.monthly, policy.retention.monthly)

@@ -43,7 +43,7 @@ pub struct Policy {
 pub const PRIMARY: &str = "primary";
 
 /// A further destination (DESIGN §15): the same storage keys as `[storage]`, and optional
-/// retention overrides.
+/// retention overrides (validated; not applied yet — replicas are not pruned).
 #[derive(Debug, Clone)]
 pub struct Replica {
     /// `[a-z0-9-]+`, unique, never "primary".

@@ -260,7 +260,7 @@ impl Reconciler {
         }
     }
 
-    /// What the syncs of each declared replica found, in policy order.
+    /// What the syncs of each declared replica found, by name.
     fn replica_status(&self, policy: &Policy) -> BTreeMap<String, ReplicaStatus> {
         let known = self.replicas.lock().expect("replica lock");
         policy
@@ -519,7 +519,19 @@ impl Reconciler {
             self.start_drill(d.fire, d.sample, &policy, store.clone())
                 .await;
         }
-        self.start_syncs(&policy, &store).await;
+        if !policy.replicas.is_empty() {
+            // The primary as this pass left it: its listing, less what retention deleted.
+            let deleted: BTreeSet<&str> =
+                plan.deletions.iter().map(|d| d.data_key.as_str()).collect();
+            let mut source = inventory.clone();
+            source
+                .dumps
+                .retain(|d| !deleted.contains(d.data.key.as_str()));
+            source
+                .archives
+                .retain(|a| !deleted.contains(a.data.key.as_str()));
+            self.start_syncs(&policy, &store, Arc::new(source)).await;
+        }
         for e in &report.errors {
             tracing::warn!(error = %e, "reconcile action failed");
         }
@@ -623,7 +635,7 @@ impl Reconciler {
 
     /// Start a sync of every replica that has none running (DESIGN §15): copies what it lacks
     /// from the primary, in the background, holding no backup permit.
-    async fn start_syncs(&self, policy: &Policy, primary: &Store) {
+    async fn start_syncs(&self, policy: &Policy, primary: &Store, source: Arc<Inventory>) {
         let scratch = policy.daemon.state_dir.join("scratch").join("replica");
         for destination in replica::open_all(policy) {
             {
@@ -636,14 +648,15 @@ impl Reconciler {
             }
             let replicas = Arc::clone(&self.replicas);
             let clock = Arc::clone(&self.clock);
-            let (primary, scratch) = (primary.clone(), scratch.clone());
+            let (primary, scratch) = (primary.clone(), scratch.join(&destination.name));
+            let source = Arc::clone(&source);
             let running = SyncingGuard {
                 replicas: Arc::clone(&replicas),
                 name: destination.name.clone(),
             };
             self.syncs.lock().await.spawn(async move {
                 let _running = running;
-                let result = replica::sync(&primary, &destination, &scratch).await;
+                let result = replica::sync(&primary, &source, &destination, &scratch).await;
                 let now = clock();
                 let mut known = replicas.lock().expect("replica lock");
                 let status = known.entry(destination.name.clone()).or_default();

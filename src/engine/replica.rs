@@ -1,7 +1,8 @@
 //! Replicas (DESIGN §15): every committed dump and archive of the primary `[storage]` is copied
 //! to every `[[replica]]`, off the backup path.
 //!
-//! A sync of one replica lists the primary and the replica, works out what the replica lacks
+//! A sync of one replica takes the primary's listing (the reconcile pass's own, less what the
+//! pass deleted: no second listing per tick), lists the replica, works out what the replica lacks
 //! ([`missing`], oldest first) and copies it one object at a time: the manifest is read from the
 //! primary, the data object is streamed into a scratch file while its sha256 and size are
 //! checked against that manifest ([`restore::download_checked`], the codec's verifier), the
@@ -133,17 +134,9 @@ pub struct SyncReport {
     pub errors: Vec<String>,
 }
 
-/// A sync that could not start: one of the two listings failed.
+/// A sync that could not start: the replica could not be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error(
-        "replica {replica:?}: list the primary: {source} — nothing was copied; the next pass tries again"
-    )]
-    Primary {
-        replica: String,
-        #[source]
-        source: StoreError,
-    },
     #[error(
         "replica {replica:?}: list the replica: {source} — nothing was copied; it is caught up once it answers again (check its url, endpoint and keys)"
     )]
@@ -162,24 +155,17 @@ enum CopyError {
     Replica(String),
 }
 
-/// Copy to `replica` every committed object of `primary` it lacks, oldest first (see the
-/// module docs). Scratch files go to `scratch_dir` and are removed on every path out.
+/// Copy to `replica` every committed object of `primary` (as `source`, a complete listing of
+/// it, says) that it lacks, oldest first (see the module docs). Scratch files go to
+/// `scratch_dir`, which must be this replica's own: they are removed on every path out, and
+/// leftovers of an earlier sync at the start.
 pub async fn sync(
     primary: &Store,
+    source: &Inventory,
     replica: &Destination,
     scratch_dir: &Path,
 ) -> Result<SyncReport, SyncError> {
     let name = replica.name.clone();
-    let source =
-        Inventory::classify(
-            primary
-                .list("")
-                .await
-                .map_err(|source| SyncError::Primary {
-                    replica: name.clone(),
-                    source,
-                })?,
-        );
     let target =
         Inventory::classify(
             replica
@@ -191,7 +177,7 @@ pub async fn sync(
                     source,
                 })?,
         );
-    let todo = missing(&source, &target);
+    let todo = missing(source, &target);
     let mut report = SyncReport {
         replica: name.clone(),
         missing_before: todo.len(),
@@ -200,6 +186,13 @@ pub async fn sync(
     };
     if todo.is_empty() {
         return Ok(report);
+    }
+    // The folder is this replica's own (one sync per replica at a time, one daemon per state
+    // directory): whatever is in it was left by a sync cut short (a crash, SIGKILL).
+    if let Ok(entries) = std::fs::read_dir(scratch_dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     if let Err(e) = std::fs::create_dir_all(scratch_dir) {
         report.errors.push(format!(

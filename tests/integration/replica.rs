@@ -355,6 +355,7 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
     let w = World::new(false).await;
     w.days("2026-11-13", "2026-11-14").await;
     let primary = w.primary.store("");
+    let listing = patina::bucket::scan(&primary).await.unwrap();
     let scratch = w.dir.path().join("scratch");
 
     // The manifest is written after its data object, for every copy.
@@ -368,7 +369,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
         name: "nas".into(),
         store: Store::with_backend(recording.clone(), "").unwrap(),
     };
-    let report = replica::sync(&primary, &dest, &scratch).await.unwrap();
+    let report = replica::sync(&primary, &listing, &dest, &scratch)
+        .await
+        .unwrap();
     assert_eq!((report.missing_before, report.copied), (2, 2), "{report:?}");
     let writes = recording.writes.lock().unwrap().clone();
     assert_eq!(writes.len(), 4, "{writes:?}");
@@ -387,7 +390,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
         "a byte-for-byte copy"
     );
     // Nothing more to do.
-    let again = replica::sync(&primary, &dest, &scratch).await.unwrap();
+    let again = replica::sync(&primary, &listing, &dest, &scratch)
+        .await
+        .unwrap();
     assert_eq!((again.missing_before, again.copied), (0, 0));
 
     // A replica that refuses the manifest keeps the data object as debris, never a manifest.
@@ -404,7 +409,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
         )
         .unwrap(),
     };
-    let report = replica::sync(&primary, &refusing, &scratch).await.unwrap();
+    let report = replica::sync(&primary, &listing, &refusing, &scratch)
+        .await
+        .unwrap();
     assert_eq!((report.copied, report.missing_after), (0, 2), "{report:?}");
     assert_eq!(
         report.errors.len(),
@@ -425,12 +432,15 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
     let mut bytes = std::fs::read(bucket.join(&oldest)).unwrap();
     bytes[20] ^= 0xff;
     std::fs::write(bucket.join(&oldest), &bytes).unwrap();
+    let listing = patina::bucket::scan(&primary).await.unwrap();
     let folder = tempfile::tempdir().unwrap();
     let dest = Destination {
         name: "fresh".into(),
         store: Store::local(folder.path(), "").unwrap(),
     };
-    let report = replica::sync(&primary, &dest, &scratch).await.unwrap();
+    let report = replica::sync(&primary, &listing, &dest, &scratch)
+        .await
+        .unwrap();
     assert_eq!((report.copied, report.missing_after), (1, 1), "{report:?}");
     assert!(
         report.errors[0].contains("checksum mismatch"),
@@ -603,6 +613,22 @@ async fn restore_verify_and_download_fall_back_to_a_replica() {
         let sql = r.text().await.unwrap();
         assert!(sql.contains("CREATE TABLE"), "{date}");
     }
+
+    // /status shows each replica's state.
+    let status: serde_json::Value = client
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let replicas = status["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{status}");
+    assert_eq!(replicas[0]["name"], "nas");
+    assert_eq!(replicas[1]["name"], "offsite");
+    assert_eq!(replicas[1]["missingObjects"], 0, "{status}");
+    assert_eq!(replicas[1]["lastSync"], "2026-11-15T15:00:10Z", "{status}");
 
     // The primary cannot be reached at all: restore reads a replica.
     w.primary_proxy.outage(Fault::Reset);
