@@ -630,6 +630,39 @@ async fn restore_verify_and_download_fall_back_to_a_replica() {
     assert_eq!(replicas[1]["missingObjects"], 0, "{status}");
     assert_eq!(replicas[1]["lastSync"], "2026-11-15T15:00:10Z", "{status}");
 
+    // /metrics has both replica families, for each replica.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in patina::metrics::NAMES
+        .iter()
+        .filter(|n| n.starts_with("replica_"))
+    {
+        assert!(
+            metrics.contains(&format!("# HELP patina_{name} ")),
+            "{metrics}"
+        );
+    }
+    for replica in ["offsite", "nas"] {
+        assert!(
+            metrics.contains(&format!(
+                "patina_replica_missing_objects{{replica=\"{replica}\"}} 0\n"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "patina_replica_last_sync_timestamp_seconds{{replica=\"{replica}\"}} 1794754810"
+            )),
+            "{metrics}"
+        );
+    }
+
     // The primary cannot be reached at all: restore reads a replica.
     w.primary_proxy.outage(Fault::Reset);
     let out = w
