@@ -179,6 +179,10 @@ enum Command {
         /// identity_file`). It may hold several identities.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Read only from this destination: `primary` ([storage]) or a [[replica]]'s name.
+        /// Default: the primary, falling back to each replica in turn.
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
     },
     /// Restore the newest backup of each database into a scratch file and check it against
     /// its manifest (integrity_check, row counts, schema hash).
@@ -194,6 +198,10 @@ enum Command {
         /// identity_file`).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Read only from this destination: `primary` ([storage]) or a [[replica]]'s name.
+        /// Default: the primary, falling back to each replica in turn.
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
     },
     /// Maintain the catalog (the local metadata database).
     Catalog {
@@ -373,6 +381,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             to_d1,
             force,
             identity,
+            from,
         } => {
             let policy = load_policy(&cli.config)?;
             let keys = keys(&policy, identity);
@@ -397,6 +406,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         uuid.hyphenated().to_string(),
                         force,
                         keys,
+                        from,
                     ))
                 }
                 (Some(to), None) => runtime()?.block_on(restore_cmd(
@@ -409,6 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         format,
                         force,
                         keys,
+                        from,
                     },
                 )),
                 (None, None) => Err(Failure::usage(
@@ -421,11 +432,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             databases,
             at,
             identity,
+            from,
         } => {
             let policy = load_policy(&cli.config)?;
             let names = select_databases(&policy, &databases)?;
             let keys = keys(&policy, identity);
-            runtime()?.block_on(verify_cmd(policy, names, at, keys))
+            runtime()?.block_on(verify_cmd(policy, names, at, keys, from))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -562,6 +574,12 @@ fn open_store(policy: &Policy) -> Result<Store, Failure> {
     Store::open(&policy.storage)
         .context("open storage")
         .map_err(|e| Failure::usage(e, Some("check [storage] in the policy file".into())))
+}
+
+/// Where restores read from: the primary, then each replica (or only `--from NAME`).
+fn open_sources(policy: &Policy, from: Option<&str>) -> Result<restore::Sources, Failure> {
+    crate::replica::sources(policy, open_store(policy)?, from)
+        .map_err(|e| Failure::usage(anyhow!(e), None))
 }
 
 fn open_catalog(policy: &Policy) -> Result<Catalog, Failure> {
@@ -849,14 +867,17 @@ struct RestoreRequest {
     format: RestoreFormat,
     force: bool,
     keys: restore::Keys,
+    /// `--from NAME`: only this destination.
+    from: Option<String>,
 }
 
 async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Failure> {
     let started = Utc::now();
-    let store = open_store(&policy)?;
-    let located = locate_backup(&store, &req.database, req.at).await;
+    let sources = open_sources(&policy, req.from.as_deref())?;
+    let found = locate_backup(&sources, &req.database, req.at).await;
+    let (located, sources) = split_found(found, sources);
     let result = match &located {
-        Ok(located) => restore_located_cmd(&store, located, &req).await,
+        Ok(located) => restore_located_cmd(&sources, located, &req).await,
         Err(_) => Ok(ExitCode::SUCCESS),
     };
     let target = match req.format {
@@ -864,7 +885,7 @@ async fn restore_cmd(policy: Policy, req: RestoreRequest) -> Result<ExitCode, Fa
         RestoreFormat::D1 => format!("{} (D1 SQL file)", req.to.display()),
     };
     let restore = (started, req.database.as_str(), target.as_str());
-    finish_restore(&policy, &store, restore, located, result)
+    finish_restore(&policy, sources.first(), restore, located, result)
 }
 
 /// Record a CLI restore (started at, database, target) in the restore history with its
@@ -897,7 +918,7 @@ fn finish_restore(
 }
 
 async fn restore_located_cmd(
-    store: &Store,
+    sources: &restore::Sources,
     located: &restore::Located,
     req: &RestoreRequest,
 ) -> Result<ExitCode, Failure> {
@@ -910,7 +931,7 @@ async fn restore_located_cmd(
     match req.format {
         RestoreFormat::Sqlite => {
             let restored =
-                restore::restore_tables(store, located, to, force, &req.tables, &req.keys)
+                restore::restore_tables(sources, located, to, force, &req.tables, &req.keys)
                     .await
                     .map_err(restore_failure)?;
             match restored.table_rows {
@@ -936,7 +957,7 @@ async fn restore_located_cmd(
             let scratch = sibling(to, "db");
             let partial = sibling(to, "partial");
             let _cleanup = RemoveOnDrop(vec![scratch.clone(), partial.clone()]);
-            restore::restore_tables(store, located, &scratch, true, &req.tables, &req.keys)
+            restore::restore_tables(sources, located, &scratch, true, &req.tables, &req.keys)
                 .await
                 .map_err(restore_failure)?;
             let stats = write_d1(&scratch, &partial).await?;
@@ -1030,18 +1051,40 @@ fn record_history(policy: &Policy, store: &Store, h: History<'_>) {
     }
 }
 
-/// The backup `at` of `database`, announced on stderr.
-async fn locate_backup(store: &Store, database: &str, at: At) -> Result<restore::Located, Failure> {
-    let located = restore::locate(store, database, at)
+/// The backup `at` of `database`, announced on stderr, with the sources reordered to read it
+/// from where it was found first (a replica when the primary could not offer it).
+async fn locate_backup(
+    sources: &restore::Sources,
+    database: &str,
+    at: At,
+) -> Result<(restore::Located, restore::Sources), Failure> {
+    let (located, sources) = sources
+        .locate(database, at)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let store = sources.first();
+    let from = match sources.first_name() {
+        crate::policy::PRIMARY => String::new(),
+        name => format!(" from replica {name:?}"),
+    };
     eprintln!(
-        "restoring {} ({}, taken {})",
+        "restoring {}{from} ({}, taken {})",
         located.describe(store),
         human::bytes(located.size()),
         located.taken_at().format("%Y-%m-%d %H:%M:%S UTC")
     );
-    Ok(located)
+    Ok((located, sources))
+}
+
+/// A located backup and the sources to read it from (the given ones when it was not found).
+fn split_found(
+    found: Result<(restore::Located, restore::Sources), Failure>,
+    sources: restore::Sources,
+) -> (Result<restore::Located, Failure>, restore::Sources) {
+    match found {
+        Ok((located, sources)) => (Ok(located), sources),
+        Err(e) => (Err(e), sources),
+    }
 }
 
 /// `{file}.patina-{random}.{ext}` beside `file`.
@@ -1102,6 +1145,7 @@ async fn restore_to_d1(
     id: String,
     force: bool,
     keys: restore::Keys,
+    from: Option<String>,
 ) -> Result<ExitCode, Failure> {
     let Some(cloudflare) = policy.cloudflare.clone() else {
         return Err(Failure::usage(
@@ -1113,8 +1157,9 @@ async fn restore_to_d1(
         ));
     };
     let started = Utc::now();
-    let store = open_store(&policy)?;
-    let located = locate_backup(&store, &database, at).await;
+    let sources = open_sources(&policy, from.as_deref())?;
+    let found = locate_backup(&sources, &database, at).await;
+    let (located, sources) = split_found(found, sources);
     let result = match &located {
         Ok(l) => {
             let target = D1Target {
@@ -1123,14 +1168,14 @@ async fn restore_to_d1(
                 id: &id,
                 force,
             };
-            import_to_d1(&policy, &store, l, target, &keys).await
+            import_to_d1(&policy, &sources, l, target, &keys).await
         }
         Err(_) => Ok(ExitCode::SUCCESS),
     };
     let target = format!("d1:{id}");
     finish_restore(
         &policy,
-        &store,
+        sources.first(),
         (started, database.as_str(), target.as_str()),
         located,
         result,
@@ -1148,7 +1193,7 @@ struct D1Target<'a> {
 /// The import half of [`restore_to_d1`], for a located backup.
 async fn import_to_d1(
     policy: &Policy,
-    store: &Store,
+    sources: &restore::Sources,
     located: &restore::Located,
     target: D1Target<'_>,
     keys: &restore::Keys,
@@ -1183,7 +1228,7 @@ async fn import_to_d1(
     let _cleanup = RemoveOnDrop(vec![scratch.clone(), sql.clone()]);
     // Restored (and so decrypted) before the target is touched: without an identity nothing
     // changes in D1.
-    restore::restore_located(store, located, &scratch, true, keys)
+    restore::restore_located(sources, located, &scratch, true, keys)
         .await
         .map_err(restore_failure)?;
     let stats = write_d1(&scratch, &sql).await?;
@@ -1192,7 +1237,7 @@ async fn import_to_d1(
         let safety = safety_backup(policy, &database, &id).await?;
         eprintln!(
             "safety backup of D1 database {id} before replacing its tables: {}",
-            store.location(&safety.key)
+            open_store(policy)?.location(&safety.key)
         );
     }
     eprintln!(
@@ -1309,19 +1354,23 @@ async fn verify_cmd(
     names: Vec<String>,
     at: At,
     keys: restore::Keys,
+    from: Option<String>,
 ) -> Result<ExitCode, Failure> {
-    let store = open_store(&policy)?;
+    let sources = open_sources(&policy, from.as_deref())?;
     let catalog = open_catalog(&policy)?;
     let scratch = policy.daemon.state_dir.join("scratch");
     let who = cli_user();
     let mut failed = 0;
     for name in &names {
         let started = Utc::now();
-        let located = restore::locate(&store, name, at).await;
+        let (located, from) = match sources.locate(name, at).await {
+            Ok((l, from)) => (Ok(l), from),
+            Err(e) => (Err(e), sources.clone()),
+        };
         let mut hint = None;
         let outcome: Result<(), String> = match &located {
             Err(e) => Err(e.to_string()),
-            Ok(l) => match restore::verify_located(&store, l, &scratch, started, &keys).await {
+            Ok(l) => match restore::verify_located(&from, l, &scratch, started, &keys).await {
                 Err(e) => {
                     hint = e.hint();
                     Err(e.to_string())
@@ -1330,7 +1379,7 @@ async fn verify_cmd(
                 Ok(_) => Ok(()),
             },
         };
-        let location = located.as_ref().ok().map(|l| l.describe(&store));
+        let location = located.as_ref().ok().map(|l| l.describe(from.first()));
         let completed = Utc::now();
         let record = catalog::VerificationRecord {
             database: name,

@@ -19,4 +19,4 @@ pub use core::{
     clock, codec, dump, human, inventory, keys, manifest, plan, points, policy, retention, schedule,
 };
 pub use daemon::{http, metrics};
-pub use engine::{archive, backup, bucket, drill, reconcile, restore};
+pub use engine::{archive, backup, bucket, drill, reconcile, replica, restore};

@@ -21,6 +21,7 @@ mod integration {
     mod http;
     mod layers;
     mod ops;
+    mod replica;
     mod restore_points;
     mod secrets;
     mod soak;

@@ -41,6 +41,47 @@ pub(super) struct RawConfig {
     /// Restore drills the daemon runs by itself: each database's newest restore point and a
     /// random sample of older ones are restored into scratch files and checked.
     pub(super) verify: RawVerify,
+    /// Another destination every committed backup and archive is copied to (3-2-1), with the
+    /// same keys as [storage]. Repeat `[[replica]]` for each one.
+    pub(super) replica: Vec<RawReplica>,
+}
+
+/// A replica: a second bucket or folder that receives a copy of every committed backup.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Replica")]
+pub(super) struct RawReplica {
+    /// Unique name, `[a-z0-9-]+` ("primary" is the main [storage]); used by `--from NAME`, in
+    /// logs and metrics.
+    #[schemars(regex(pattern = r"^[a-z0-9-]+$"))]
+    pub(super) name: String,
+    /// "file://PATH" (relative to this file) or "s3://BUCKET" (R2, MinIO, AWS).
+    #[schemars(regex(pattern = r"^(file|s3)://"))]
+    pub(super) url: String,
+    /// S3 endpoint URL (s3:// only), e.g. "https://ACCOUNT.r2.cloudflarestorage.com". Unset
+    /// means AWS.
+    pub(super) endpoint: Option<String>,
+    /// S3 region (s3:// only), e.g. "auto" for R2.
+    pub(super) region: Option<String>,
+    /// S3 access key id (s3:// only; secret; use "${VAR}"). Set both keys or neither.
+    pub(super) access_key_id: Option<String>,
+    /// S3 secret access key (s3:// only; secret; use "${VAR}"). Set both keys or neither.
+    pub(super) secret_access_key: Option<String>,
+    /// Key prefix inside the bucket or folder, e.g. "patina/". A trailing "/" is added.
+    #[schemars(extend("default" = ""))]
+    pub(super) prefix: Option<String>,
+    /// Dumps are to be kept here at least this long; unset: [retention] daily. Checked but not
+    /// applied yet: replicas are not pruned, they keep every copy they receive.
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w|mo)$"))]
+    pub(super) daily: Option<String>,
+    /// Weekly archives are to be kept here this long, or "off"; unset: [retention] weekly.
+    /// Checked but not applied yet (replicas are not pruned).
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
+    pub(super) weekly: Option<String>,
+    /// Monthly archives are to be kept here this long, or "off"; unset: [retention] monthly.
+    /// Checked but not applied yet (replicas are not pruned).
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
+    pub(super) monthly: Option<String>,
 }
 
 /// Restore drills.

@@ -38,6 +38,36 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     if s.access_key_id.is_some() {
         let _ = writeln!(out, "  keys:       *** / ***");
     }
+    for replica in &policy.replicas {
+        let s = &replica.storage;
+        let _ = writeln!(out, "replica:      {} {}", replica.name, s.location);
+        if !s.prefix.is_empty() {
+            let _ = writeln!(out, "  prefix:     {}", s.prefix);
+        }
+        if let Some(endpoint) = &s.endpoint {
+            let _ = writeln!(out, "  endpoint:   {endpoint}");
+        }
+        if let Some(region) = &s.region {
+            let _ = writeln!(out, "  region:     {region}");
+        }
+        if s.access_key_id.is_some() {
+            let _ = writeln!(out, "  keys:       *** / ***");
+        }
+        let tier = |t: Option<Option<Span>>, primary: Option<Span>| match t {
+            None => format!(
+                "{} (as [retention])",
+                primary.map_or("off".into(), |s| s.to_string())
+            ),
+            Some(t) => t.map_or("off".into(), |s| s.to_string()),
+        };
+        let _ = writeln!(
+            out,
+            "  retention:  daily {}, weekly {}, monthly {} (not applied yet: replicas keep every copy)",
+            tier(replica.daily.map(Some), Some(policy.retention.daily)),
+            tier(replica.weekly, policy.retention.weekly),
+            tier(replica.monthly, policy.retention.monthly)
+        );
+    }
     let _ = writeln!(out, "state dir:    {}", d.state_dir.display());
     let _ = writeln!(out, "listen:       {}", d.listen);
     if let Some(tls) = &d.tls {
@@ -333,6 +363,7 @@ pub fn reference_markdown() -> String {
     let order = [
         ("daemon", "[daemon]"),
         ("storage", "[storage]"),
+        ("replica", "[[replica]]"),
         ("priorities", "[priorities.<level>]"),
         ("retention", "[retention]"),
         ("cloudflare", "[cloudflare]"),

@@ -410,6 +410,11 @@ secret_access_key = "${T}"
 [cloudflare]
 account_id = "acc"
 api_token = "${T}"
+[[replica]]
+name = "offsite"
+url = "s3://offsite-bucket"
+access_key_id = "${T}"
+secret_access_key = "${T}"
 [[alert]]
 name = "hook"
 kind = "webhook"
@@ -839,4 +844,86 @@ fn verify_names_a_bad_sample_and_a_bad_schedule_together() {
     let ok = parse(&format!("{BASE}[verify]\nschedule = \"0 5 * * SAT\"\n")).unwrap();
     assert_eq!(ok.drills.as_ref().map(|d| d.sample), Some(2));
     assert!(parse(BASE).unwrap().drills.is_none());
+}
+
+#[test]
+fn replicas_take_the_storage_keys_and_retention_overrides() {
+    let text = format!(
+        "{BASE}\n[[replica]]\nname = \"offsite\"\nurl = \"s3://grove-patina-eu\"\nendpoint = \"https://eu.r2.example\"\nregion = \"auto\"\nprefix = \"/patina\"\ndaily = \"30d\"\nweekly = \"off\"\n\n[[replica]]\nname = \"nas-2\"\nurl = \"file://../nas\"\n"
+    );
+    let p = parse(&text).unwrap();
+    assert_eq!(p.replicas.len(), 2);
+    let offsite = p.replica("offsite").unwrap();
+    assert_eq!(
+        offsite.storage.location,
+        StorageLocation::S3 {
+            bucket: "grove-patina-eu".into()
+        }
+    );
+    assert_eq!(offsite.storage.prefix, "patina/");
+    assert_eq!(offsite.storage.region.as_deref(), Some("auto"));
+    assert_eq!(offsite.daily, Some(Span::Seconds(30 * 86_400)));
+    assert_eq!(offsite.weekly, Some(None));
+    assert_eq!(offsite.monthly, None);
+    let nas = p.replica("nas-2").unwrap();
+    assert_eq!(
+        nas.storage.location,
+        StorageLocation::File("/srv/patina/../nas".into())
+    );
+    assert_eq!((nas.daily, nas.weekly, nas.monthly), (None, None, None));
+    let shown = describe(&p, Utc::now());
+    assert!(
+        shown.contains("replica:      offsite s3://grove-patina-eu"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("retention:  daily 30d, weekly off, monthly off (as [retention])"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn replica_problems() {
+    let cases = [
+        (
+            "[[replica]]\nname = \"Off Site\"\nurl = \"file://x\"\n",
+            "invalid replica name \"Off Site\"",
+        ),
+        (
+            "[[replica]]\nname = \"primary\"\nurl = \"file://x\"\n",
+            "the replica name \"primary\" is reserved for [storage]",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"file://x\"\n[[replica]]\nname = \"a\"\nurl = \"file://y\"\n",
+            "duplicate replica name \"a\"",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"s3://bucket/backups\"\n",
+            "\"url\" in [[replica]] #1 must name only a bucket, not \"bucket/backups\"",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"file://x\"\nregion = \"auto\"\n",
+            "\"region\" in [[replica]] #1 is used only with s3:// storage",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"s3://bucket\"\naccess_key_id = \"AKIA\"\n",
+            "\"access_key_id\" in [[replica]] #1 is set but \"secret_access_key\" is not",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"file://.patina/backups\"\n",
+            "[[replica]] #1 is the same place as [storage]",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"file://x\"\ndaily = \"0d\"\n",
+            "\"daily\" in [[replica]] #1 must be longer than zero",
+        ),
+        (
+            "[[replica]]\nname = \"a\"\nurl = \"file://x\"\nshedule = \"x\"\n",
+            "unknown key \"shedule\" in [[replica]] #1",
+        ),
+    ];
+    for (tail, expected) in cases {
+        let shown = only(&format!("{BASE}\n{tail}"));
+        assert!(shown.contains(expected), "{tail}: {shown}");
+    }
 }

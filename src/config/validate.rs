@@ -4,6 +4,7 @@
 //! cross references, credentials.
 
 use super::*;
+use crate::policy::{PRIMARY, Replica};
 
 impl Cx<'_> {
     // -- steps 4 and 5: deserialize the raw types and validate their meaning -----------------
@@ -24,6 +25,7 @@ impl Cx<'_> {
         let db_items = take_items(&mut root, "database");
         let alert_items = take_items(&mut root, "alert");
         let token_items = take_items(&mut root, "token");
+        let replica_items = take_items(&mut root, "replica");
         let raw: RawConfig = match toml::Value::Table(root).try_into() {
             Ok(raw) => raw,
             Err(e) => {
@@ -34,6 +36,7 @@ impl Cx<'_> {
         let databases = self.items::<RawDatabase>(db_items, "database");
         let alert_sinks = self.items::<RawAlert>(alert_items, "alert");
         let tokens = self.items::<RawToken>(token_items, "token");
+        let replicas = self.items::<RawReplica>(replica_items, "replica");
 
         let daemon = self.daemon(&raw.daemon, tokens, base_dir);
         let tz = daemon.as_ref().map_or(chrono_tz::Tz::UTC, |d| d.timezone);
@@ -51,6 +54,7 @@ impl Cx<'_> {
         let alerts = self.alerts(&raw.alerts, tz);
         let sinks = self.sinks(alert_sinks);
         let drills = self.drills(&raw.verify, tz);
+        let replicas = self.replicas(replicas, storage.as_ref(), base_dir);
         let encryption = match &raw.encryption {
             Some(e) => Some(self.encryption(e, base_dir)?),
             None => None,
@@ -84,7 +88,118 @@ impl Cx<'_> {
             sinks: sinks?,
             drills: drills?,
             encryption,
+            replicas: replicas?,
         })
+    }
+
+    /// `[[replica]]`: each a storage location like `[storage]` (the same keys, validated by
+    /// the same code), a unique name, and optional retention overrides.
+    pub(super) fn replicas(
+        &mut self,
+        raw: Vec<(usize, RawReplica)>,
+        primary: Option<&Storage>,
+        base_dir: &Path,
+    ) -> Option<Vec<Replica>> {
+        let mut out = Vec::new();
+        let mut complete = true;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, r) in raw {
+            let at = format!("replica[{i}]");
+            let mut ok = true;
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                self.bad(
+                    &format!("{at}.name"),
+                    format!("invalid replica name {:?}", r.name),
+                    Some("names are lowercase letters, digits and '-'".into()),
+                );
+                ok = false;
+            } else if r.name == PRIMARY {
+                self.bad(
+                    &format!("{at}.name"),
+                    "the replica name \"primary\" is reserved for [storage]",
+                    Some("choose another name, e.g. \"offsite\"".into()),
+                );
+                ok = false;
+            } else if !self.unique_name(&mut seen, "replica", i, &r.name) {
+                ok = false;
+            }
+            if r.url.starts_with("memory://") {
+                self.bad(
+                    &format!("{at}.url"),
+                    format!("{} cannot be \"memory://\"", section(&at)),
+                    Some("a replica must outlive the process: use \"file://PATH\" or \"s3://BUCKET\"".into()),
+                );
+                ok = false;
+            }
+            let raw_storage = RawStorage {
+                url: Some(r.url.clone()),
+                endpoint: r.endpoint.clone(),
+                region: r.region.clone(),
+                access_key_id: r.access_key_id.clone(),
+                secret_access_key: r.secret_access_key.clone(),
+                prefix: r.prefix.clone(),
+                compression: None,
+            };
+            let storage = if ok {
+                self.storage_at(&at, &raw_storage, base_dir)
+            } else {
+                None
+            };
+            if let (Some(s), Some(p)) = (&storage, primary)
+                && s.location == p.location
+                && s.prefix == p.prefix
+                && s.endpoint == p.endpoint
+            {
+                self.bad(
+                    &format!("{at}.url"),
+                    format!(
+                        "{} is the same place as [storage] ({}{})",
+                        section(&at),
+                        s.location,
+                        if s.prefix.is_empty() {
+                            ""
+                        } else {
+                            " with the same prefix"
+                        }
+                    ),
+                    Some("a replica must be another bucket, folder or prefix".into()),
+                );
+                ok = false;
+            }
+            let daily = match r.daily.as_deref() {
+                None => Some(None),
+                Some(text) => self.span(&format!("{at}.daily"), text).map(Some),
+            };
+            let tier = |cx: &mut Self, key: &str, text: Option<&str>| match text {
+                None => Some(None),
+                Some("off") => Some(Some(None)),
+                Some(text) => cx.span(&format!("{at}.{key}"), text).map(|s| Some(Some(s))),
+            };
+            let weekly = tier(self, "weekly", r.weekly.as_deref());
+            let monthly = tier(self, "monthly", r.monthly.as_deref());
+            match (ok, storage, daily, weekly, monthly) {
+                (true, Some(mut storage), Some(daily), Some(weekly), Some(monthly)) => {
+                    if let Some(p) = primary {
+                        // Copies are byte for byte: the primary's compression is theirs.
+                        storage.compression = p.compression;
+                    }
+                    out.push(Replica {
+                        name: r.name,
+                        storage,
+                        daily,
+                        weekly,
+                        monthly,
+                    });
+                }
+                _ => complete = false,
+            }
+        }
+        complete.then_some(out)
     }
 
     /// `[verify]`: drills when a schedule is given.
@@ -421,6 +536,18 @@ impl Cx<'_> {
     }
 
     pub(super) fn storage(&mut self, raw: &RawStorage, base_dir: &Path) -> Option<Storage> {
+        self.storage_at("storage", raw, base_dir)
+    }
+
+    /// A storage location at `at` (`storage`, or `replica[i]` for a replica's same keys).
+    pub(super) fn storage_at(
+        &mut self,
+        at: &str,
+        raw: &RawStorage,
+        base_dir: &Path,
+    ) -> Option<Storage> {
+        let table = section(at);
+        let url_path = format!("{at}.url");
         let url = raw.url.as_deref().unwrap_or("file://.patina/backups");
         let scheme_hint = || Some("use \"file://PATH\", \"s3://BUCKET\" or \"memory://\"".into());
         let location = match url.split_once("://") {
@@ -429,8 +556,8 @@ impl Cx<'_> {
             }
             Some(("file", _)) => {
                 self.bad(
-                    "storage.url",
-                    "\"url\" in [storage] names no folder",
+                    &url_path,
+                    format!("\"url\" in {table} names no folder"),
                     Some("e.g. \"file://.patina/backups\"".into()),
                 );
                 None
@@ -439,8 +566,8 @@ impl Cx<'_> {
                 if bucket.contains('/') {
                     let (b, p) = bucket.split_once('/').unwrap_or((bucket, ""));
                     self.bad(
-                        "storage.url",
-                        format!("\"url\" in [storage] must name only a bucket, not {bucket:?}"),
+                        &url_path,
+                        format!("\"url\" in {table} must name only a bucket, not {bucket:?}"),
                         Some(format!("write url = \"s3://{b}\" and prefix = \"{p}\"")),
                     );
                     None
@@ -451,8 +578,8 @@ impl Cx<'_> {
                     })
                 {
                     self.bad(
-                        "storage.url",
-                        format!("invalid bucket name {bucket:?} in [storage] url"),
+                        &url_path,
+                        format!("invalid bucket name {bucket:?} in {table} url"),
                         Some("bucket names are 3-63 lowercase letters, digits, '-' and '.'".into()),
                     );
                     None
@@ -465,7 +592,7 @@ impl Cx<'_> {
             Some(("memory", "")) => Some(StorageLocation::Memory),
             Some(("memory", _)) => {
                 self.bad(
-                    "storage.url",
+                    &url_path,
                     "\"memory://\" storage takes no path",
                     Some("write url = \"memory://\"".into()),
                 );
@@ -473,16 +600,16 @@ impl Cx<'_> {
             }
             Some((scheme, _)) => {
                 self.bad(
-                    "storage.url",
-                    format!("unsupported storage url scheme {scheme:?} in [storage]"),
+                    &url_path,
+                    format!("unsupported storage url scheme {scheme:?} in {table}"),
                     scheme_hint(),
                 );
                 None
             }
             None => {
                 self.bad(
-                    "storage.url",
-                    "\"url\" in [storage] is not a URL",
+                    &url_path,
+                    format!("\"url\" in {table} is not a URL"),
                     scheme_hint(),
                 );
                 None
@@ -498,8 +625,8 @@ impl Cx<'_> {
             ] {
                 if set {
                     self.bad_key(
-                        &format!("storage.{key}"),
-                        format!("{key:?} in [storage] is used only with s3:// storage"),
+                        &format!("{at}.{key}"),
+                        format!("{key:?} in {table} is used only with s3:// storage"),
                         Some("remove it, or set url = \"s3://BUCKET\"".into()),
                     );
                 }
@@ -508,19 +635,19 @@ impl Cx<'_> {
         if is_s3 {
             match (&raw.access_key_id, &raw.secret_access_key) {
                 (Some(_), None) => self.bad_key(
-                    "storage.access_key_id",
-                    "\"access_key_id\" in [storage] is set but \"secret_access_key\" is not",
+                    &format!("{at}.access_key_id"),
+                    format!("\"access_key_id\" in {table} is set but \"secret_access_key\" is not"),
                     Some("set both keys, or neither to use the ambient AWS credentials".into()),
                 ),
                 (None, Some(_)) => self.bad_key(
-                    "storage.secret_access_key",
-                    "\"secret_access_key\" in [storage] is set but \"access_key_id\" is not",
+                    &format!("{at}.secret_access_key"),
+                    format!("\"secret_access_key\" in {table} is set but \"access_key_id\" is not"),
                     Some("set both keys, or neither to use the ambient AWS credentials".into()),
                 ),
                 _ => {}
             }
             if let Some(endpoint) = &raw.endpoint {
-                self.http_url("storage.endpoint", endpoint, false);
+                self.http_url(&format!("{at}.endpoint"), endpoint, false);
             }
         }
         let prefix = raw.prefix.as_deref().unwrap_or("").trim_start_matches('/');

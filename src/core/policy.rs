@@ -38,6 +38,35 @@ pub struct Policy {
     pub encryption: Option<Encryption>,
     /// `[verify]`: restore drills; `None` without a schedule.
     pub drills: Option<Drills>,
+    /// `[[replica]]`: further destinations every committed backup is copied to (DESIGN §15),
+    /// in file order.
+    pub replicas: Vec<Replica>,
+}
+
+/// The name `--from` and messages give the `[storage]` destination.
+pub const PRIMARY: &str = "primary";
+
+/// A further destination (DESIGN §15): the same storage keys as `[storage]`, and optional
+/// retention overrides (validated; not applied yet — replicas are not pruned).
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// `[a-z0-9-]+`, unique, never "primary".
+    pub name: String,
+    /// Where; its `compression` is the primary's (copies are byte for byte).
+    pub storage: Storage,
+    /// Overrides `[retention] daily` here; `None`: the primary's.
+    pub daily: Option<Span>,
+    /// Overrides `[retention] weekly` here (`Some(None)`: off); `None`: the primary's.
+    pub weekly: Option<Option<Span>>,
+    /// Overrides `[retention] monthly` here (`Some(None)`: off); `None`: the primary's.
+    pub monthly: Option<Option<Span>>,
+}
+
+impl Policy {
+    /// The replica with this name, if declared.
+    pub fn replica(&self, name: &str) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.name == name)
+    }
 }
 
 /// Restore drills the daemon runs (DESIGN §13).

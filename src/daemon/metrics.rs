@@ -100,6 +100,8 @@ pub const NAMES: &[&str] = &[
     "d1_repaired_values_total",
     "jobs_running",
     "http_auth_failures_total",
+    "replica_missing_objects",
+    "replica_last_sync_timestamp_seconds",
 ];
 
 /// What a scrape reads.
@@ -150,6 +152,8 @@ struct Handles {
     d1_export_fallbacks: Family<Labels, Counter>,
     d1_repaired_values: Family<Labels, Counter>,
     http_auth_failures: Counter,
+    replica_missing_objects: Family<Labels, Gauge>,
+    replica_last_sync_timestamp_seconds: Family<Labels, GaugeF>,
 }
 
 /// A histogram rebuilt from the catalog on every scrape (a plain `Histogram` can neither be
@@ -243,6 +247,8 @@ impl Metrics {
             storage_requests: Family::default(),
             jobs_running: Gauge::default(),
             http_auth_failures: Counter::default(),
+            replica_missing_objects: Family::default(),
+            replica_last_sync_timestamp_seconds: Family::default(),
         };
         let mut r = Registry::with_prefix("patina");
         r.register(
@@ -336,6 +342,16 @@ impl Metrics {
             h.reconcile_last_success_timestamp_seconds.clone(),
         );
         r.register(
+            "replica_missing_objects",
+            "Committed dumps and archives of the primary that each replica lacked after its last sync (absent until a sync listed both)",
+            h.replica_missing_objects.clone(),
+        );
+        r.register(
+            "replica_last_sync_timestamp_seconds",
+            "When each replica's last sync ended with nothing missing (unix seconds; 0 = not yet)",
+            h.replica_last_sync_timestamp_seconds.clone(),
+        );
+        r.register(
             "verify_last_success_timestamp_seconds",
             "Newest passed `patina verify` of each declared database (unix seconds; 0 = never)",
             h.verify_last_success_timestamp_seconds.clone(),
@@ -417,6 +433,7 @@ impl Metrics {
             &h.restore_points,
             &h.inventory_objects,
             &h.inventory_bytes,
+            &h.replica_missing_objects,
         ] {
             family.clear();
         }
@@ -427,6 +444,7 @@ impl Metrics {
             &h.backup_expected_interval_seconds,
             &h.backup_stale_after_seconds,
             &h.verify_last_success_timestamp_seconds,
+            &h.replica_last_sync_timestamp_seconds,
         ] {
             family.clear();
         }
@@ -651,6 +669,21 @@ impl Metrics {
         }
         for (op, n) in snapshot.requests {
             set_counter(&h.storage_requests, vec![("op", op.to_owned())], n);
+        }
+        for (name, status) in &snapshot.replicas {
+            let labels = vec![("replica", name.clone())];
+            if let Some(missing) = status.missing {
+                h.replica_missing_objects
+                    .get_or_create(&labels)
+                    .set(missing as i64);
+            }
+            h.replica_last_sync_timestamp_seconds
+                .get_or_create(&labels)
+                .set(
+                    status
+                        .last_sync
+                        .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
+                );
         }
         h.jobs_running.set(snapshot.running.len() as i64);
         h.http_auth_failures

@@ -74,8 +74,8 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
         let started = (ctx.clock)();
         let checked = match all.locate(&ctx.store, point).await {
             Ok(located) => {
-                restore::verify_located(&ctx.store, &located, &ctx.scratch_dir, started, &ctx.keys)
-                    .await
+                let from = restore::Sources::single(ctx.store.clone());
+                restore::verify_located(&from, &located, &ctx.scratch_dir, started, &ctx.keys).await
             }
             Err(e) => Err(e),
         };

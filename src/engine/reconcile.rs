@@ -5,7 +5,8 @@
 //! immutable, so they are cached), asks the pure planner what to do, and does it: adopts and
 //! marks drift in the catalog, removes debris, deletes what retention released (manifest first,
 //! so a crash in between leaves debris, never a manifest without its data), and starts due
-//! backups and archives as background tasks so the loop keeps ticking while they run. At most
+//! backups, archives, drills and replica syncs as background tasks so the loop keeps ticking
+//! while they run (at most one sync per replica at a time, holding no backup permit). At most
 //! one job per database runs at a time and at most `daemon.concurrency` backups at once
 //! (critical first). Nothing is deleted when the listing failed.
 //!
@@ -32,6 +33,7 @@ use crate::inventory::Inventory;
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
+use crate::replica;
 use crate::restore;
 use crate::retention::ArchiveFacts;
 use crate::store::{Store, StoreError};
@@ -114,6 +116,22 @@ pub struct Snapshot {
     /// When this daemon last committed a backup.
     pub last_backup: Option<DateTime<Utc>>,
     pub requests: crate::store::RequestCounts,
+    /// Per declared replica (by name): what its syncs found.
+    pub replicas: BTreeMap<String, ReplicaStatus>,
+}
+
+/// What the syncs of one replica found (DESIGN §15).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaStatus {
+    /// True while a sync runs.
+    pub syncing: bool,
+    /// Committed objects of the primary the replica lacked when the last sync ended; `None`
+    /// until a sync could list both.
+    pub missing: Option<u64>,
+    /// When a sync last ended with nothing missing of what it listed.
+    pub last_sync: Option<DateTime<Utc>>,
+    /// The last sync's problem (a listing or a copy that failed), if any.
+    pub last_error: Option<String>,
 }
 
 /// Runs reconcile passes and owns the background jobs they start.
@@ -135,6 +153,10 @@ pub struct Reconciler {
     archive_facts: Mutex<HashMap<String, ArchiveFacts>>,
     observer: Arc<dyn Observer>,
     alerts: Option<Alerts>,
+    /// Replica syncs: aborted, not waited for, at shutdown (a copy cut short leaves debris at
+    /// most, never a manifest).
+    syncs: tokio::sync::Mutex<JoinSet<()>>,
+    replicas: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
 }
 
 impl Reconciler {
@@ -175,6 +197,8 @@ impl Reconciler {
             archive_facts: Mutex::new(HashMap::new()),
             observer,
             alerts: None,
+            syncs: tokio::sync::Mutex::new(JoinSet::new()),
+            replicas: Arc::default(),
         }
     }
 
@@ -233,7 +257,23 @@ impl Reconciler {
             last_success: state.last_success,
             last_backup: *self.last_backup.lock().expect("last backup lock"),
             requests: state.store.requests(),
+            replicas: self.replica_status(&state.policy),
         }
+    }
+
+    /// What the syncs of each declared replica found, by name.
+    fn replica_status(&self, policy: &Policy) -> BTreeMap<String, ReplicaStatus> {
+        let known = self.replicas.lock().expect("replica lock");
+        policy
+            .replicas
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    known.get(&r.name).cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// Databases with a backup running now.
@@ -480,6 +520,19 @@ impl Reconciler {
             self.start_drill(d.fire, d.sample, &policy, store.clone())
                 .await;
         }
+        if !policy.replicas.is_empty() {
+            // The primary as this pass left it: its listing, less what retention deleted.
+            let deleted: BTreeSet<&str> =
+                plan.deletions.iter().map(|d| d.data_key.as_str()).collect();
+            let mut source = inventory.clone();
+            source
+                .dumps
+                .retain(|d| !deleted.contains(d.data.key.as_str()));
+            source
+                .archives
+                .retain(|a| !deleted.contains(a.data.key.as_str()));
+            self.start_syncs(&policy, &store, Arc::new(source)).await;
+        }
         for e in &report.errors {
             tracing::warn!(error = %e, "reconcile action failed");
         }
@@ -582,6 +635,53 @@ impl Reconciler {
         });
     }
 
+    /// Start a sync of every replica that has none running (DESIGN §15): copies what it lacks
+    /// from the primary, in the background, holding no backup permit.
+    async fn start_syncs(&self, policy: &Policy, primary: &Store, source: Arc<Inventory>) {
+        let scratch = policy.daemon.state_dir.join("scratch").join("replica");
+        for destination in replica::open_all(policy) {
+            {
+                let mut known = self.replicas.lock().expect("replica lock");
+                let status = known.entry(destination.name.clone()).or_default();
+                if status.syncing {
+                    continue;
+                }
+                status.syncing = true;
+            }
+            let replicas = Arc::clone(&self.replicas);
+            let clock = Arc::clone(&self.clock);
+            let (primary, scratch) = (primary.clone(), scratch.join(&destination.name));
+            let source = Arc::clone(&source);
+            let running = SyncingGuard {
+                replicas: Arc::clone(&replicas),
+                name: destination.name.clone(),
+            };
+            self.syncs.lock().await.spawn(async move {
+                let _running = running;
+                let result = replica::sync(&primary, &source, &destination, &scratch).await;
+                let now = clock();
+                let mut known = replicas.lock().expect("replica lock");
+                let status = known.entry(destination.name.clone()).or_default();
+                match result {
+                    Ok(report) => {
+                        if report.missing_before > 0 || !report.errors.is_empty() {
+                            tracing::info!(replica = %report.replica, copied = report.copied, missing = report.missing_after, bytes = report.bytes, "replica sync finished");
+                        }
+                        status.missing = Some(report.missing_after as u64);
+                        if report.missing_after == 0 {
+                            status.last_sync = Some(now);
+                        }
+                        status.last_error = report.errors.last().cloned();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica sync could not start");
+                        status.last_error = Some(e.to_string());
+                    }
+                }
+            });
+        }
+    }
+
     /// True while a restore drill runs.
     pub fn drilling(&self) -> bool {
         self.drilling.load(Ordering::SeqCst)
@@ -636,6 +736,9 @@ impl Reconciler {
         drop(tasks);
         let mut drills = self.drills.lock().await;
         while drills.join_next().await.is_some() {}
+        drop(drills);
+        let mut syncs = self.syncs.lock().await;
+        while syncs.join_next().await.is_some() {}
     }
 
     /// Stop: let running jobs finish for up to `grace`, then abort them (an aborted backup
@@ -647,6 +750,9 @@ impl Reconciler {
             let mut drills = self.drills.lock().await;
             drills.abort_all();
             while drills.join_next().await.is_some() {}
+            let mut syncs = self.syncs.lock().await;
+            syncs.abort_all();
+            while syncs.join_next().await.is_some() {}
         }
         let mut tasks = self.tasks.lock().await;
         let drained =
@@ -732,6 +838,22 @@ impl Drop for RunningGuard {
 }
 
 pub use crate::clock::ManualClock;
+
+/// Marks a replica's sync finished however it ends (even aborted).
+struct SyncingGuard {
+    replicas: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
+    name: String,
+}
+
+impl Drop for SyncingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut known) = self.replicas.lock()
+            && let Some(status) = known.get_mut(&self.name)
+        {
+            status.syncing = false;
+        }
+    }
+}
 
 /// Sets the flag false when dropped.
 struct ClearOnDrop(Arc<AtomicBool>);

@@ -437,8 +437,9 @@ pub async fn restore(
     force: bool,
     keys: &Keys,
 ) -> Result<Restored, RestoreError> {
+    let from = Sources::single(store.clone());
     restore_located(
-        store,
+        &from,
         &Located::Daily(manifest.clone()),
         target,
         force,
@@ -452,20 +453,20 @@ pub async fn restore(
 /// it into a second temporary file, then rename that into place. A sealed backup with no
 /// identity fails before anything is fetched.
 pub async fn restore_located(
-    store: &Store,
+    from: &Sources,
     located: &Located,
     target: &Path,
     force: bool,
     keys: &Keys,
 ) -> Result<Restored, RestoreError> {
-    restore_tables(store, located, target, force, &[], keys).await
+    restore_tables(from, located, target, force, &[], keys).await
 }
 
 /// [`restore_located`], keeping only `tables` (with their indexes and triggers) when it is not
 /// empty (`patina restore --table`): the whole dump is loaded into a scratch file beside the
 /// target first, so nothing is written at `target` for a table name the backup lacks.
 pub async fn restore_tables(
-    store: &Store,
+    from: &Sources,
     located: &Located,
     target: &Path,
     force: bool,
@@ -475,7 +476,7 @@ pub async fn restore_tables(
     if target.exists() && !force {
         return Err(RestoreError::TargetExists(target.to_path_buf()));
     }
-    let identities = keys.open(located, store)?;
+    let identities = keys.open(located, from.first())?;
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -488,7 +489,7 @@ pub async fn restore_tables(
     let download = dir.join(format!(".{name}.patina-{tag}.download"));
     let database = TempPath(dir.join(format!(".{name}.patina-{tag}.tmp")));
 
-    let verified = fetch_verified(store, located, &download).await?;
+    let verified = from.fetch_verified(located, &download).await?;
     let manifest = verified.manifest().clone();
     let loading = database.0.clone();
     let statements =
@@ -631,7 +632,7 @@ pub async fn fetch_verified(
     let guard = TempPath(path.to_path_buf());
     let (stored, manifest) = match located {
         Located::Daily(manifest) => (
-            download_checked(store, manifest, path).await?,
+            download_checked(store, &manifest.key, &manifest.sha256, manifest.size, path).await?,
             manifest.clone(),
         ),
         Located::Archived { archive, member } => {
@@ -652,10 +653,14 @@ pub async fn fetch_verified(
     })
 }
 
-/// Stream the object to `path`, hashing as it goes; fail unless sha256 and size match.
-async fn download_checked(
+/// Stream the object at `key` to `path`, hashing as it goes; fail unless sha256 and size
+/// match what its manifest says (`expected_*`). Also how a replica copy reads the primary.
+/// On failure `path` may hold a partial file: the caller removes it.
+pub async fn download_checked(
     store: &Store,
-    manifest: &Manifest,
+    key: &str,
+    expected_sha256: &str,
+    expected_size: u64,
     path: &Path,
 ) -> Result<Verified<File>, RestoreError> {
     let io_err = |source| RestoreError::Io {
@@ -664,8 +669,8 @@ async fn download_checked(
         source,
     };
     let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
-    let mut verifier = Verifier::new(&manifest.sha256, manifest.size);
-    let mut stream = store.get_stream(&manifest.key).await?;
+    let mut verifier = Verifier::new(expected_sha256, expected_size);
+    let mut stream = store.get_stream(key).await?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         verifier.update(&chunk);
@@ -677,7 +682,7 @@ async fn download_checked(
         verifier
             .finish()
             .map_err(|Mismatch { expected, actual }| RestoreError::Checksum {
-                location: store.location(&manifest.key),
+                location: store.location(key),
                 expected: expected.sha256,
                 actual: actual.sha256,
                 expected_size: expected.size,
@@ -733,15 +738,15 @@ impl Verification {
 /// Restore the backup of `database` that `at` selects into `scratch_dir` and compare it with
 /// its manifest.
 pub async fn verify(
-    store: &Store,
+    from: &Sources,
     database: &str,
     at: At,
     scratch_dir: &Path,
     now: DateTime<Utc>,
     keys: &Keys,
 ) -> Result<Verification, RestoreError> {
-    let located = locate(store, database, at).await?;
-    verify_located(store, &located, scratch_dir, now, keys).await
+    let (located, from) = from.locate(database, at).await?;
+    verify_located(&from, &located, scratch_dir, now, keys).await
 }
 
 /// A drill of one restore point (DESIGN §13): download, sha256, decompress, load into a scratch
@@ -749,13 +754,13 @@ pub async fn verify(
 /// manifest. The scratch file is removed on every path out. A sealed backup opens with `keys`;
 /// without an identity it fails before the scratch directory is touched.
 pub async fn verify_located(
-    store: &Store,
+    from: &Sources,
     located: &Located,
     scratch_dir: &Path,
     now: DateTime<Utc>,
     keys: &Keys,
 ) -> Result<Verification, RestoreError> {
-    keys.open(located, store)?;
+    keys.open(located, from.first())?;
     std::fs::create_dir_all(scratch_dir).map_err(|source| RestoreError::Io {
         action: "create scratch directory",
         path: scratch_dir.to_path_buf(),
@@ -766,7 +771,7 @@ pub async fn verify_located(
         "verify-{database}-{}.db",
         uuid::Uuid::new_v4().simple()
     )));
-    let restored = restore_located(store, located, &scratch.0, false, keys).await?;
+    let restored = restore_located(from, located, &scratch.0, false, keys).await?;
     let path = scratch.0.clone();
     let inspection = tokio::task::spawn_blocking(move || sqlite::inspect(&path))
         .await
@@ -808,7 +813,7 @@ pub async fn verify_located(
     Ok(Verification {
         database,
         key: located.dump_key().to_string(),
-        location: located.describe(store),
+        location: located.describe(from.first()),
         taken_at: located.taken_at(),
         at: now,
         problems,
@@ -817,4 +822,129 @@ pub async fn verify_located(
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+/// Where backups are read from (DESIGN §15): the primary `[storage]` first, then each replica
+/// in policy order — or only the one `--from NAME` chose. The one place restore, verify and
+/// `/download` fall back: [`Sources::locate`] asks the next destination when one has no such
+/// restore point or cannot be listed, and [`Sources::fetch_verified`] fetches the same object
+/// from the next destination when one lacks it, cannot be reached or serves bytes that fail
+/// their sha256. Replicas hold byte-for-byte copies under the same keys, so one manifest
+/// checks the bytes of every destination.
+///
+/// Decision: every destination is listed for each lookup and the newest matching restore point
+/// wins, so a primary that lost its newest backup does not silently offer an older one; a slow
+/// replica slows the lookup down (`--from primary` skips the replicas).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Never empty; the first is where a located point was found (or the primary).
+    list: Vec<(String, Store)>,
+}
+
+impl Sources {
+    /// Destinations in the order they are asked; `list` must not be empty.
+    pub fn new(list: Vec<(String, Store)>) -> Sources {
+        assert!(!list.is_empty(), "at least one destination");
+        Sources { list }
+    }
+
+    /// The primary alone (no replicas, or tools).
+    pub fn single(store: Store) -> Sources {
+        Sources::new(vec![(crate::policy::PRIMARY.to_string(), store)])
+    }
+
+    /// Only the destination called `name`, if any.
+    pub fn only(&self, name: &str) -> Option<Sources> {
+        let found = self.list.iter().find(|(n, _)| n == name)?;
+        Some(Sources::new(vec![found.clone()]))
+    }
+
+    /// The destination asked first: where a located point was found, else the primary.
+    pub fn first(&self) -> &Store {
+        &self.list[0].1
+    }
+
+    /// The name of [`Sources::first`] (`primary` or a replica's name).
+    pub fn first_name(&self) -> &str {
+        &self.list[0].0
+    }
+
+    /// These sources with the `i`-th asked first.
+    fn preferring(&self, i: usize) -> Sources {
+        let mut list = self.list.clone();
+        let found = list.remove(i);
+        list.insert(0, found);
+        Sources { list }
+    }
+
+    /// [`locate`] in every destination at once; the newest restore point found answers (on a
+    /// tie, the destination asked first). Returns it with these sources reordered so that its
+    /// destination is asked first when fetching. When none has one, the first destination's
+    /// error. A destination that cannot be listed is logged and passed over.
+    pub async fn locate(&self, database: &str, at: At) -> Result<(Located, Sources), RestoreError> {
+        let results = futures::future::join_all(
+            self.list
+                .iter()
+                .map(|(_, store)| locate(store, database, at)),
+        )
+        .await;
+        let mut best: Option<(usize, Located)> = None;
+        let mut first_error = None;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(located) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| located.taken_at() > b.taken_at())
+                    {
+                        best = Some((i, located));
+                    }
+                }
+                Err(e) => {
+                    if self.list.len() > 1 {
+                        tracing::warn!(destination = %self.list[i].0, database, error = %e, "cannot locate the restore point here; the other destinations answer");
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match best {
+            Some((i, located)) => {
+                if i > 0 {
+                    tracing::warn!(destination = %self.list[i].0, database, point = %located.describe(&self.list[i].1), "restore point located on a replica: the primary has none as new");
+                }
+                Ok((located, self.preferring(i)))
+            }
+            None => Err(first_error.expect("at least one destination")),
+        }
+    }
+
+    /// [`fetch_verified`] from each destination in turn until one serves the object with its
+    /// manifest's sha256 and size. When none does, the first destination's error. A local
+    /// write failure is not retried elsewhere.
+    pub async fn fetch_verified(
+        &self,
+        located: &Located,
+        path: &Path,
+    ) -> Result<VerifiedFile, RestoreError> {
+        let mut first_error = None;
+        for (i, (name, store)) in self.list.iter().enumerate() {
+            match fetch_verified(store, located, path).await {
+                Ok(verified) => {
+                    if i > 0 {
+                        tracing::warn!(destination = %name, object = %located.describe(store), "served by a replica: an earlier destination lacked it, was unreachable or failed its sha256");
+                    }
+                    return Ok(verified);
+                }
+                Err(e @ RestoreError::Io { .. }) => return Err(e),
+                Err(e) => {
+                    if self.list.len() > 1 {
+                        tracing::warn!(destination = %name, object = %located.describe(store), error = %e, "cannot fetch a verified copy here; trying the next destination");
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("at least one destination"))
+    }
 }

@@ -645,9 +645,15 @@ async fn a_pruned_day_restores_from_its_weekly_archive() {
             "{compression:?}"
         );
         let target = dir.path().join("beta.db");
-        restore::restore_located(&store, &located, &target, false, &restore::Keys::none())
-            .await
-            .unwrap();
+        restore::restore_located(
+            &restore::Sources::single(store.clone()),
+            &located,
+            &target,
+            false,
+            &restore::Keys::none(),
+        )
+        .await
+        .unwrap();
         let db = rusqlite::Connection::open(&target).unwrap();
         let x: i64 = db.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(x, 11, "{compression:?}: day 1, database 1");
@@ -677,9 +683,15 @@ async fn a_pruned_day_restores_from_its_weekly_archive() {
             .await
             .unwrap();
         let again = dir.path().join("again.db");
-        let err = restore::restore_located(&store, &located, &again, false, &restore::Keys::none())
-            .await
-            .unwrap_err();
+        let err = restore::restore_located(
+            &restore::Sources::single(store.clone()),
+            &located,
+            &again,
+            false,
+            &restore::Keys::none(),
+        )
+        .await
+        .unwrap_err();
         assert!(!again.exists(), "{compression:?}");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -597,7 +597,8 @@ async fn rotation_and_mixed_histories_restore_archive_and_prune_normally() {
         let day: NaiveDate = day.parse().unwrap();
         async move {
             let located = restore::locate(&store, "app", At::Date(day)).await.unwrap();
-            let restored = restore::restore_located(&store, &located, &target, false, &keys).await;
+            let from = restore::Sources::single(store.clone());
+            let restored = restore::restore_located(&from, &located, &target, false, &keys).await;
             (located, restored.map(|r| r.target))
         }
     };

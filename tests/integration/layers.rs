@@ -15,6 +15,7 @@ const ENGINE: &[&str] = &[
     "bucket",
     "drill",
     "reconcile",
+    "replica",
     "restore",
     "engine",
 ];

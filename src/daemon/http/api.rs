@@ -337,6 +337,14 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "durationMs": p.duration.as_millis() as u64,
             "error": p.error,
         })),
+        // Each [[replica]] (DESIGN §15): how far behind it is, as its syncs found.
+        "replicas": snapshot.replicas.iter().map(|(name, r)| json!({
+            "name": name,
+            "syncing": r.syncing,
+            "missingObjects": r.missing,
+            "lastSync": r.last_sync.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "error": r.last_error,
+        })).collect::<Vec<_>>(),
     })))
 }
 

@@ -27,7 +27,7 @@ use super::auth::{Client, check_database_name, parse_date, path_error};
 use super::{ApiError, AppState};
 use crate::codec;
 use crate::policy::{Compression, Scope};
-use crate::restore::{self, At, Keys, RestoreError};
+use crate::restore::{At, Keys, RestoreError};
 use crate::store::StoreError;
 
 #[derive(Debug, Deserialize)]
@@ -110,7 +110,9 @@ async fn send_backup(
             Err(e) => return Err(ApiError::bad_request(format!("invalid at: {e}"), "")),
         },
     };
-    let store = s.reconciler.store();
+    // The primary first, then each replica (DESIGN §15).
+    let sources = crate::replica::sources(&policy, s.reconciler.store(), None)
+        .expect("no --from: every destination");
     let started = (s.clock)();
     let not_found = || {
         ApiError::new(
@@ -125,16 +127,17 @@ async fn send_backup(
             Some("GET /list?database=NAME shows every restore point"),
         )
     };
-    let located = restore::locate(&store, &db, at)
+    let located = sources
+        .locate(&db, at)
         .await
-        .and_then(|l| match at {
+        .and_then(|(l, from)| match at {
             // A time selects the newest point at or before it; here it must be that day's.
             At::Time(_) if l.taken_at().date_naive() != day => Err(RestoreError::NoBackup {
                 database: db.clone(),
                 location: String::new(),
                 hint: String::new(),
             }),
-            _ => Ok(l),
+            _ => Ok((l, from)),
         })
         .map_err(|e| match e {
             RestoreError::NoBackup { .. } => not_found(),
@@ -144,8 +147,8 @@ async fn send_backup(
                 Some("storage could not be read; see GET /readyz"),
             ),
         });
-    let located = match located {
-        Ok(l) => l,
+    let (located, sources) = match located {
+        Ok(found) => found,
         Err(e) => {
             s.record_download(who, &db, None, started, Err(&e.message()))
                 .await;
@@ -156,7 +159,7 @@ async fn send_backup(
     let keys = if raw {
         None
     } else {
-        match Keys::from_policy(&policy).open(&located, &store) {
+        match Keys::from_policy(&policy).open(&located, sources.first()) {
             Ok(keys) => keys,
             Err(e) => {
                 let e = fetch_error(e);
@@ -172,7 +175,7 @@ async fn send_backup(
         .daemon
         .state_dir
         .join(format!(".download-{}.part", uuid::Uuid::new_v4().simple()));
-    let verified = match restore::fetch_verified(&store, &located, &part).await {
+    let verified = match sources.fetch_verified(&located, &part).await {
         Ok(v) => v,
         Err(e) => {
             let e = fetch_error(e);
