@@ -231,7 +231,12 @@ enum AlertCommand {
 #[derive(Debug, Subcommand)]
 enum CatalogCommand {
     /// Rebuild the catalog from the manifests in storage alone; the old one is kept aside.
-    Rebuild,
+    Rebuild {
+        /// Read this destination instead of the primary: a [[replica]]'s name (when the
+        /// primary bucket is gone or unreachable).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+    },
 }
 
 /// An error with the exit code it deserves.
@@ -461,10 +466,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             alert_test(&policy, name.as_deref())
         }
         Command::Catalog {
-            command: CatalogCommand::Rebuild,
+            command: CatalogCommand::Rebuild { from },
         } => {
             let policy = load_policy(&cli.config)?;
-            runtime()?.block_on(rebuild_catalog(policy))
+            runtime()?.block_on(rebuild_catalog(policy, from))
         }
     }
 }
@@ -1434,8 +1439,8 @@ async fn verify_cmd(
     }
 }
 
-async fn rebuild_catalog(policy: Policy) -> Result<ExitCode, Failure> {
-    let store = open_store(&policy)?;
+async fn rebuild_catalog(policy: Policy, from: Option<String>) -> Result<ExitCode, Failure> {
+    let store = open_sources(&policy, from.as_deref())?.first().clone();
     let inv = bucket::scan(&store)
         .await
         .context("list storage")
@@ -1552,15 +1557,77 @@ async fn plan_cmd(policy: Policy, now: DateTime<Utc>, json: bool) -> Result<Exit
         .plan()
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let replicas = reconciler.replica_plans(&plan, &inventory).await;
     if json {
+        let mut value = serde_json::to_value(&plan).expect("plan serializes");
+        value["replicas"] = replicas
+            .iter()
+            .map(|(name, location, planned)| match planned {
+                Ok(p) => serde_json::json!({
+                    "name": name,
+                    "location": location,
+                    "copies": p.copies.iter().map(|c| serde_json::json!({
+                        "dataKey": c.data_key,
+                        "manifestKey": c.manifest_key,
+                        "archive": c.archive,
+                    })).collect::<Vec<_>>(),
+                    "deletions": p.deletions.iter().map(|d| serde_json::json!({
+                        "dataKey": d.data_key,
+                        "manifestKey": d.manifest_key,
+                        "database": d.database,
+                        "reason": d.reasons.join("; "),
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({ "name": name, "location": location, "error": e }),
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan).expect("plan serializes")
+            serde_json::to_string_pretty(&value).expect("plan serializes")
         );
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render_plan(&plan, &location, &inventory));
+    print!("{}", render_replica_plans(&replicas));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each replica's pending copies and deletions (`patina plan`).
+fn render_replica_plans(
+    replicas: &[(
+        String,
+        String,
+        Result<crate::replication::ReplicaPlan, String>,
+    )],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, location, planned) in replicas {
+        let _ = write!(out, "\nreplica {name} — {location}: ");
+        match planned {
+            Err(e) => {
+                let _ = writeln!(out, "cannot be listed: {e}");
+            }
+            Ok(p) if p.copies.is_empty() && p.deletions.is_empty() => {
+                let _ = writeln!(out, "up to date, nothing to delete");
+            }
+            Ok(p) => {
+                let _ = writeln!(
+                    out,
+                    "{} to copy, {} to delete",
+                    p.copies.len(),
+                    p.deletions.len()
+                );
+                for c in &p.copies {
+                    let _ = writeln!(out, "  copy    {}", c.data_key);
+                }
+                for d in &p.deletions {
+                    let _ = writeln!(out, "  delete  {}  {}", d.data_key, d.reasons.join("; "));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The plan as a readable table.

@@ -16,7 +16,8 @@ pub mod engine;
 
 pub use adapters::{alert, catalog, source, store, systemd};
 pub use core::{
-    clock, codec, dump, human, inventory, keys, manifest, plan, points, policy, retention, schedule,
+    clock, codec, dump, human, inventory, keys, manifest, plan, points, policy, replication,
+    retention, schedule,
 };
 pub use daemon::{http, metrics};
 pub use engine::{archive, backup, bucket, drill, reconcile, replica, restore};

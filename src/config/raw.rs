@@ -70,16 +70,16 @@ pub(super) struct RawReplica {
     /// Key prefix inside the bucket or folder, e.g. "patina/". A trailing "/" is added.
     #[schemars(extend("default" = ""))]
     pub(super) prefix: Option<String>,
-    /// Dumps are to be kept here at least this long; unset: [retention] daily. Checked but not
-    /// applied yet: replicas are not pruned, they keep every copy they receive.
+    /// Dumps are kept here at least this long; unset: [retention] daily. Retention runs on each
+    /// replica from its own listing (never its newest dump of a database), so it may keep longer.
     #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w|mo)$"))]
     pub(super) daily: Option<String>,
-    /// Weekly archives are to be kept here this long, or "off"; unset: [retention] weekly.
-    /// Checked but not applied yet (replicas are not pruned).
+    /// Weekly archives are kept here this long, or "off" (none are copied here); unset:
+    /// [retention] weekly.
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
     pub(super) weekly: Option<String>,
-    /// Monthly archives are to be kept here this long, or "off"; unset: [retention] monthly.
-    /// Checked but not applied yet (replicas are not pruned).
+    /// The first archive of each month is kept here this long, or "off"; unset: [retention]
+    /// monthly.
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h|d|w|mo)|off)$"))]
     pub(super) monthly: Option<String>,
 }
@@ -434,4 +434,5 @@ pub(super) enum RawEvent {
     SchemaChanged,
     Slow,
     VerifyFailed,
+    ReplicaBehind,
 }

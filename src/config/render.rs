@@ -62,7 +62,7 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
         };
         let _ = writeln!(
             out,
-            "  retention:  daily {}, weekly {}, monthly {} (not applied yet: replicas keep every copy)",
+            "  retention:  daily {}, weekly {}, monthly {} (from its own listing)",
             tier(replica.daily.map(Some), Some(policy.retention.daily)),
             tier(replica.weekly, policy.retention.weekly),
             tier(replica.monthly, policy.retention.monthly)

@@ -297,7 +297,7 @@ fn single_problems() {
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"discord\"\nurl = \"https://x.example/hook\"\non = [\"failure\", \"stail\"]\n",
-            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"config_invalid\", \"summary\", \"schema_changed\", \"slow\", \"verify_failed\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
+            "an item of \"on\" in [[alert]] #1 must be one of \"failure\", \"success\", \"duration\", \"size_anomaly\", \"stale\", \"archive_failed\", \"drift\", \"config_invalid\", \"summary\", \"schema_changed\", \"slow\", \"verify_failed\", \"replica_behind\", not \"stail\" at patina.toml:5:18 — did you mean \"stale\"?",
         ),
         (
             "[[alert]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://x.example/hook\"\non = [\"failure\"]\nheaders = { X-Token = \"t\" }\n",

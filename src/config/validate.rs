@@ -1293,6 +1293,7 @@ impl Cx<'_> {
                     RawEvent::Stale => AlertEvent::Stale,
                     RawEvent::ArchiveFailed => AlertEvent::ArchiveFailed,
                     RawEvent::VerifyFailed => AlertEvent::VerifyFailed,
+                    RawEvent::ReplicaBehind => AlertEvent::ReplicaBehind,
                     RawEvent::Drift => AlertEvent::Drift,
                     RawEvent::ConfigInvalid => AlertEvent::ConfigInvalid,
                     RawEvent::Summary => AlertEvent::Summary,

@@ -134,6 +134,16 @@ pub enum ParsedKey {
     },
 }
 
+/// The manifest key that commits the data object `data_key` (a dump or an archive); `None`
+/// for any other key.
+pub fn manifest_key_for(data_key: &str) -> Option<String> {
+    match parse_key(data_key)? {
+        ParsedKey::DumpData { id, .. } => Some(id.manifest_key()),
+        ParsedKey::ArchiveData { week, .. } => Some(week.manifest_key()),
+        _ => None,
+    }
+}
+
 /// Parse a key relative to the prefix; `None` means foreign (not written by Patina).
 pub fn parse_key(key: &str) -> Option<ParsedKey> {
     if let Some(rest) = key.strip_prefix("daily/") {

@@ -47,7 +47,7 @@ pub struct Policy {
 pub const PRIMARY: &str = "primary";
 
 /// A further destination (DESIGN §15): the same storage keys as `[storage]`, and optional
-/// retention overrides (validated; not applied yet — replicas are not pruned).
+/// retention overrides, applied to the replica's own listing (`replication::keep_rules`).
 #[derive(Debug, Clone)]
 pub struct Replica {
     /// `[a-z0-9-]+`, unique, never "primary".
@@ -525,10 +525,12 @@ pub enum AlertEvent {
     Slow,
     /// A restore drill failed (DESIGN §13).
     VerifyFailed,
+    /// A replica lacks objects for longer than `tick` × 10, or cannot be synced (DESIGN §15).
+    ReplicaBehind,
 }
 
 impl AlertEvent {
-    pub const ALL: [AlertEvent; 12] = [
+    pub const ALL: [AlertEvent; 13] = [
         AlertEvent::Failure,
         AlertEvent::Success,
         AlertEvent::Duration,
@@ -541,6 +543,7 @@ impl AlertEvent {
         AlertEvent::SchemaChanged,
         AlertEvent::Slow,
         AlertEvent::VerifyFailed,
+        AlertEvent::ReplicaBehind,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -557,6 +560,7 @@ impl AlertEvent {
             AlertEvent::SchemaChanged => "schema_changed",
             AlertEvent::Slow => "slow",
             AlertEvent::VerifyFailed => "verify_failed",
+            AlertEvent::ReplicaBehind => "replica_behind",
         }
     }
 

@@ -7,6 +7,14 @@
 //! `integrity_check`, `foreign_key_check`, row counts and schema hash against the manifest).
 //! Points are drilled one after another, so a drill holds one scratch database at a time.
 //!
+//! With `[[replica]]`s (DESIGN §15), a point that fails on the primary is tried on the
+//! replicas too: the drill still fails (the primary's copy is what it checks), and its problems
+//! say which replica holds a good copy (`patina restore --from NAME`). A point that passes on the
+//! primary has its replica copies checked as stored (sha256 and size, no restore): a copy that
+//! fails is removed from that replica (manifest first), so the next sync copies it again from
+//! the primary's verified one — a damaged replica object is detected, never served (restores
+//! check sha256 on every destination) and re-copied.
+//!
 //! Results go to the catalog (`verifications`, origin `drill`) and to alerts: a failed point
 //! raises `verify_failed` for its database (once, reminded while it lasts); a database whose
 //! drilled points all pass resolves it. The reconciler starts drills off the backup path (the
@@ -21,9 +29,11 @@ use chrono::{DateTime, Utc};
 use crate::alert::Alerts;
 use crate::backup::Clock;
 use crate::catalog::{Catalog, VerificationRecord};
+use crate::manifest::manifest_key_for;
 use crate::points;
-use crate::restore;
-use crate::store::Store;
+use crate::replica::Destination;
+use crate::restore::{self, Located, RestoreError, Sources};
+use crate::store::{Store, StoreError};
 
 /// What a drill needs.
 pub struct DrillContext {
@@ -39,6 +49,8 @@ pub struct DrillContext {
     pub seed: u64,
     /// The identities that open sealed backups (`[encryption] identity_file`).
     pub keys: restore::Keys,
+    /// The `[[replica]]` destinations whose copies are checked too.
+    pub replicas: Vec<Destination>,
 }
 
 /// One drilled restore point.
@@ -49,6 +61,8 @@ pub struct DrillResult {
     pub taken_at: DateTime<Utc>,
     /// Empty when it passed.
     pub problems: Vec<String>,
+    /// Replica copies of it found damaged and removed for the next sync to copy again.
+    pub repaired: Vec<String>,
 }
 
 /// Run one drill to the end; every point's result is recorded and alerted as it finishes.
@@ -72,16 +86,38 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
         .collect();
     for point in picks {
         let started = (ctx.clock)();
-        let checked = match all.locate(&ctx.store, point).await {
+        let located = all.locate(&ctx.store, point).await;
+        let checked = match &located {
             Ok(located) => {
-                let from = restore::Sources::single(ctx.store.clone());
-                restore::verify_located(&from, &located, &ctx.scratch_dir, started, &ctx.keys).await
+                let from = Sources::single(ctx.store.clone());
+                restore::verify_located(&from, located, &ctx.scratch_dir, started, &ctx.keys).await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(RestoreError::Archive(e.to_string())),
         };
-        let problems = match checked {
-            Ok(v) => v.problems,
-            Err(e) => vec![e.to_string()],
+        let mut repaired = Vec::new();
+        let problems = match (checked, &located) {
+            (Ok(v), Ok(located)) if v.ok() => {
+                for replica in &ctx.replicas {
+                    if let Some(what) = check_replica_copy(replica, located, &ctx.scratch_dir).await
+                    {
+                        repaired.push(what);
+                    }
+                }
+                Vec::new()
+            }
+            (Ok(v), _) => v.problems,
+            (Err(e), located) => {
+                let mut problems = vec![e.to_string()];
+                if let Ok(located) = located
+                    && let Some(name) = good_replica(ctx, located, started).await
+                {
+                    problems.push(format!(
+                        "replica {name:?} holds a good copy: `patina restore {} --from {name}` restores it",
+                        point.database
+                    ));
+                }
+                problems
+            }
         };
         let location = point.location();
         let finished = (ctx.clock)();
@@ -122,6 +158,7 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
             location,
             taken_at: point.taken_at,
             problems,
+            repaired,
         });
     }
     if let Some(a) = &ctx.alerts {
@@ -135,4 +172,66 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
     let failed = results.iter().filter(|r| !r.problems.is_empty()).count();
     tracing::info!(points = results.len(), failed, "restore drill finished");
     Ok(results)
+}
+
+/// The first replica on which `located` restores and passes its checks, for a point that
+/// failed on the primary.
+async fn good_replica(
+    ctx: &DrillContext,
+    located: &Located,
+    started: DateTime<Utc>,
+) -> Option<String> {
+    for replica in &ctx.replicas {
+        let from = Sources::new(vec![(replica.name.clone(), replica.store.clone())]);
+        let checked =
+            restore::verify_located(&from, located, &ctx.scratch_dir, started, &ctx.keys).await;
+        if matches!(checked, Ok(v) if v.ok()) {
+            return Some(replica.name.clone());
+        }
+    }
+    None
+}
+
+/// Check `replica`'s copy of the stored object behind `located` (the daily dump, or the weekly
+/// archive holding it) against its manifest, as stored: sha256 and size. A copy that fails is
+/// removed there, manifest first, for the next sync to copy again; returns where it was. A
+/// copy that is absent (not copied yet, or pruned there) or a replica that cannot be read is
+/// left to the sync.
+async fn check_replica_copy(
+    replica: &Destination,
+    located: &Located,
+    scratch_dir: &std::path::Path,
+) -> Option<String> {
+    let (key, sha256, size) = match located {
+        Located::Daily(m) => (&m.key, &m.sha256, m.size),
+        Located::Archived { archive, .. } => (&archive.key, &archive.sha256, archive.size),
+    };
+    let manifest_key = manifest_key_for(key)?;
+    std::fs::create_dir_all(scratch_dir).ok()?;
+    let part = scratch_dir.join(format!("replica-{}.part", uuid::Uuid::new_v4().simple()));
+    let checked = restore::download_checked(&replica.store, key, sha256, size, &part).await;
+    let _ = std::fs::remove_file(&part);
+    let location = replica.store.location(key);
+    match checked {
+        Ok(_) => None,
+        Err(RestoreError::Checksum { .. }) => {
+            tracing::error!(replica = %replica.name, object = %location, "replica copy damaged (sha256 or size differs from its manifest); removed so the next sync copies it again from the primary");
+            let removed = match replica.store.delete(&manifest_key).await {
+                Ok(()) => replica.store.delete(key).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => Some(location),
+                Err(e) => {
+                    tracing::error!(replica = %replica.name, object = %location, error = %e, "cannot remove the damaged replica copy; restores skip it (its sha256 fails)");
+                    None
+                }
+            }
+        }
+        Err(RestoreError::Store(StoreError::NotFound { .. })) => None,
+        Err(e) => {
+            tracing::warn!(replica = %replica.name, object = %location, error = %e, "cannot check the replica copy; the next drill tries again");
+            None
+        }
+    }
 }

@@ -13,7 +13,7 @@
 //! The daemon calls [`Reconciler::run_once`] every tick; tests call it directly with an
 //! injected clock and [`Reconciler::wait_idle`] for the background work.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
 use crate::replica;
+use crate::replication;
 use crate::restore;
 use crate::retention::ArchiveFacts;
 use crate::store::{Store, StoreError};
@@ -132,6 +133,11 @@ pub struct ReplicaStatus {
     pub last_sync: Option<DateTime<Utc>>,
     /// The last sync's problem (a listing or a copy that failed), if any.
     pub last_error: Option<String>,
+    /// Since when it has lacked something or failed, until a sync leaves nothing missing
+    /// (`replica_behind` fires when this is older than `tick` × 10).
+    pub behind_since: Option<DateTime<Utc>>,
+    /// Objects its retention deleted there since this daemon started.
+    pub deleted: u64,
 }
 
 /// Runs reconcile passes and owns the background jobs they start.
@@ -150,7 +156,7 @@ pub struct Reconciler {
     drilling: Arc<AtomicBool>,
     /// When the newest drill started (from the catalog at start).
     last_drill: Arc<Mutex<Option<DateTime<Utc>>>>,
-    archive_facts: Mutex<HashMap<String, ArchiveFacts>>,
+    archive_facts: replica::ArchiveFactsCache,
     observer: Arc<dyn Observer>,
     alerts: Option<Alerts>,
     /// Replica syncs: aborted, not waited for, at shutdown (a copy cut short leaves debris at
@@ -194,7 +200,7 @@ impl Reconciler {
             drills: tokio::sync::Mutex::new(JoinSet::new()),
             drilling: Arc::new(AtomicBool::new(false)),
             last_drill: Arc::new(Mutex::new(last_drill)),
-            archive_facts: Mutex::new(HashMap::new()),
+            archive_facts: Arc::default(),
             observer,
             alerts: None,
             syncs: tokio::sync::Mutex::new(JoinSet::new()),
@@ -521,16 +527,7 @@ impl Reconciler {
                 .await;
         }
         if !policy.replicas.is_empty() {
-            // The primary as this pass left it: its listing, less what retention deleted.
-            let deleted: BTreeSet<&str> =
-                plan.deletions.iter().map(|d| d.data_key.as_str()).collect();
-            let mut source = inventory.clone();
-            source
-                .dumps
-                .retain(|d| !deleted.contains(d.data.key.as_str()));
-            source
-                .archives
-                .retain(|a| !deleted.contains(a.data.key.as_str()));
+            let source = primary_after(&plan, &inventory);
             self.start_syncs(&policy, &store, Arc::new(source)).await;
         }
         for e in &report.errors {
@@ -623,6 +620,7 @@ impl Reconciler {
             scratch_dir: policy.daemon.state_dir.join("scratch").join("drill"),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,
             keys: restore::Keys::from_policy(policy),
+            replicas: replica::open_all(policy),
         };
         // Cleared on every way out, an abort at shutdown included (before the first poll too:
         // the guard is moved into the task, not made by it).
@@ -635,21 +633,60 @@ impl Reconciler {
         });
     }
 
+    /// What each replica would receive and delete after this `plan` of the primary
+    /// (`patina plan`): its name, location and plan, or why it could not be listed. Nothing is
+    /// written.
+    pub async fn replica_plans(
+        &self,
+        plan: &Plan,
+        inventory: &Inventory,
+    ) -> Vec<(String, String, Result<replication::ReplicaPlan, String>)> {
+        let source = primary_after(plan, inventory);
+        let mut out = Vec::new();
+        for d in replica::open_all(&self.policy()) {
+            let planned = replica::plan(&source, &d, &self.archive_facts, plan.at)
+                .await
+                .map(|(p, _)| p)
+                .map_err(|e| e.to_string());
+            out.push((d.name.clone(), d.store.location(""), planned));
+        }
+        out
+    }
+
     /// Start a sync of every replica that has none running (DESIGN §15): copies what it lacks
-    /// from the primary, in the background, holding no backup permit.
+    /// from the primary and applies its retention, in the background, holding no backup
+    /// permit. Also where `replica_behind` is judged, every pass, so a sync that hangs is seen.
     async fn start_syncs(&self, policy: &Policy, primary: &Store, source: Arc<Inventory>) {
         let scratch = policy.daemon.state_dir.join("scratch").join("replica");
+        let now = (self.clock)();
+        let bound = replica_behind_bound(policy);
         for destination in replica::open_all(policy) {
-            {
+            let behind = {
                 let mut known = self.replicas.lock().expect("replica lock");
                 let status = known.entry(destination.name.clone()).or_default();
+                let behind = status
+                    .behind_since
+                    .filter(|since| now - *since > bound)
+                    .map(|since| (since, status.missing, status.last_error.clone()));
                 if status.syncing {
-                    continue;
+                    None
+                } else {
+                    status.syncing = true;
+                    // Until this sync says otherwise: a sync that never ends is behind too.
+                    status.behind_since.get_or_insert(now);
+                    Some(behind)
                 }
-                status.syncing = true;
+            };
+            let Some(behind) = behind else {
+                continue;
+            };
+            if let (Some(alerts), Some((since, missing, error))) = (&self.alerts, behind) {
+                alerts.replica_behind(&destination.name, missing, since, error.as_deref());
             }
             let replicas = Arc::clone(&self.replicas);
             let clock = Arc::clone(&self.clock);
+            let alerts = self.alerts.clone();
+            let facts = Arc::clone(&self.archive_facts);
             let (primary, scratch) = (primary.clone(), scratch.join(&destination.name));
             let source = Arc::clone(&source);
             let running = SyncingGuard {
@@ -658,25 +695,38 @@ impl Reconciler {
             };
             self.syncs.lock().await.spawn(async move {
                 let _running = running;
-                let result = replica::sync(&primary, &source, &destination, &scratch).await;
-                let now = clock();
-                let mut known = replicas.lock().expect("replica lock");
-                let status = known.entry(destination.name.clone()).or_default();
-                match result {
-                    Ok(report) => {
-                        if report.missing_before > 0 || !report.errors.is_empty() {
-                            tracing::info!(replica = %report.replica, copied = report.copied, missing = report.missing_after, bytes = report.bytes, "replica sync finished");
+                let result =
+                    replica::sync(&primary, &source, &destination, &facts, &scratch, now).await;
+                let ended = clock();
+                let caught_up = {
+                    let mut known = replicas.lock().expect("replica lock");
+                    let status = known.entry(destination.name.clone()).or_default();
+                    match result {
+                        Ok(report) => {
+                            if report.missing_before > 0
+                                || report.deleted > 0
+                                || !report.errors.is_empty()
+                            {
+                                tracing::info!(replica = %report.replica, copied = report.copied, missing = report.missing_after, deleted = report.deleted, bytes = report.bytes, "replica sync finished");
+                            }
+                            status.missing = Some(report.missing_after as u64);
+                            status.deleted += report.deleted as u64;
+                            status.last_error = report.errors.last().cloned();
+                            if report.missing_after == 0 && report.errors.is_empty() {
+                                status.last_sync = Some(ended);
+                                status.behind_since = None;
+                            }
                         }
-                        status.missing = Some(report.missing_after as u64);
-                        if report.missing_after == 0 {
-                            status.last_sync = Some(now);
+                        Err(e) => {
+                            tracing::warn!(error = %e, "replica sync could not start");
+                            status.missing = None;
+                            status.last_error = Some(e.to_string());
                         }
-                        status.last_error = report.errors.last().cloned();
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replica sync could not start");
-                        status.last_error = Some(e.to_string());
-                    }
+                    status.behind_since.is_none()
+                };
+                if let (Some(alerts), true) = (&alerts, caught_up) {
+                    alerts.replica_caught_up(&destination.name);
                 }
             });
         }
@@ -838,6 +888,25 @@ impl Drop for RunningGuard {
 }
 
 pub use crate::clock::ManualClock;
+
+/// The primary as a pass leaves it, what replicas are synced from: its listing, less what
+/// retention deletes.
+fn primary_after(plan: &Plan, inventory: &Inventory) -> Inventory {
+    let deleted: BTreeSet<&str> = plan.deletions.iter().map(|d| d.data_key.as_str()).collect();
+    let mut source = inventory.clone();
+    source
+        .dumps
+        .retain(|d| !deleted.contains(d.data.key.as_str()));
+    source
+        .archives
+        .retain(|a| !deleted.contains(a.data.key.as_str()));
+    source
+}
+
+/// How long a replica may lack something before `replica_behind` (DESIGN §15): `tick` × 10.
+pub fn replica_behind_bound(policy: &Policy) -> chrono::Duration {
+    chrono::Duration::from_std(policy.daemon.tick * 10).unwrap_or(chrono::Duration::MAX)
+}
 
 /// Marks a replica's sync finished however it ends (even aborted).
 struct SyncingGuard {

@@ -20,67 +20,33 @@
 //! fails a backup to the primary. Copies are byte for byte: keys, data and manifests are the
 //! primary's.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use crate::inventory::Inventory;
 use crate::manifest::{ArchiveManifest, Manifest};
 use crate::policy::{PRIMARY, Policy};
+use crate::replication::{self, Missing, ReplicaPlan};
 use crate::restore::{self, Sources};
+use crate::retention::{ArchiveFacts, KeepRules};
 use crate::store::{PutMode, Store, StoreError};
-
-/// A committed object of the primary that a replica lacks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missing {
-    pub data_key: String,
-    pub manifest_key: String,
-    /// A weekly archive (else a daily dump).
-    pub archive: bool,
-    /// When the dump was taken, or when the archive's week ended: the copy order.
-    pub at: DateTime<Utc>,
-}
-
-/// What `replica` lacks of the committed dumps and archives in `primary`, oldest first. A
-/// replica "has" an object when its listing shows it committed (data and manifest).
-pub fn missing(primary: &Inventory, replica: &Inventory) -> Vec<Missing> {
-    let have: HashSet<&str> = replica
-        .dumps
-        .iter()
-        .map(|d| d.manifest_key.as_str())
-        .chain(replica.archives.iter().map(|a| a.manifest_key.as_str()))
-        .collect();
-    let dumps = primary.dumps.iter().map(|d| Missing {
-        data_key: d.data.key.clone(),
-        manifest_key: d.manifest_key.clone(),
-        archive: false,
-        at: d.id.taken_at,
-    });
-    let archives = primary.archives.iter().map(|a| Missing {
-        data_key: a.data.key.clone(),
-        manifest_key: a.manifest_key.clone(),
-        archive: true,
-        at: a
-            .week
-            .start()
-            .map_or(a.data.last_modified, |s| s + chrono::Duration::days(7)),
-    });
-    let mut out: Vec<Missing> = dumps
-        .chain(archives)
-        .filter(|m| !have.contains(m.manifest_key.as_str()))
-        .collect();
-    out.sort_by(|a, b| (a.at, &a.data_key).cmp(&(b.at, &b.data_key)));
-    out
-}
 
 /// A replica as the engine uses it: its name and its opened storage.
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub name: String,
     pub store: Store,
+    /// The spans retention keeps by here (the replica's overrides, else the primary's).
+    pub rules: KeepRules,
 }
+
+/// What is known of committed archives, by manifest key: the same facts serve the primary and
+/// every replica (copies are byte for byte). Shared with the reconciler's own cache.
+pub type ArchiveFactsCache = Arc<Mutex<HashMap<String, ArchiveFacts>>>;
 
 /// Open every `[[replica]]` of `policy` (no request is made). One that cannot be opened (an
 /// invalid endpoint) is logged and left out, never stopping the others or the primary.
@@ -92,6 +58,7 @@ pub fn open_all(policy: &Policy) -> Vec<Destination> {
             Ok(store) => Some(Destination {
                 name: r.name.clone(),
                 store,
+                rules: replication::keep_rules(r, &policy.retention),
             }),
             Err(e) => {
                 tracing::error!(replica = %r.name, error = %e, "cannot open the replica's storage; it is skipped");
@@ -124,13 +91,15 @@ pub fn sources(policy: &Policy, primary: Store, from: Option<&str>) -> Result<So
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     pub replica: String,
-    /// Objects the replica lacked when the sync started.
+    /// Objects the replica lacked (and should keep) when the sync started.
     pub missing_before: usize,
     pub copied: usize,
     pub bytes: u64,
     /// Objects still missing when the sync ended.
     pub missing_after: usize,
-    /// One line per failed copy (what, where, why).
+    /// Objects (data and manifest) deleted by the replica's retention.
+    pub deleted: usize,
+    /// One line per failed copy or deletion (what, where, why).
     pub errors: Vec<String>,
 }
 
@@ -155,17 +124,16 @@ enum CopyError {
     Replica(String),
 }
 
-/// Copy to `replica` every committed object of `primary` (as `source`, a complete listing of
-/// it, says) that it lacks, oldest first (see the module docs). Scratch files go to
-/// `scratch_dir`, which must be this replica's own: they are removed on every path out, and
-/// leftovers of an earlier sync at the start.
-pub async fn sync(
-    primary: &Store,
+/// List `replica` and plan it against `source`, a complete listing of the primary (see
+/// [`replication::plan`]): the facts of archives only the replica holds are read from its
+/// manifests there (once; cached). Returns the plan and the replica's listing. Nothing is
+/// written.
+pub async fn plan(
     source: &Inventory,
     replica: &Destination,
-    scratch_dir: &Path,
-) -> Result<SyncReport, SyncError> {
-    let name = replica.name.clone();
+    facts: &ArchiveFactsCache,
+    now: DateTime<Utc>,
+) -> Result<(ReplicaPlan, Inventory), SyncError> {
     let target =
         Inventory::classify(
             replica
@@ -173,33 +141,84 @@ pub async fn sync(
                 .list("")
                 .await
                 .map_err(|source| SyncError::Replica {
-                    replica: name.clone(),
+                    replica: replica.name.clone(),
                     source,
                 })?,
         );
-    let todo = missing(source, &target);
+    let unknown: Vec<_> = {
+        let known = facts.lock().expect("archive facts");
+        target
+            .archives
+            .iter()
+            .filter(|a| !known.contains_key(&a.manifest_key))
+            .cloned()
+            .collect()
+    };
+    for a in unknown {
+        // An archive whose manifest cannot be read covers nothing: retention keeps more.
+        let read = replica.store.get(&a.manifest_key).await.map(|bytes| {
+            ArchiveManifest::from_json(&bytes, &a.manifest_key)
+                .map(|m| ArchiveFacts::from_manifest(&a, &m))
+        });
+        match read {
+            Ok(Ok(f)) => {
+                facts
+                    .lock()
+                    .expect("archive facts")
+                    .insert(a.manifest_key.clone(), f);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(replica = %replica.name, archive = %a.manifest_key, error = %e, "cannot read an archive manifest on the replica; the dumps it holds are kept there")
+            }
+            Err(e) => {
+                tracing::warn!(replica = %replica.name, archive = %a.manifest_key, error = %e, "cannot read an archive manifest on the replica; the dumps it holds are kept there")
+            }
+        }
+    }
+    let known = facts.lock().expect("archive facts").clone();
+    let lookup = |key: &str| known.get(key).cloned();
+    let planned = replication::plan(&replica.rules, source, &target, &lookup, now);
+    Ok((planned, target))
+}
+
+/// Bring `replica` up to date with the primary (as `source`, a complete listing of it, says):
+/// copy what it lacks and should keep, oldest first, then delete what its own retention
+/// releases (manifest first, then data). Scratch files go to `scratch_dir`, which must be this
+/// replica's own: they are removed on every path out, and leftovers of an earlier sync at the
+/// start.
+pub async fn sync(
+    primary: &Store,
+    source: &Inventory,
+    replica: &Destination,
+    facts: &ArchiveFactsCache,
+    scratch_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<SyncReport, SyncError> {
+    let name = replica.name.clone();
+    let (planned, _) = plan(source, replica, facts, now).await?;
+    let todo = planned.copies;
     let mut report = SyncReport {
         replica: name.clone(),
         missing_before: todo.len(),
         missing_after: todo.len(),
         ..SyncReport::default()
     };
-    if todo.is_empty() {
-        return Ok(report);
-    }
-    // The folder is this replica's own (one sync per replica at a time, one daemon per state
-    // directory): whatever is in it was left by a sync cut short (a crash, SIGKILL).
-    if let Ok(entries) = std::fs::read_dir(scratch_dir) {
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+    let mut replica_failed = false;
+    if !todo.is_empty() {
+        // The folder is this replica's own (one sync per replica at a time, one daemon per
+        // state directory): whatever is in it was left by a sync cut short (a crash, SIGKILL).
+        if let Ok(entries) = std::fs::read_dir(scratch_dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
-    }
-    if let Err(e) = std::fs::create_dir_all(scratch_dir) {
-        report.errors.push(format!(
-            "replica {name:?}: create scratch directory {}: {e}",
-            scratch_dir.display()
-        ));
-        return Ok(report);
+        if let Err(e) = std::fs::create_dir_all(scratch_dir) {
+            report.errors.push(format!(
+                "replica {name:?}: create scratch directory {}: {e}",
+                scratch_dir.display()
+            ));
+            return Ok(report);
+        }
     }
     for item in &todo {
         match copy(primary, &replica.store, item, scratch_dir).await {
@@ -220,6 +239,29 @@ pub async fn sync(
                 report
                     .errors
                     .push(format!("replica {name:?}: copy {}: {e}", item.data_key));
+                replica_failed = true;
+                break;
+            }
+        }
+    }
+    if replica_failed {
+        return Ok(report);
+    }
+    for d in &planned.deletions {
+        // Manifest first: a deletion cut short leaves debris, never a manifest without data.
+        let result = match replica.store.delete(&d.manifest_key).await {
+            Ok(()) => replica.store.delete(&d.data_key).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(replica = %name, key = %d.data_key, reason = %d.reasons.join("; "), "deleted from the replica by its retention");
+                report.deleted += 1;
+            }
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("replica {name:?}: delete {}: {e}", d.data_key));
                 break;
             }
         }
@@ -306,57 +348,5 @@ struct Scratch(std::path::PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inventory::ObjectInfo;
-
-    fn obj(key: &str) -> ObjectInfo {
-        ObjectInfo {
-            key: key.to_string(),
-            size: 1,
-            last_modified: "2026-11-30T00:00:00Z".parse().unwrap(),
-            etag: None,
-        }
-    }
-
-    fn inv(keys: &[&str]) -> Inventory {
-        Inventory::classify(keys.iter().map(|k| obj(k)).collect())
-    }
-
-    #[test]
-    fn missing_lists_what_the_replica_lacks_oldest_first() {
-        let primary = inv(&[
-            "daily/2026-11-22/app/20261122T030000Z.sql.zst",
-            "daily/2026-11-22/app/20261122T030000Z.manifest.json",
-            "daily/2026-11-21/app/20261121T030000Z.sql.zst",
-            "daily/2026-11-21/app/20261121T030000Z.manifest.json",
-            "daily/2026-11-23/app/20261123T030000Z.sql.zst",
-            "daily/2026-11-23/app/20261123T030000Z.manifest.json",
-            "weekly/2026-W46.tar",
-            "weekly/2026-W46.manifest.json",
-            // Not committed on the primary: never copied.
-            "daily/2026-11-24/app/20261124T030000Z.sql.zst",
-        ]);
-        let replica = inv(&[
-            "daily/2026-11-22/app/20261122T030000Z.sql.zst",
-            "daily/2026-11-22/app/20261122T030000Z.manifest.json",
-            // Debris of a failed copy: still missing.
-            "daily/2026-11-23/app/20261123T030000Z.sql.zst",
-        ]);
-        let todo = missing(&primary, &replica);
-        let keys: Vec<&str> = todo.iter().map(|m| m.data_key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "weekly/2026-W46.tar",
-                "daily/2026-11-21/app/20261121T030000Z.sql.zst",
-                "daily/2026-11-23/app/20261123T030000Z.sql.zst",
-            ]
-        );
-        assert!(missing(&primary, &primary).is_empty());
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
+use patina::alert::{Alerts, DeliveryConfig};
 use patina::backup::Quiet;
 use patina::catalog::Catalog;
 use patina::inventory::Inventory;
@@ -21,6 +22,7 @@ use patina::replica::{self, Destination};
 use patina::store::{Backend, BackendError, ObjectInfo, ObjectStoreBackend, Parts, PutMode, Store};
 
 use crate::support::faulty::{Fault, FaultyProxy};
+use crate::support::receiver::Receiver;
 use crate::support::s3::S3Server;
 use crate::support::sqlite3;
 
@@ -34,6 +36,7 @@ struct World {
     places: Places,
     clock: ManualClock,
     reconciler: Arc<Reconciler>,
+    alerts: Alerts,
 }
 
 /// `[storage]`-style keys for an S3 server reached at `endpoint`.
@@ -52,7 +55,34 @@ struct Places {
     primary_proxy: FaultyProxy,
     offsite: S3Server,
     offsite_proxy: FaultyProxy,
+    /// Receives `replica_behind` webhooks.
+    hook: Receiver,
+    setup: Setup,
 }
+
+/// What a [`World`]'s policy says beyond its storage.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// The `[retention]` spans (the archive schedule is added).
+    retention: &'static str,
+    /// The `[[replica]]` blocks, from the places.
+    replicas: fn(&Places) -> String,
+}
+
+/// "offsite" (the second S3 server through its proxy, keeping dumps 90 days) and "nas"
+/// (`file://nas`, the primary's spans).
+fn offsite_and_nas(p: &Places) -> String {
+    format!(
+        "\n[[replica]]\nname = \"offsite\"\n{}daily = \"90d\"\n\n\
+         [[replica]]\nname = \"nas\"\nurl = \"file://nas\"\n",
+        s3_keys(&p.offsite, &p.offsite_proxy.endpoint())
+    )
+}
+
+const DEFAULT: Setup = Setup {
+    retention: "daily = \"30d\"\nweekly = \"12w\"\n",
+    replicas: offsite_and_nas,
+};
 
 impl Places {
     /// Write `patina.toml` (with or without the replicas) and parse it.
@@ -60,16 +90,15 @@ impl Places {
         let mut text = format!(
             "[daemon]\ntick = \"60s\"\napi_token = \"tok-replica-test\"\n\n[storage]\n{}\n\
              [priorities.critical]\nschedule = \"0 3 * * *\"\n\n\
-             [retention]\ndaily = \"30d\"\nweekly = \"12w\"\narchive = \"0 4 * * SUN\"\n\n\
+             [retention]\n{}archive = \"0 4 * * SUN\"\n\n\
+             [[alert]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{}\"\non = [\"replica_behind\"]\n\n\
              [[database]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"app.db\"\npriority = \"critical\"\n",
-            s3_keys(&self.primary, &self.primary_proxy.endpoint())
+            s3_keys(&self.primary, &self.primary_proxy.endpoint()),
+            self.setup.retention,
+            self.hook.url("/hook"),
         );
         if replicas {
-            text.push_str(&format!(
-                "\n[[replica]]\nname = \"offsite\"\n{}daily = \"90d\"\n\n\
-                 [[replica]]\nname = \"nas\"\nurl = \"file://nas\"\n",
-                s3_keys(&self.offsite, &self.offsite_proxy.endpoint())
-            ));
+            text.push_str(&(self.setup.replicas)(self));
         }
         std::fs::write(self.dir.path().join("patina.toml"), &text).unwrap();
         patina::config::from_str(&text, "patina.toml", self.dir.path(), &|_| None)
@@ -88,6 +117,10 @@ impl World {
     /// A daemon on the primary (through its proxy); with `replicas`, also copying to
     /// "offsite" (the second S3 server, through its proxy) and "nas" (`file://nas`).
     async fn new(replicas: bool) -> World {
+        World::with(replicas, DEFAULT).await
+    }
+
+    async fn with(replicas: bool, setup: Setup) -> World {
         let primary = S3Server::start().await;
         let primary_proxy = FaultyProxy::start(primary.addr).await;
         let offsite = S3Server::start().await;
@@ -100,30 +133,52 @@ impl World {
             primary_proxy,
             offsite,
             offsite_proxy,
+            hook: Receiver::start().await,
+            setup,
         };
-        let policy = places.write_policy(replicas);
+        let policy = Arc::new(places.write_policy(replicas));
         let store = Store::open(&policy.storage).unwrap();
         let catalog = Arc::new(Mutex::new(Catalog::open(&policy.daemon.state_dir).unwrap()));
         let clock = ManualClock::new(t("2026-11-13T03:00:10Z"));
-        let reconciler = Arc::new(Reconciler::new(
-            Arc::new(policy),
-            store,
-            catalog,
+        let alerts = Alerts::start(
+            Arc::clone(&policy),
+            Arc::new(patina::daemon::CatalogHistory(Arc::clone(&catalog))),
             clock.clock(),
-            Arc::new(Quiet),
-        ));
+            DeliveryConfig {
+                attempts: 2,
+                backoff: std::time::Duration::from_millis(20),
+                max_backoff: std::time::Duration::from_millis(50),
+                timeout: std::time::Duration::from_secs(2),
+                max_retry_after: std::time::Duration::from_secs(1),
+                queue: 64,
+            },
+        );
+        let reconciler = Arc::new(
+            Reconciler::new(policy, store, catalog, clock.clock(), Arc::new(Quiet))
+                .with_alerts(alerts.clone()),
+        );
         World {
             places,
             clock,
             reconciler,
+            alerts,
         }
+    }
+
+    /// The `replica_behind` webhook bodies received so far (deliveries flushed first).
+    async fn hooks(&self) -> Vec<serde_json::Value> {
+        self.alerts
+            .wait_idle(std::time::Duration::from_secs(5))
+            .await;
+        self.hook.to("/hook").iter().map(|r| r.json()).collect()
     }
 
     /// Declare (or drop) the replicas for the next pass, as a reload does.
     fn set_replicas(&self, on: bool) {
-        let policy = self.write_policy(on);
+        let policy = Arc::new(self.write_policy(on));
         let store = Store::open(&policy.storage).unwrap();
-        self.reconciler.set_policy(Arc::new(policy), store);
+        self.alerts.set_policy(Arc::clone(&policy));
+        self.reconciler.set_policy(policy, store);
     }
 
     /// Two passes at `at`, each waited for (backups, archives and syncs included).
@@ -297,6 +352,17 @@ async fn backups_reach_replicas_after_an_outage_and_a_replica_added_later_gets_t
         );
         assert!(!status[name].syncing, "{name}");
     }
+    // The outage outlasted tick × 10: `replica_behind` fired once, then resolved.
+    let hooks = w.hooks().await;
+    let states: Vec<(&str, &str)> = hooks
+        .iter()
+        .map(|h| (h["replica"].as_str().unwrap(), h["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("offsite", "firing"), ("offsite", "resolved")],
+        "{hooks:?}"
+    );
 }
 
 /// A replica `Backend` over a real folder that records each write and can refuse manifests.
@@ -357,6 +423,8 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
     let primary = w.primary.store("");
     let listing = patina::bucket::scan(&primary).await.unwrap();
     let scratch = w.dir.path().join("scratch");
+    let (facts, now) = (replica::ArchiveFactsCache::default(), w.clock.now());
+    let rules = patina::retention::KeepRules::from(&w.reconciler.policy().retention);
 
     // The manifest is written after its data object, for every copy.
     let folder = tempfile::tempdir().unwrap();
@@ -368,8 +436,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
     let dest = Destination {
         name: "nas".into(),
         store: Store::with_backend(recording.clone(), "").unwrap(),
+        rules,
     };
-    let report = replica::sync(&primary, &listing, &dest, &scratch)
+    let report = replica::sync(&primary, &listing, &dest, &facts, &scratch, now)
         .await
         .unwrap();
     assert_eq!((report.missing_before, report.copied), (2, 2), "{report:?}");
@@ -390,7 +459,7 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
         "a byte-for-byte copy"
     );
     // Nothing more to do.
-    let again = replica::sync(&primary, &listing, &dest, &scratch)
+    let again = replica::sync(&primary, &listing, &dest, &facts, &scratch, now)
         .await
         .unwrap();
     assert_eq!((again.missing_before, again.copied), (0, 0));
@@ -408,8 +477,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
             "",
         )
         .unwrap(),
+        rules,
     };
-    let report = replica::sync(&primary, &listing, &refusing, &scratch)
+    let report = replica::sync(&primary, &listing, &refusing, &facts, &scratch, now)
         .await
         .unwrap();
     assert_eq!((report.copied, report.missing_after), (0, 2), "{report:?}");
@@ -437,8 +507,9 @@ async fn copies_write_the_manifest_last_and_a_failed_copy_leaves_none() {
     let dest = Destination {
         name: "fresh".into(),
         store: Store::local(folder.path(), "").unwrap(),
+        rules,
     };
-    let report = replica::sync(&primary, &listing, &dest, &scratch)
+    let report = replica::sync(&primary, &listing, &dest, &facts, &scratch, now)
         .await
         .unwrap();
     assert_eq!((report.copied, report.missing_after), (1, 1), "{report:?}");
@@ -671,4 +742,318 @@ async fn restore_verify_and_download_fall_back_to_a_replica() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     check(&w.dir.path().join("down.db"));
     task.abort();
+}
+
+/// The data keys of the committed dumps under `root`, as `YYYY-MM-DD` days.
+fn dump_days(root: &Path) -> Vec<String> {
+    committed(&files(root))
+        .into_iter()
+        .filter(|k| k.starts_with("daily/") && !k.ends_with(".manifest.json"))
+        .map(|k| k["daily/".len().."daily/YYYY-MM-DD".len()].to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn weeks(root: &Path) -> Vec<String> {
+    committed(&files(root))
+        .into_iter()
+        .filter(|k| k.starts_with("weekly/") && k.ends_with(".tar"))
+        .collect()
+}
+
+/// "offsite" keeps dumps 30 days; "nas" 3 days and no weekly archives.
+fn long_and_short(p: &Places) -> String {
+    format!(
+        "\n[[replica]]\nname = \"offsite\"\n{}daily = \"30d\"\n\n\
+         [[replica]]\nname = \"nas\"\nurl = \"file://nas\"\ndaily = \"3d\"\nweekly = \"off\"\n",
+        s3_keys(&p.offsite, &p.offsite_proxy.endpoint())
+    )
+}
+
+fn days_from(first: &str, last: &str) -> Vec<String> {
+    let (mut day, last) = (
+        first.parse::<chrono::NaiveDate>().unwrap(),
+        last.parse::<chrono::NaiveDate>().unwrap(),
+    );
+    let mut out = Vec::new();
+    while day <= last {
+        out.push(day.to_string());
+        day = day.succ_opt().unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_each_destination_from_its_own_listing() {
+    let w = World::with(
+        true,
+        Setup {
+            retention: "daily = \"7d\"\nweekly = \"12w\"\n",
+            replicas: long_and_short,
+        },
+    )
+    .await;
+    w.days("2026-11-13", "2026-11-30").await;
+
+    // The primary (7 days) keeps 23–30 Nov as dumps and the rest in W46 and W47.
+    assert_eq!(
+        dump_days(&w.primary.bucket_dir()),
+        days_from("2026-11-23", "2026-11-30")
+    );
+    let both_weeks = ["weekly/2026-W46.tar", "weekly/2026-W47.tar"];
+    assert_eq!(weeks(&w.primary.bucket_dir()), both_weeks);
+    // "offsite" (30 days) still has every dump the primary pruned, and the archives.
+    assert_eq!(
+        dump_days(&w.offsite.bucket_dir()),
+        days_from("2026-11-13", "2026-11-30")
+    );
+    assert_eq!(weeks(&w.offsite.bucket_dir()), both_weeks);
+    // "nas" (3 days, no weekly tier) keeps 28–30 Nov and was never sent an archive; what it
+    // let go was not sent again.
+    assert_eq!(
+        dump_days(&w.nas_dir()),
+        days_from("2026-11-28", "2026-11-30")
+    );
+    assert!(weeks(&w.nas_dir()).is_empty());
+    assert!(
+        files(&w.nas_dir())
+            .keys()
+            .all(|k| !k.starts_with("weekly/")),
+        "{:?}",
+        files(&w.nas_dir()).keys()
+    );
+    let status = w.reconciler.snapshot().replicas;
+    assert_eq!(status["nas"].missing, Some(0));
+    assert!(status["nas"].deleted >= 10, "{:?}", status["nas"]);
+    assert_eq!(status["offsite"].deleted, 0, "{:?}", status["offsite"]);
+    assert!(w.hooks().await.is_empty(), "no replica fell behind");
+
+    // A day only "offsite" still has as a dump restores from it.
+    let out = w
+        .patina(&[
+            "restore",
+            "app",
+            "--at",
+            "2026-11-14",
+            "--from",
+            "offsite",
+            "--to",
+            &w.path("d14.db"),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // `patina plan` names each destination and what it would copy and delete there: nothing
+    // now. A day later, the primary's new dump is pending for both and "nas" lets 28 Nov go.
+    let out = w.patina(&["plan"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["offsite", "nas"] {
+        assert!(stdout.contains(&format!("\nreplica {name} — ")), "{stdout}");
+    }
+    assert_eq!(
+        stdout.matches("up to date, nothing to delete").count(),
+        2,
+        "{stdout}"
+    );
+    let out = w
+        .patina(&["plan", "--at", "2026-12-01 15:00", "--json"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nas = &plan["replicas"][1];
+    assert_eq!(nas["name"], "nas", "{plan}");
+    let deletions: Vec<&str> = nas["deletions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dataKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(deletions.len(), 1, "{nas}");
+    assert!(deletions[0].starts_with("daily/2026-11-28/"), "{nas}");
+
+    // The catalog can be rebuilt from "offsite" alone.
+    let out = w.patina(&["catalog", "rebuild", "--from", "offsite"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("from 18 manifests and 2 weekly archives in s3://"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_replica_copy_is_detected_never_served_and_copied_again() {
+    let w = World::new(true).await;
+    w.days("2026-11-13", "2026-11-15").await;
+    let offsite_dir = w.offsite.bucket_dir();
+    let newest = committed(&files(&offsite_dir))
+        .into_iter()
+        .find(|k| k.starts_with("daily/2026-11-15/") && k.ends_with(".sql.zst"))
+        .unwrap();
+    // Same size, one byte flipped: only its sha256 can tell.
+    let mut bytes = std::fs::read(offsite_dir.join(&newest)).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(offsite_dir.join(&newest), &bytes).unwrap();
+
+    // Not served: forced to "offsite", the restore fails and writes nothing.
+    let out = w
+        .patina(&[
+            "restore",
+            "app",
+            "--from",
+            "offsite",
+            "--to",
+            &w.path("o.db"),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!w.dir.path().join("o.db").exists());
+    // With the primary down, the damaged copy is passed over for the next replica's.
+    w.primary_proxy.outage(Fault::Reset);
+    let out = w.patina(&["restore", "app", "--to", &w.path("n.db")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    w.primary_proxy.heal();
+
+    // Detected: a drill of that point checks each replica's copy and removes the damaged one.
+    let policy = w.reconciler.policy();
+    let ctx = patina::drill::DrillContext {
+        store: Store::open(&policy.storage).unwrap(),
+        catalog: Arc::new(Mutex::new(Catalog::open(&policy.daemon.state_dir).unwrap())),
+        clock: w.clock.clock(),
+        alerts: None,
+        databases: vec!["app".into()],
+        sample: 0,
+        scratch_dir: w.dir.path().join("drill-scratch"),
+        seed: 7,
+        keys: patina::restore::Keys::none(),
+        replicas: replica::open_all(&policy),
+    };
+    let results = patina::drill::run(&ctx).await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert!(results[0].problems.is_empty(), "{:?}", results[0]);
+    assert_eq!(results[0].repaired.len(), 1, "{:?}", results[0]);
+    assert!(
+        results[0].repaired[0].ends_with(&newest),
+        "{:?}",
+        results[0]
+    );
+    assert!(!files(&offsite_dir).contains_key(&newest));
+
+    // A copy of another size (cut short behind our back) is seen by the sync's listing alone.
+    let nas_copy = w.nas_dir().join(
+        committed(&files(&w.nas_dir()))
+            .into_iter()
+            .find(|k| k.starts_with("daily/2026-11-14/") && k.ends_with(".sql.zst"))
+            .unwrap(),
+    );
+    let cut = std::fs::read(&nas_copy).unwrap();
+    std::fs::write(&nas_copy, &cut[..cut.len() / 2]).unwrap();
+
+    // Copied again by the next pass, byte for byte.
+    w.passes(t("2026-11-15T16:00:10Z")).await;
+    let primary = files(&w.primary.bucket_dir());
+    assert_mirrors(&primary, &files(&offsite_dir));
+    assert_mirrors(&primary, &files(&w.nas_dir()));
+    let out = w
+        .patina(&[
+            "restore",
+            "app",
+            "--from",
+            "offsite",
+            "--to",
+            &w.path("o.db"),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// "offsite" with a secret key the server does not know.
+fn wrong_key(p: &Places) -> String {
+    let keys = s3_keys(&p.offsite, &p.offsite_proxy.endpoint())
+        .replace(&p.offsite.secret_key, "not-the-secret-key");
+    format!("\n[[replica]]\nname = \"offsite\"\n{keys}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_credential_error_alerts_clearly_and_the_primary_is_unaffected() {
+    let w = World::with(
+        true,
+        Setup {
+            retention: DEFAULT.retention,
+            replicas: wrong_key,
+        },
+    )
+    .await;
+    w.days("2026-11-13", "2026-11-14").await;
+    // Backups commit on the primary every day, as without a replica.
+    assert_eq!(
+        dump_days(&w.primary.bucket_dir()),
+        ["2026-11-13", "2026-11-14"]
+    );
+    assert!(files(&w.offsite.bucket_dir()).is_empty());
+    let snapshot = w.reconciler.snapshot();
+    assert!(
+        snapshot.last_pass.as_ref().unwrap().error.is_none(),
+        "{:?}",
+        snapshot.last_pass
+    );
+    let offsite = &snapshot.replicas["offsite"];
+    let error = offsite.last_error.clone().unwrap();
+    assert!(error.contains(r#"replica "offsite""#), "{error}");
+    assert!(
+        error.contains("check its url, endpoint and keys"),
+        "{error}"
+    );
+    assert!(offsite.behind_since.is_some());
+
+    // One replica_behind alert, after tick × 10, naming the replica and the error, and
+    // never the key.
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["type"], "replica_behind", "{hooks:?}");
+    assert_eq!(hooks[0]["replica"], "offsite", "{hooks:?}");
+    assert_eq!(hooks[0]["missingObjects"], serde_json::Value::Null);
+    assert!(
+        hooks[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("list the replica"),
+        "{hooks:?}"
+    );
+    let raw = serde_json::to_string(&hooks).unwrap();
+    assert!(!raw.contains("not-the-secret-key"), "{raw}");
+
+    // The key is fixed (a reload): the replica catches up and the alert resolves.
+    let fixed = |p: &Places| {
+        format!(
+            "\n[[replica]]\nname = \"offsite\"\n{}",
+            s3_keys(&p.offsite, &p.offsite_proxy.endpoint())
+        )
+    };
+    let w = World {
+        places: Places {
+            setup: Setup {
+                retention: DEFAULT.retention,
+                replicas: fixed,
+            },
+            ..w.places
+        },
+        ..w
+    };
+    w.set_replicas(true);
+    w.passes(t("2026-11-14T16:00:10Z")).await;
+    assert_mirrors(
+        &files(&w.primary.bucket_dir()),
+        &files(&w.offsite.bucket_dir()),
+    );
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks[1]["state"], "resolved", "{hooks:?}");
 }

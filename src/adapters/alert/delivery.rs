@@ -460,6 +460,44 @@ impl Alerts {
         }
     }
 
+    /// A replica has been behind since `since` for longer than its bound:
+    /// `replica_behind`, once until it catches up ([`Alerts::replica_caught_up`]), with
+    /// reminders while it lasts.
+    pub fn replica_behind(
+        &self,
+        replica: &str,
+        missing: Option<u64>,
+        since: DateTime<Utc>,
+        error: Option<&str>,
+    ) {
+        let now = self.now();
+        let subject = Subject::ReplicaBehind {
+            replica: replica.to_string(),
+            missing,
+            since,
+            error: error.map(str::to_string),
+        };
+        let alert = self
+            .watch()
+            .tracker
+            .raise(&format!("replica:{replica}"), subject, now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
+    /// A sync left `replica` with nothing missing: a `replica_behind` before resolves.
+    pub fn replica_caught_up(&self, replica: &str) {
+        let now = self.now();
+        let alert = self
+            .watch()
+            .tracker
+            .clear(&format!("replica:{replica}"), now);
+        if let Some(a) = alert {
+            self.raise(a);
+        }
+    }
+
     /// A reload was rejected: `config_invalid` with the first problems (each already carries
     /// file:line:column), once until a reload succeeds.
     pub fn config_invalid(&self, file: &str, message: &str) {

@@ -98,6 +98,7 @@ impl Alert {
             Subject::ConfigInvalid { .. } => AlertEvent::ConfigInvalid,
             Subject::Summary(_) => AlertEvent::Summary,
             Subject::VerifyFailed { .. } => AlertEvent::VerifyFailed,
+            Subject::ReplicaBehind { .. } => AlertEvent::ReplicaBehind,
         })
     }
 
@@ -171,6 +172,10 @@ impl Alert {
             Subject::VerifyFailed { database, .. } => {
                 format!("❌ Restore drill failed: {database}")
             }
+            Subject::ReplicaBehind { replica, .. } if resolved => {
+                format!("✅ Replica caught up: {replica}")
+            }
+            Subject::ReplicaBehind { replica, .. } => format!("🛰️ Replica behind: {replica}"),
             Subject::Test => "🔔 Patina test alert".into(),
         };
         format!("{t}{reminder}")
@@ -325,6 +330,28 @@ impl Alert {
                 "{database}: the restore drill of {point} failed — this backup may not restore: {}",
                 problems.join("; ")
             ),
+            Subject::ReplicaBehind { replica, .. } if resolved => {
+                format!("replica {replica}: caught up with the primary")
+            }
+            Subject::ReplicaBehind {
+                replica,
+                missing,
+                since,
+                error,
+            } => {
+                let lacks = match missing {
+                    Some(n) => format!("lacks {n} committed object(s) of the primary"),
+                    None => "cannot be listed".to_string(),
+                };
+                let why = error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                format!(
+                    "replica {replica} {lacks} since {} — backups still commit to the primary, but this copy is not current{why}",
+                    timestamp(*since)
+                )
+            }
             Subject::Test => "test message from patina: this sink is wired correctly".into(),
         };
         format!("{still}{text}")
@@ -406,6 +433,17 @@ pub enum Subject {
         /// Where the restore point lives (`daily/…` or `weekly/….tar:member`).
         point: String,
         problems: Vec<String>,
+    },
+    /// A replica has lacked objects of the primary (or could not be synced) for longer than
+    /// `tick` × 10 (DESIGN §15); resolved when a sync leaves it with nothing missing.
+    ReplicaBehind {
+        replica: String,
+        /// Objects it lacks, as of its last sync; `None` when it could not be listed.
+        missing: Option<u64>,
+        /// Since when it has been behind.
+        since: DateTime<Utc>,
+        /// The last sync's problem, if any.
+        error: Option<String>,
     },
     /// `patina alert test`.
     Test,

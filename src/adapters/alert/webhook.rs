@@ -177,6 +177,15 @@ pub fn payload(alert: &Alert) -> Option<Value> {
             base("verify_failed"),
             json!({ "database": database, "restorePoint": point, "problems": problems }),
         ),
+        Subject::ReplicaBehind {
+            replica,
+            missing,
+            since,
+            error,
+        } => with(
+            base("replica_behind"),
+            json!({ "replica": replica, "missingObjects": missing, "since": timestamp(*since), "error": error }),
+        ),
         Subject::Test => base("test"),
     })
 }

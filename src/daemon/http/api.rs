@@ -343,6 +343,8 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "syncing": r.syncing,
             "missingObjects": r.missing,
             "lastSync": r.last_sync.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "behindSince": r.behind_since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "deletedObjects": r.deleted,
             "error": r.last_error,
         })).collect::<Vec<_>>(),
     })))

@@ -318,7 +318,15 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     let status = BackupStatus::load(&s, &policy, now).await?;
     let data = status_data(&s).await?;
     let panels = db_panels(&s, &policy).await?;
-    let html = render(&status, &data, &policy, &snapshot.running, &panels, now);
+    let places = destinations(&s, &policy, &snapshot);
+    let html = render(
+        &status,
+        &data,
+        &policy,
+        (&snapshot.running, &places),
+        &panels,
+        now,
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -329,13 +337,64 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
         .into_response())
 }
 
+/// One storage destination as the page shows it: the primary, then each replica.
+pub(super) struct Place {
+    pub name: String,
+    pub location: String,
+    /// `completed` (current), `partial` (catching up), `failed`.
+    pub class: &'static str,
+    pub state: String,
+}
+
+/// Where backups live now (DESIGN §15): the primary as the last pass found it, each replica as
+/// its syncs found it.
+fn destinations(
+    s: &AppState,
+    policy: &Policy,
+    snapshot: &crate::reconcile::Snapshot,
+) -> Vec<Place> {
+    let tz = policy.daemon.timezone;
+    let primary = match snapshot.last_pass.as_ref().and_then(|p| p.error.as_ref()) {
+        Some(e) => ("failed", format!("✗ {e}")),
+        None => ("completed", "✓ reachable".to_string()),
+    };
+    let mut out = vec![Place {
+        name: crate::policy::PRIMARY.into(),
+        location: s.reconciler.store().location(""),
+        class: primary.0,
+        state: primary.1,
+    }];
+    for d in crate::replica::open_all(policy) {
+        let r = snapshot.replicas.get(&d.name).cloned().unwrap_or_default();
+        let synced = r.last_sync.map_or("never".into(), |t| local_time(t, tz));
+        let (class, state) = match (&r.last_error, r.missing) {
+            (Some(e), _) => ("failed", format!("✗ {e}")),
+            (None, Some(0)) => ("completed", format!("✓ up to date, last sync {synced}")),
+            (None, Some(n)) => (
+                "partial",
+                format!("{n} objects to copy, last complete sync {synced}"),
+            ),
+            (None, None) if r.syncing => ("partial", "first sync running".to_string()),
+            (None, None) => ("partial", "not synced yet".to_string()),
+        };
+        out.push(Place {
+            name: d.name,
+            location: d.store.location(""),
+            class,
+            state,
+        });
+    }
+    out
+}
+
 /// The page: `ui.html` filled from the page's data, the `/status` facts (last success per
-/// database, recent jobs), the policy's schedules and the databases running now.
+/// database, recent jobs), the policy's schedules, the databases running now and the state of
+/// each destination.
 fn render(
     status: &BackupStatus,
     data: &StatusData,
     policy: &Policy,
-    running: &BTreeSet<String>,
+    (running, places): (&BTreeSet<String>, &[Place]),
     panels: &BTreeMap<String, DbPanel>,
     now: DateTime<Utc>,
 ) -> String {
@@ -576,6 +635,19 @@ fn render(
             .collect()
     };
 
+    let places_html: String = places
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr><td>{}</td><td>{}</td><td class="st-{}">{}</td></tr>"#,
+                esc(&p.name),
+                esc(&p.location),
+                p.class,
+                esc(&p.state)
+            )
+        })
+        .collect();
+
     let footer = format!(
         "Schedules ({}): {} • Retention: {} • Updated {}",
         tz.name(),
@@ -601,6 +673,7 @@ fn render(
         .replace("{{next_runs}}", &next_html)
         .replace("{{restore_points}}", &points_html)
         .replace("{{restores}}", &restores_html)
+        .replace("{{destinations}}", &places_html)
         .replace("{{jobs}}", &jobs_html)
         .replace("{{footer}}", &esc(&footer))
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))
@@ -746,7 +819,23 @@ mod tests {
             &status(now),
             &data,
             &policy(),
-            &BTreeSet::new(),
+            (
+                &BTreeSet::new(),
+                &[
+                    Place {
+                        name: "primary".into(),
+                        location: "s3://grove/patina/".into(),
+                        class: "completed",
+                        state: "✓ reachable".into(),
+                    },
+                    Place {
+                        name: "offsite".into(),
+                        location: "file:///mnt/offsite/".into(),
+                        class: "failed",
+                        state: "✗ list the replica: access denied".into(),
+                    },
+                ],
+            ),
             &panels,
             now,
         );
@@ -762,6 +851,7 @@ mod tests {
             r#"aria-label="Size of the last 3 backups: from 1000 B to 900 B""#,
             r#"title="row count of users differs">✗ failed</span>"#,
             "no dumps yet",
+            r#"<tr><td>offsite</td><td>file:///mnt/offsite/</td><td class="st-failed">✗ list the replica: access denied</td></tr>"#,
             r#"<td>Restore</td><td>alpha</td><td title="weekly/2026-W46.tar:2026-11-15/alpha/20261115T030000Z.sql.zst">Nov 15, 03:00 UTC</td><td>cli:ops</td><td class="st-completed">✓ 2s</td>"#,
         ] {
             assert!(html.contains(needle), "{needle} missing from {html}");
@@ -771,7 +861,7 @@ mod tests {
             &status(t("2026-11-18T12:00:00Z")),
             &data,
             &policy(),
-            &BTreeSet::new(),
+            (&BTreeSet::new(), &[]),
             &BTreeMap::new(),
             t("2026-11-18T12:00:00Z"),
         );
