@@ -701,6 +701,28 @@ async fn restore_verify_and_download_fall_back_to_a_replica() {
     assert_eq!(replicas[1]["missingObjects"], 0, "{status}");
     assert_eq!(replicas[1]["lastSync"], "2026-11-15T15:00:10Z", "{status}");
 
+    // /ui has a Destinations table with each one.
+    let page = client
+        .get(format!("{base}/ui"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Destinations"), "{page}");
+    for (name, state) in [
+        ("primary", "✓ reachable"),
+        ("offsite", "✓ up to date, last sync"),
+        ("nas", "✓ up to date, last sync"),
+    ] {
+        assert!(
+            page.contains(&format!("<tr><td>{name}</td>")),
+            "{name}: {page}"
+        );
+        assert!(page.contains(state), "{state}: {page}");
+    }
+
     // /metrics has both replica families, for each replica.
     let metrics = client
         .get(format!("{base}/metrics"))
@@ -972,6 +994,23 @@ async fn a_damaged_replica_copy_is_detected_never_served_and_copied_again() {
         ])
         .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The primary's own copy damaged: the drill fails (it checks the primary) and names the
+    // replica that holds a good copy.
+    let primary_copy = w.primary.bucket_dir().join(&newest);
+    let mut bytes = std::fs::read(&primary_copy).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&primary_copy, &bytes).unwrap();
+    let results = patina::drill::run(&ctx).await.unwrap();
+    let problems = results[0].problems.join("; ");
+    assert!(problems.contains("checksum mismatch"), "{problems}");
+    assert!(
+        problems.contains(
+            r#"replica "offsite" holds a good copy: `patina restore app --from offsite`"#
+        ),
+        "{problems}"
+    );
+    assert!(results[0].repaired.is_empty(), "{:?}", results[0]);
 }
 
 /// "offsite" with a secret key the server does not know.
