@@ -7,7 +7,8 @@
 //! `integrity_check`, `foreign_key_check`, row counts and schema hash against the manifest).
 //! Points are drilled one after another, so a drill holds one scratch database at a time.
 //!
-//! With `[[replica]]`s (DESIGN §15), a point that fails on the primary is tried on the
+//! With `[[replica]]`s (DESIGN §15), a drill whose primary cannot be listed drills the first
+//! replica that can instead. A point that fails on the primary is tried on the
 //! replicas too: the drill still fails (the primary's copy is what it checks), and its problems
 //! say which replica holds a good copy (`patina restore --from NAME`). A point that passes on the
 //! primary has its replica copies checked as stored (sha256 and size, no restore): a copy that
@@ -74,7 +75,28 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let all = restore::restore_points(&ctx.store).await?;
+    // The primary's restore points; when it cannot be listed, the first replica that can
+    // (its copies are what a restore would read then).
+    let (all, drilled) = match restore::restore_points(&ctx.store).await {
+        Ok(all) => (all, None),
+        Err(e) => {
+            let mut found = None;
+            for replica in &ctx.replicas {
+                if let Ok(all) = restore::restore_points(&replica.store).await {
+                    tracing::warn!(replica = %replica.name, error = %e, "the primary cannot be listed; drilling a replica's copies");
+                    found = Some((all, Some(replica)));
+                    break;
+                }
+            }
+            found.ok_or(e)?
+        }
+    };
+    let store = drilled.map_or(&ctx.store, |r| &r.store);
+    let others: Vec<&Destination> = ctx
+        .replicas
+        .iter()
+        .filter(|r| drilled.is_none_or(|d| d.name != r.name))
+        .collect();
     let picks = points::drill_sample(&all.points, &ctx.databases, ctx.sample, ctx.seed);
     tracing::info!(points = picks.len(), "restore drill started");
     let mut results: Vec<DrillResult> = Vec::new();
@@ -86,10 +108,10 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
         .collect();
     for point in picks {
         let started = (ctx.clock)();
-        let located = all.locate(&ctx.store, point).await;
+        let located = all.locate(store, point).await;
         let checked = match &located {
             Ok(located) => {
-                let from = Sources::single(ctx.store.clone());
+                let from = Sources::single(store.clone());
                 restore::verify_located(&from, located, &ctx.scratch_dir, started, &ctx.keys).await
             }
             Err(e) => Err(RestoreError::Archive(e.to_string())),
@@ -97,7 +119,7 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
         let mut repaired = Vec::new();
         let problems = match (checked, &located) {
             (Ok(v), Ok(located)) if v.ok() => {
-                for replica in &ctx.replicas {
+                for replica in &others {
                     if let Some(what) = check_replica_copy(replica, located, &ctx.scratch_dir).await
                     {
                         repaired.push(what);
@@ -109,7 +131,7 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
             (Err(e), located) => {
                 let mut problems = vec![e.to_string()];
                 if let Ok(located) = located
-                    && let Some(name) = good_replica(ctx, located, started).await
+                    && let Some(name) = good_replica(ctx, &others, located, started).await
                 {
                     problems.push(format!(
                         "replica {name:?} holds a good copy: `patina restore {} --from {name}` restores it",
@@ -178,10 +200,11 @@ pub async fn run(ctx: &DrillContext) -> Result<Vec<DrillResult>, restore::Restor
 /// failed on the primary.
 async fn good_replica(
     ctx: &DrillContext,
+    replicas: &[&Destination],
     located: &Located,
     started: DateTime<Utc>,
 ) -> Option<String> {
-    for replica in &ctx.replicas {
+    for replica in replicas {
         let from = Sources::new(vec![(replica.name.clone(), replica.store.clone())]);
         let checked =
             restore::verify_located(&from, located, &ctx.scratch_dir, started, &ctx.keys).await;

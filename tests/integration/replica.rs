@@ -1011,6 +1011,19 @@ async fn a_damaged_replica_copy_is_detected_never_served_and_copied_again() {
         "{problems}"
     );
     assert!(results[0].repaired.is_empty(), "{:?}", results[0]);
+
+    // The primary unreachable: the drill runs on the first replica that answers.
+    // (A fresh client: the proxy resets new connections, not pooled ones.)
+    w.primary_proxy.outage(Fault::Reset);
+    let ctx = patina::drill::DrillContext {
+        store: Store::open(&policy.storage).unwrap(),
+        replicas: replica::open_all(&policy),
+        ..ctx
+    };
+    let results = patina::drill::run(&ctx).await.unwrap();
+    w.primary_proxy.heal();
+    assert_eq!(results.len(), 1);
+    assert!(results[0].problems.is_empty(), "{:?}", results[0]);
 }
 
 /// "offsite" with a secret key the server does not know.
