@@ -1698,7 +1698,7 @@ fn render_plan(plan: &crate::plan::Plan, location: &str, inv: &inventory::Invent
         "adoptions",
         plan.adoptions
             .iter()
-            .map(|a| [a.data_key.clone(), String::new(), a.reason.clone()])
+            .map(|a| [a.data_key.clone(), String::new(), a.reason.to_string()])
             .collect(),
     );
     section(

@@ -17,7 +17,7 @@
 //! - Committed dumps missing from the catalog are adopted; catalog entries whose objects are gone
 //!   are drift; data objects without a manifest older than [`DEBRIS_GRACE`] are debris.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -131,7 +131,8 @@ pub struct Adoption {
     pub database: String,
     pub data_key: String,
     pub manifest_key: String,
-    pub reason: String,
+    /// Always the same sentence (a large first listing adopts every object).
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -185,19 +186,18 @@ pub fn plan(
     plan_archives(policy, inventory, archives, view, now, &mut plan);
     plan_drill(policy, view, now, &mut plan);
 
-    for verdict in retention::apply(&policy.retention, &inventory.dumps, archives, true, now) {
-        if verdict.delete {
-            plan.deletions.push(PlannedDeletion {
-                tier: match verdict.tier {
-                    Tier::Daily => "daily",
-                    Tier::Weekly => "weekly",
-                },
-                database: verdict.database.clone(),
-                data_key: verdict.data_key.clone(),
-                manifest_key: verdict.manifest_key.clone(),
-                reason: verdict.reasons.join("; "),
-            });
-        }
+    let rules = retention::KeepRules::from(&policy.retention);
+    for verdict in rules.deletions(&inventory.dumps, archives, now) {
+        plan.deletions.push(PlannedDeletion {
+            tier: match verdict.tier {
+                Tier::Daily => "daily",
+                Tier::Weekly => "weekly",
+            },
+            database: verdict.database,
+            data_key: verdict.data_key,
+            manifest_key: verdict.manifest_key,
+            reason: verdict.reasons.join("; "),
+        });
     }
 
     for dump in &inventory.dumps {
@@ -206,15 +206,19 @@ pub fn plan(
                 database: dump.id.database.clone(),
                 data_key: dump.data.key.clone(),
                 manifest_key: dump.manifest_key.clone(),
-                reason: "committed in storage but not in the catalog".into(),
+                reason: "committed in storage but not in the catalog",
             });
         }
     }
-    let present: BTreeSet<&str> = inventory
-        .dumps
-        .iter()
-        .map(|d| d.data.key.as_str())
-        .collect();
+    let present: HashSet<&str> = if view.known_keys.is_empty() {
+        HashSet::new()
+    } else {
+        inventory
+            .dumps
+            .iter()
+            .map(|d| d.data.key.as_str())
+            .collect()
+    };
     for key in &view.known_keys {
         if !present.contains(key.as_str()) {
             plan.drift.push(Drift {

@@ -132,9 +132,8 @@ pub fn plan(
         ),
     );
     let released: BTreeSet<String> = rules
-        .apply(&union_dumps, &union_archives, true, now)
+        .deletions(&union_dumps, &union_archives, now)
         .into_iter()
-        .filter(|v| v.delete)
         .map(|v| v.data_key)
         .collect();
     let copies = missing(primary, replica)
@@ -145,11 +144,7 @@ pub fn plan(
 
     // Deletions: retention over the replica's own listing.
     let own_archives = facts_of(&mut replica.archives.iter());
-    let deletions = rules
-        .apply(&replica.dumps, &own_archives, true, now)
-        .into_iter()
-        .filter(|v| v.delete)
-        .collect();
+    let deletions = rules.deletions(&replica.dumps, &own_archives, now);
     ReplicaPlan { copies, deletions }
 }
 

@@ -47,7 +47,7 @@
 //! can expire before the dumps it covers; those dumps are then no longer covered by anything and
 //! are kept until an operator removes them. This errs on the side of keeping data.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -176,34 +176,7 @@ impl KeepRules {
         listing_complete: bool,
         now: DateTime<Utc>,
     ) -> Vec<Verdict> {
-        let mut verdicts = Vec::with_capacity(dumps.len() + archives.len());
-
-        let mut newest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
-        for d in dumps {
-            let t = newest.entry(&d.id.database).or_insert(d.id.taken_at);
-            *t = (*t).max(d.id.taken_at);
-        }
-        let mut sorted_archives: Vec<&ArchiveFacts> = archives.iter().collect();
-        sorted_archives.sort_by(|a, b| (a.week, &a.data_key).cmp(&(b.week, &b.data_key)));
-
-        let mut sorted_dumps: Vec<&CommittedDump> = dumps.iter().collect();
-        sorted_dumps.sort_by(|a, b| {
-            (&a.id.database, a.id.taken_at, &a.data.key).cmp(&(
-                &b.id.database,
-                b.id.taken_at,
-                &b.data.key,
-            ))
-        });
-        for d in sorted_dumps {
-            let is_newest = newest.get(d.id.database.as_str()) == Some(&d.id.taken_at);
-            verdicts.push(self.dump_verdict(d, is_newest, &sorted_archives, now));
-        }
-
-        let keepers = monthly_keepers(&sorted_archives);
-        for a in &sorted_archives {
-            verdicts.push(self.archive_verdict(a, &keepers, now));
-        }
-
+        let mut verdicts = self.verdicts(dumps, archives, now, true);
         if !listing_complete {
             for v in &mut verdicts {
                 hold(v);
@@ -212,11 +185,102 @@ impl KeepRules {
         verdicts
     }
 
+    /// Only the deletions of [`KeepRules::apply`] on a complete listing, with their reasons, in
+    /// the same order: what a pass acts on. Keeps are decided the same way but not explained
+    /// (no text is built for them), which is most of the cost over a large bucket.
+    pub fn deletions(
+        &self,
+        dumps: &[CommittedDump],
+        archives: &[ArchiveFacts],
+        now: DateTime<Utc>,
+    ) -> Vec<Verdict> {
+        self.verdicts(dumps, archives, now, false)
+    }
+
+    /// Every verdict (`explain`), or only the deletions.
+    fn verdicts(
+        &self,
+        dumps: &[CommittedDump],
+        archives: &[ArchiveFacts],
+        now: DateTime<Utc>,
+        explain: bool,
+    ) -> Vec<Verdict> {
+        let mut verdicts = Vec::with_capacity(if explain {
+            dumps.len() + archives.len()
+        } else {
+            0
+        });
+
+        let mut newest: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for d in dumps {
+            let t = newest.entry(&d.id.database).or_insert(d.id.taken_at);
+            *t = (*t).max(d.id.taken_at);
+        }
+        let mut sorted_archives: Vec<&ArchiveFacts> = archives.iter().collect();
+        sorted_archives.sort_by(|a, b| (a.week, &a.data_key).cmp(&(b.week, &b.data_key)));
+
+        // By (database, taken_at, key): grouped by database first, so the sort within a
+        // group compares times, not names (a large bucket has few databases, many dumps).
+        let mut by_database: HashMap<&str, Vec<&CommittedDump>> = HashMap::new();
+        for d in dumps {
+            by_database.entry(&d.id.database).or_default().push(d);
+        }
+        let mut groups: Vec<(&str, Vec<&CommittedDump>)> = by_database.into_iter().collect();
+        groups.sort_unstable_by_key(|(database, _)| *database);
+        let mut sorted_dumps: Vec<&CommittedDump> = Vec::with_capacity(dumps.len());
+        for (_, mut group) in groups {
+            group.sort_by(|a, b| (a.id.taken_at, &a.data.key).cmp(&(b.id.taken_at, &b.data.key)));
+            sorted_dumps.extend(group);
+        }
+        // Which archives cover each dump key, in week order (one pass over the archives).
+        let mut covered_by: HashMap<&str, Vec<&str>> = HashMap::new();
+        for a in &sorted_archives {
+            for key in &a.covers {
+                covered_by
+                    .entry(key.as_str())
+                    .or_default()
+                    .push(a.data_key.as_str());
+            }
+        }
+        for d in sorted_dumps {
+            let is_newest = newest.get(d.id.database.as_str()) == Some(&d.id.taken_at);
+            let covering = covered_by
+                .get(d.data.key.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            if !explain && !self.dump_deleted(d, is_newest, covering, now) {
+                continue;
+            }
+            verdicts.push(self.dump_verdict(d, is_newest, covering, now));
+        }
+
+        let keepers = monthly_keepers(&sorted_archives);
+        for a in &sorted_archives {
+            let v = self.archive_verdict(a, &keepers, now);
+            if explain || v.delete {
+                verdicts.push(v);
+            }
+        }
+        verdicts
+    }
+
+    /// [`KeepRules::dump_verdict`]'s `delete`, without its reasons.
+    fn dump_deleted(
+        &self,
+        d: &CommittedDump,
+        is_newest: bool,
+        covering: &[&str],
+        now: DateTime<Utc>,
+    ) -> bool {
+        !is_newest
+            && expired(d.id.taken_at, self.daily, now)
+            && (self.weekly.is_none() || !covering.is_empty())
+    }
+
     fn dump_verdict(
         &self,
         d: &CommittedDump,
         is_newest: bool,
-        archives: &[&ArchiveFacts],
+        covering: &[&str],
         now: DateTime<Utc>,
     ) -> Verdict {
         let key = &d.data.key;
@@ -237,11 +301,6 @@ impl KeepRules {
         if !past_daily {
             reasons.push(format!("kept: {age}, within daily {}", self.daily));
         } else if let Some(weekly) = self.weekly {
-            let covering: Vec<&str> = archives
-                .iter()
-                .filter(|a| a.covers.contains(key))
-                .map(|a| a.data_key.as_str())
-                .collect();
             if covering.is_empty() {
                 reasons.push(format!(
                     "kept: {age}, past daily {}, but no weekly archive covers it yet (weekly {weekly})",
@@ -533,6 +592,37 @@ mod tests {
         dumps
             .iter()
             .filter(move |d| (first..=last).contains(&d.id.taken_at.day()))
+    }
+
+    #[test]
+    fn deletions_are_exactly_the_deleting_verdicts_of_apply() {
+        let dumps = nightly();
+        let archives = vec![
+            archive("2026-W44", in_days(&dumps, 1, 1)),
+            archive("2026-W45", in_days(&dumps, 2, 8)),
+            archive("2026-W46", in_days(&dumps, 9, 15)),
+        ];
+        for rule in [
+            rules(days(3), Some(weeks(1)), None),
+            rules(days(7), Some(weeks(12)), Some(days(400))),
+            rules(days(2), None, None),
+            rules(days(1), Some(days(1)), Some(weeks(3))),
+        ] {
+            for now in [
+                "2026-11-20T12:00:00Z",
+                "2026-12-01T00:00:00Z",
+                "2027-03-01T00:00:00Z",
+            ] {
+                let all = rule.apply(&dumps, &archives, true, t(now));
+                let expected: Vec<&Verdict> = all.iter().filter(|v| v.delete).collect();
+                let lean = rule.deletions(&dumps, &archives, t(now));
+                assert_eq!(
+                    lean.iter().collect::<Vec<_>>(),
+                    expected,
+                    "{rule:?} at {now}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::backup::{self, Clock, JobRequest, Observer};
 use crate::bucket;
 use crate::catalog::{Catalog, CatalogError};
 use crate::drill;
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, ObjectInfo};
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
@@ -157,6 +157,8 @@ pub struct Reconciler {
     /// When the newest drill started (from the catalog at start).
     last_drill: Arc<Mutex<Option<DateTime<Utc>>>>,
     archive_facts: replica::ArchiveFactsCache,
+    /// The last listing and its classification ([`Reconciler::classify`]).
+    last_listing: Mutex<Option<(Vec<ObjectInfo>, Arc<Inventory>)>>,
     observer: Arc<dyn Observer>,
     alerts: Option<Alerts>,
     /// Replica syncs: aborted, not waited for, at shutdown (a copy cut short leaves debris at
@@ -201,6 +203,7 @@ impl Reconciler {
             drilling: Arc::new(AtomicBool::new(false)),
             last_drill: Arc::new(Mutex::new(last_drill)),
             archive_facts: Arc::default(),
+            last_listing: Mutex::new(None),
             observer,
             alerts: None,
             syncs: tokio::sync::Mutex::new(JoinSet::new()),
@@ -288,7 +291,7 @@ impl Reconciler {
     }
 
     /// List storage and compute the plan, without doing anything.
-    pub async fn plan(&self) -> Result<(Plan, Inventory, u64), ReconcileError> {
+    pub async fn plan(&self) -> Result<(Plan, Arc<Inventory>, u64), ReconcileError> {
         let policy = self.policy();
         let store = self.store();
         // Read the catalog before listing: a key the catalog knew before the listing started
@@ -296,7 +299,7 @@ impl Reconciler {
         let view = self.catalog_view()?;
         let objects = store.list("").await.map_err(ReconcileError::Listing)?;
         let mut requests = 1 + objects.len() as u64 / 1000;
-        let inventory = Inventory::classify(objects);
+        let inventory = self.classify(objects);
         let (facts, reads) = self.archive_facts(&store, &inventory).await;
         requests += reads;
         let now = (self.clock)();
@@ -305,6 +308,20 @@ impl Reconciler {
             inventory,
             requests,
         ))
+    }
+
+    /// The listing classified, reused from the previous pass when the listing is the same
+    /// object for object (key, size, time, etag) — most ticks between backups.
+    fn classify(&self, objects: Vec<ObjectInfo>) -> Arc<Inventory> {
+        let mut last = self.last_listing.lock().expect("listing cache");
+        if let Some((listed, inventory)) = last.as_ref()
+            && *listed == objects
+        {
+            return Arc::clone(inventory);
+        }
+        let inventory = Arc::new(Inventory::classify(objects.clone()));
+        *last = Some((objects, Arc::clone(&inventory)));
+        inventory
     }
 
     fn catalog_view(&self) -> Result<CatalogView, CatalogError> {
