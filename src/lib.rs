@@ -16,7 +16,7 @@ pub mod engine;
 
 pub use adapters::{alert, catalog, source, store, systemd};
 pub use core::{
-    clock, codec, dump, human, inventory, keys, manifest, plan, points, policy, replication,
+    clock, codec, dump, human, inventory, keys, lease, manifest, plan, points, policy, replication,
     retention, schedule,
 };
 pub use daemon::{http, metrics};

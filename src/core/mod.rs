@@ -11,6 +11,7 @@ pub mod dump;
 pub mod human;
 pub mod inventory;
 pub mod keys;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod points;
