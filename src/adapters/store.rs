@@ -361,6 +361,17 @@ impl Store {
             .map_err(|e| self.error(OP, key, e))
     }
 
+    /// A small object's bytes with its etag, from one read; `None` when absent (leases).
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, ETag)>, StoreError> {
+        const OP: &str = "get";
+        self.requests.count(&self.requests.get, 1);
+        let full = self.full_key(OP, key)?;
+        self.backend
+            .get_versioned(&full)
+            .await
+            .map_err(|e| self.error(OP, key, e))
+    }
+
     /// Stream an object's bytes.
     pub async fn get_stream(
         &self,

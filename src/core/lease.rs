@@ -19,6 +19,17 @@
 //! - `expires_at` in the body is the writer's wall clock plus the ttl, for people reading the
 //!   bucket; no decision reads it.
 //!
+//! # Cost: what should be renewed (a finding for the next slice)
+//!
+//! DESIGN §16 renews every lease object each `lease_ttl / 3`. Each renewal is a PUT, an R2
+//! Class A operation: 12 database leases, the maintenance lease and 3 node heartbeats at the
+//! default 30 s ttl are 16 objects × 6 PUTs a minute ≈ 4.1 M Class A operations a month — four
+//! times the free tier the issue asks the Grove setup to stay under. Renewing only the node
+//! heartbeats (3 × 6 a minute ≈ 0.78 M a month) fits: a [`Tracker`] works on any object, so the
+//! intended wiring is a `Tracker` per node heartbeat for liveness, and lease objects written
+//! only on takeover or release (`If-Match` on the lease, after the holder's *heartbeat* has been
+//! seen unchanged for longer than the ttl), the holder's validity being its own heartbeat's.
+//!
 //! # Generations
 //!
 //! Every takeover writes the previous generation + 1 (a renewal keeps it), and lease objects are

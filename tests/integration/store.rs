@@ -170,6 +170,21 @@ async fn etags(store: &Store, can: Can) {
     assert_ne!(first, second, "an overwrite keeps the etag");
     let head = store.head("et/lease.json").await.unwrap().unwrap();
     assert_eq!(head.etag.as_ref(), Some(&second));
+
+    // A read with its etag (what leases use): the bytes and the etag of the same version.
+    let (bytes, etag) = store
+        .get_versioned("et/lease.json")
+        .await
+        .unwrap()
+        .expect("present");
+    assert_eq!((&bytes[..], &etag), (&b"{\"generation\":2}"[..], &second));
+    assert!(
+        store
+            .get_versioned("et/absent.json")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn create_only(store: &Store, can: Can) {

@@ -114,6 +114,17 @@ pub trait Backend: Send + Sync {
     /// A small object's bytes, whole.
     async fn get(&self, key: &str) -> Result<Bytes, BackendError>;
 
+    /// A small object's bytes and its etag, from one read (so they belong together); `None`
+    /// when absent. What leases are read with: a backend that cannot say both at once says
+    /// [`BackendError::Unsupported`].
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, ETag)>, BackendError> {
+        Err(BackendError::Unsupported {
+            key: key.to_owned(),
+            operation: "read an object with its etag",
+            backend: self.root().to_owned(),
+        })
+    }
+
     /// An object's bytes as a stream, with no deadline on the whole transfer (only on each
     /// read): a large restore may take many minutes.
     async fn get_stream(

@@ -291,6 +291,24 @@ impl Backend for ObjectStoreBackend {
         result.bytes().await.map_err(|e| error(key, e))
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, ETag)>, BackendError> {
+        let path = path(key)?;
+        let result = match self.inner.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(error(key, e)),
+        };
+        let Some(etag) = result.meta.e_tag.clone().map(ETag::new) else {
+            return Err(BackendError::Unsupported {
+                key: key.to_owned(),
+                operation: "report etags",
+                backend: self.root().to_owned(),
+            });
+        };
+        let bytes = result.bytes().await.map_err(|e| error(key, e))?;
+        Ok(Some((bytes, etag)))
+    }
+
     async fn get_stream(
         &self,
         key: &str,
