@@ -672,10 +672,16 @@ impl Metrics {
         }
         for (name, status) in &snapshot.replicas {
             let labels = vec![("replica", name.clone())];
-            if let Some(missing) = status.missing {
-                h.replica_missing_objects
-                    .get_or_create(&labels)
-                    .set(missing as i64);
+            match status.missing {
+                Some(missing) => {
+                    h.replica_missing_objects
+                        .get_or_create(&labels)
+                        .set(missing as i64);
+                }
+                // Unknown now (the last sync could not list it): no stale count.
+                None => {
+                    h.replica_missing_objects.remove(&labels);
+                }
             }
             h.replica_last_sync_timestamp_seconds
                 .get_or_create(&labels)
