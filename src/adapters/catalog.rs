@@ -1474,13 +1474,26 @@ pub struct PruneReport {
     pub inventory: u64,
     pub alert_deliveries: u64,
     pub config_reloads: u64,
+    /// Verifications (drills, `patina verify`).
+    pub verifications: u64,
+    /// Restore history entries.
+    pub restores: u64,
 }
 
 impl PruneReport {
     pub fn total(&self) -> u64 {
-        self.jobs + self.results + self.inventory + self.alert_deliveries + self.config_reloads
+        self.jobs
+            + self.results
+            + self.inventory
+            + self.alert_deliveries
+            + self.config_reloads
+            + self.verifications
+            + self.restores
     }
 }
+
+/// Restore history entries kept whatever their age (`/status` and `/ui` show the newest).
+const RESTORES_KEPT: i64 = 50;
 
 /// Separates label values in `pruned_totals.labels` (the ASCII unit separator, char(31)).
 const SEP: char = '\u{1f}';
@@ -1504,13 +1517,17 @@ pub struct PrunedTotals {
     pub alerts: BTreeMap<(String, String, String), u64>,
     /// D1 database → (fallbacks, repaired values) of pruned results.
     pub d1_fidelity: BTreeMap<String, (u64, u64)>,
+    /// `(database, status)` → verifications pruned.
+    pub verify_runs: BTreeMap<(String, String), u64>,
 }
 
 // Housekeeping: the catalog stays as large as what storage holds, not as old as the daemon.
 impl Catalog {
     /// Remove history older than `cutoff` that describes nothing still in storage: jobs (and
     /// their results) that finished before it and none of whose dumps is still in the
-    /// inventory, inventory rows of dumps deleted before it, alert delivery attempts and
+    /// inventory, inventory rows of dumps deleted before it, verifications before it (the
+    /// newest per database, its newest passed one and the newest drill stay), restore history
+    /// before it beyond the newest [`RESTORES_KEPT`], alert delivery attempts and
     /// config reloads before it (the newest reload, and the newest successful one, stay: the
     /// metrics read them). What is removed is first added to `pruned_totals`, so the counters
     /// read from row counts never go down. `bounds` are the duration histogram's upper bounds
@@ -1634,6 +1651,29 @@ impl Catalog {
                 &format!("DELETE FROM config_reloads WHERE at < ?1 AND {KEEP}"),
                 params![cutoff],
             )? as u64;
+
+            // Verifications: per database the newest, the newest passed check of a newest
+            // point (the metric's last success) and the newest drill stay.
+            const KEEP_VERIFIED: &str = "id NOT IN (
+                 SELECT max(id) FROM verifications GROUP BY database_name
+                 UNION SELECT max(id) FROM verifications
+                       WHERE status = 'ok' AND coalesce(newest, 1) = 1 GROUP BY database_name
+                 UNION SELECT max(id) FROM verifications WHERE origin = 'drill')";
+            for (labels, n) in rows(&format!(
+                "SELECT database_name || char(31) || status, count(*) FROM verifications
+                 WHERE verified_at < ?1 AND {KEEP_VERIFIED} GROUP BY 1"
+            ))? {
+                add("verify_runs", &labels, n)?;
+            }
+            report.verifications = tx.execute(
+                &format!("DELETE FROM verifications WHERE verified_at < ?1 AND {KEEP_VERIFIED}"),
+                params![cutoff],
+            )? as u64;
+            report.restores = tx.execute(
+                "DELETE FROM restores WHERE started_at < ?1 AND id NOT IN (
+                     SELECT id FROM restores ORDER BY started_at DESC, id DESC LIMIT ?2)",
+                params![cutoff, RESTORES_KEPT],
+            )? as u64;
             Ok(())
         })();
         result.map_err(err)?;
@@ -1710,6 +1750,9 @@ impl Catalog {
                 }
                 "d1_fallbacks" => t.d1_fidelity.entry(labels).or_default().0 += n,
                 "d1_repaired" => t.d1_fidelity.entry(labels).or_default().1 += n,
+                "verify_runs" => {
+                    *t.verify_runs.entry((next(), next())).or_default() += n;
+                }
                 _ => {}
             }
         }
@@ -1962,6 +2005,9 @@ impl Catalog {
         for (k, n) in p.reloads {
             *f.reloads.entry(k).or_default() += n;
         }
+        for (k, n) in p.verify_runs {
+            *f.verify_runs.entry(k).or_default() += n;
+        }
         for (k, n) in p.alerts {
             *f.alerts.entry(k).or_default() += n;
         }
@@ -2108,6 +2154,43 @@ mod tests {
         c.record_reload(t("2026-08-02T00:00:00Z"), Ok(())).unwrap();
         c.record_reload(t("2026-08-03T00:00:00Z"), Err("bad again"))
             .unwrap();
+        // Verifications of "a": passed, failed, passed (of an older point), failed (a drill),
+        // all old; and 60 old restores.
+        for (day, ok, newest, origin) in [
+            ("2026-08-01", true, true, "cli"),
+            ("2026-08-02", false, true, "cli"),
+            ("2026-08-03", true, false, "cli"),
+            ("2026-08-04", false, true, "drill"),
+        ] {
+            c.record_verification(&VerificationRecord {
+                database: "a",
+                key: &kept,
+                location: None,
+                taken_at: None,
+                origin,
+                at: t(&format!("{day}T05:00:00Z")),
+                duration_ms: Some(10),
+                newest,
+                outcome: if ok { Ok(()) } else { Err("row counts differ") },
+            })
+            .unwrap();
+        }
+        for i in 0..60 {
+            let at = t("2026-08-01T00:00:00Z") + chrono::Duration::minutes(i);
+            c.record_restore(&RestoreRecord {
+                started_at: at,
+                completed_at: at,
+                initiated_by: "cli:ops",
+                action: "restore",
+                database: "a",
+                key: None,
+                location: None,
+                taken_at: None,
+                target: Some("/tmp/a.db"),
+                outcome: Ok(()),
+            })
+            .unwrap();
+        }
         let before = c.metric_facts().unwrap();
 
         let report = c
@@ -2123,8 +2206,19 @@ mod tests {
                 inventory: 1,
                 alert_deliveries: 0,
                 config_reloads: 1,
+                // The newest (the drill, which is also the newest drill) and the newest passed
+                // check of a newest point (08-01) stay.
+                verifications: 2,
+                restores: 10,
             }
         );
+        let after = c.metric_facts().unwrap();
+        assert_eq!(
+            after.verify_runs, before.verify_runs,
+            "verify_runs_total unchanged"
+        );
+        assert_eq!(after.verified, before.verified, "last success unchanged");
+        assert_eq!(c.recent_restores(100).unwrap().len(), 50);
         let jobs: Vec<String> = c
             .recent_jobs(10)
             .unwrap()

@@ -121,8 +121,9 @@ pub(super) struct RawDaemon {
     /// Without any token, POST /trigger and GET /download are disabled.
     pub(super) api_token: Option<String>,
     /// How long the catalog keeps history that describes nothing in storage any more: jobs
-    /// whose backups are all deleted, deleted inventory entries, alert deliveries and config
-    /// reloads. Unset: the longest retention tier plus 4 weeks (12w + 4w by default).
+    /// whose backups are all deleted, deleted inventory entries, alert deliveries, config
+    /// reloads, old verifications and restore history. Unset: the longest retention tier plus 4
+    /// weeks (12w + 4w by default).
     #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
     pub(super) history_retention: Option<String>,
     /// Whether the read endpoints (/, /status, /list, /restore-guide, /api/*, /ui, /metrics) are

@@ -6,7 +6,8 @@
 //! is never held by it and a backup never waits for it (SQLite's busy timeout serializes the
 //! few writes). A pass prunes history older than [`Policy::history_retention`] that describes
 //! nothing in storage any more ([`Catalog::prune_history`]: jobs and results whose dumps are all
-//! deleted, inventory rows of deleted dumps, alert deliveries, config reloads — their counts
+//! deleted, inventory rows of deleted dumps, alert deliveries, config reloads, old
+//! verifications and restore history — their counts
 //! kept so no metric counter goes down), then `PRAGMA optimize`, a `VACUUM` when a quarter of
 //! the file is free pages, and a WAL truncation ([`Catalog::optimize`]). At most one pass runs
 //! at a time; a pass still running at shutdown is waited for briefly, then left to the process
