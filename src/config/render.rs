@@ -6,6 +6,25 @@ use super::*;
 /// The effective policy as `patina check` prints it: databases with priority, schedule and
 /// the next three fire times after `now` in the configured timezone. Secrets print as `***`;
 /// age recipients print as their fingerprints, identities only as the file's path.
+/// The lines under a `storage:` or `replica:` line of [`describe`]; keys masked.
+fn storage_lines(out: &mut String, s: &Storage, compression: bool) {
+    if !s.prefix.is_empty() {
+        let _ = writeln!(out, "  prefix:     {}", s.prefix);
+    }
+    if compression {
+        let _ = writeln!(out, "  compression: {}", s.compression.as_str());
+    }
+    if let Some(endpoint) = &s.endpoint {
+        let _ = writeln!(out, "  endpoint:   {endpoint}");
+    }
+    if let Some(region) = &s.region {
+        let _ = writeln!(out, "  region:     {region}");
+    }
+    if s.access_key_id.is_some() {
+        let _ = writeln!(out, "  keys:       *** / ***");
+    }
+}
+
 pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let when = |s: &Schedule| {
         let times: Vec<String> = s
@@ -25,34 +44,12 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     let r = &policy.retention;
     let _ = writeln!(out, "config file:  {}", policy.source.display());
     let _ = writeln!(out, "storage:      {}", s.location);
-    if !s.prefix.is_empty() {
-        let _ = writeln!(out, "  prefix:     {}", s.prefix);
-    }
-    let _ = writeln!(out, "  compression: {}", s.compression.as_str());
-    if let Some(endpoint) = &s.endpoint {
-        let _ = writeln!(out, "  endpoint:   {endpoint}");
-    }
-    if let Some(region) = &s.region {
-        let _ = writeln!(out, "  region:     {region}");
-    }
-    if s.access_key_id.is_some() {
-        let _ = writeln!(out, "  keys:       *** / ***");
-    }
+    storage_lines(&mut out, s, true);
     for replica in &policy.replicas {
         let s = &replica.storage;
         let _ = writeln!(out, "replica:      {} {}", replica.name, s.location);
-        if !s.prefix.is_empty() {
-            let _ = writeln!(out, "  prefix:     {}", s.prefix);
-        }
-        if let Some(endpoint) = &s.endpoint {
-            let _ = writeln!(out, "  endpoint:   {endpoint}");
-        }
-        if let Some(region) = &s.region {
-            let _ = writeln!(out, "  region:     {region}");
-        }
-        if s.access_key_id.is_some() {
-            let _ = writeln!(out, "  keys:       *** / ***");
-        }
+        // A replica's compression is the primary's: copies are byte for byte.
+        storage_lines(&mut out, s, false);
         let tier = |t: Option<Option<Span>>, primary: Option<Span>| match t {
             None => format!(
                 "{} (as [retention])",

@@ -290,6 +290,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The command failed with exit code 1, saying `why` on stderr.
+fn refused(out: &Output, why: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
+}
+
 #[tokio::test]
 async fn backups_reach_replicas_after_an_outage_and_a_replica_added_later_gets_the_history() {
     let w = World::new(false).await;
@@ -578,12 +585,7 @@ async fn restore_verify_and_download_fall_back_to_a_replica() {
             &w.path("p.db"),
         ])
         .await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("no committed backup of app"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&out, "no committed backup of app");
     assert!(!w.dir.path().join("p.db").exists());
     let out = w
         .patina(&[
@@ -930,12 +932,7 @@ async fn a_damaged_replica_copy_is_detected_never_served_and_copied_again() {
             &w.path("o.db"),
         ])
         .await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("checksum mismatch"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&out, "checksum mismatch");
     assert!(!w.dir.path().join("o.db").exists());
     // With the primary down, the damaged copy is passed over for the next replica's.
     w.primary_proxy.outage(Fault::Reset);
