@@ -19,16 +19,19 @@
 //! - `expires_at` in the body is the writer's wall clock plus the ttl, for people reading the
 //!   bucket; no decision reads it.
 //!
-//! # Cost: what should be renewed (a finding for the next slice)
+//! # Cost: what is renewed
 //!
 //! DESIGN §16 renews every lease object each `lease_ttl / 3`. Each renewal is a PUT, an R2
 //! Class A operation: 12 database leases, the maintenance lease and 3 node heartbeats at the
 //! default 30 s ttl are 16 objects × 6 PUTs a minute ≈ 4.1 M Class A operations a month — four
 //! times the free tier the issue asks the Grove setup to stay under. Renewing only the node
-//! heartbeats (3 × 6 a minute ≈ 0.78 M a month) fits: a [`Tracker`] works on any object, so the
-//! intended wiring is a `Tracker` per node heartbeat for liveness, and lease objects written
-//! only on takeover or release (`If-Match` on the lease, after the holder's *heartbeat* has been
-//! seen unchanged for longer than the ttl), the holder's validity being its own heartbeat's.
+//! heartbeats (3 × 6 a minute ≈ 0.78 M a month) fits, so: a [`Tracker`] per node heartbeat
+//! (this node's own renewed and [`Tracker::valid`]; others' [`Tracker::alive`]), and lease
+//! objects written only on a change of holder ([`lease_step`]: `If-Match` on the lease, once
+//! its holder's heartbeat has been seen unchanged for longer than the ttl). A holder may act
+//! under a lease while its own heartbeat is valid and the lease, as last read, names it with the
+//! generation it acts under. This departs from DESIGN §16's "renewed every lease_ttl/3" for the
+//! lease objects themselves, for the cost above.
 //!
 //! # Generations
 //!
@@ -173,6 +176,16 @@ impl Tracker {
         self.held.is_some()
     }
 
+    /// For another node's object (its heartbeat): alive when it is there, not released, and its
+    /// etag changed within the ttl on this node's clock. An object this node has watched for
+    /// less than the ttl counts as alive (it has not had the chance to change yet).
+    pub fn alive(&self, now: Mono, timing: Timing) -> bool {
+        match &self.seen {
+            Some((_, body, first)) => !body.released && now.since(*first) <= timing.ttl,
+            None => false,
+        }
+    }
+
     /// Who holds the lease as last read (the body), if anyone and not released.
     pub fn holder(&self) -> Option<&LeaseBody> {
         self.seen
@@ -257,6 +270,43 @@ impl Tracker {
         self.seen = None;
         self.absent = false;
     }
+}
+
+/// The write that moves a database lease object toward `want` for node `me`. Lease objects are
+/// written only when their holder changes, never renewed: the holder's liveness is its
+/// heartbeat's (see the module docs). `read` is the lease as just read, `holder_alive` whether
+/// the node it names is alive by its heartbeat ([`Tracker::alive`]), `written` the etag of the
+/// last lease write of this run of this node, if any. Takes an absent or released lease, one
+/// whose holder is dead, or this node's own from an earlier run (a new generation fences what
+/// that run left in flight), always with the next generation; gives up its own with
+/// `released`. `None`: nothing to write.
+pub fn lease_step(
+    read: Option<(&ETag, &LeaseBody)>,
+    me: &str,
+    want: bool,
+    holder_alive: bool,
+    written: Option<&ETag>,
+    wall: DateTime<Utc>,
+) -> Option<(Condition, LeaseBody)> {
+    let body = |generation: u64, released: bool| LeaseBody {
+        node: me.to_string(),
+        generation,
+        expires_at: wall,
+        released,
+    };
+    let Some((etag, lease)) = read else {
+        return want.then(|| (Condition::Absent, body(1, false)));
+    };
+    let unchanged = Condition::Unchanged(etag.clone());
+    let ours = lease.node == me && !lease.released;
+    if !want {
+        return ours.then(|| (unchanged, body(lease.generation, true)));
+    }
+    if ours && written == Some(etag) {
+        return None;
+    }
+    let free = lease.released || lease.node == me || !holder_alive;
+    free.then(|| (unchanged, body(lease.generation + 1, false)))
 }
 
 /// Which of `databases` each of the `live` nodes should hold: every database goes to the
@@ -453,6 +503,73 @@ mod tests {
         .unwrap();
         assert!(!body.released);
         assert_eq!(body.generation, 3);
+    }
+
+    #[test]
+    fn heartbeats_are_alive_while_their_etag_moves_within_the_ttl() {
+        let beat = |generation| LeaseBody {
+            node: "b".into(),
+            generation,
+            expires_at: wall(),
+            released: false,
+        };
+        let mut b = Tracker::default();
+        assert!(!b.alive(s(0), T), "never read");
+        b.observe(Some((etag("h1"), beat(1))), s(0));
+        assert!(b.alive(s(30), T));
+        assert!(!b.alive(s(31), T), "the same etag for longer than the ttl");
+        b.observe(Some((etag("h2"), beat(1))), s(31));
+        assert!(b.alive(s(40), T));
+        b.observe(None, s(41));
+        assert!(!b.alive(s(41), T), "gone");
+    }
+
+    #[test]
+    fn lease_objects_change_hands_only_when_free_and_always_with_a_new_generation() {
+        let lease = |node: &str, generation, released| LeaseBody {
+            node: node.into(),
+            generation,
+            expires_at: wall(),
+            released,
+        };
+        let e = etag("l1");
+        // Absent: created at generation 1; not wanted: nothing.
+        let (c, b) = lease_step(None, "a", true, false, None, wall()).unwrap();
+        assert_eq!((c, b.generation), (Condition::Absent, 1));
+        assert_eq!(lease_step(None, "a", false, false, None, wall()), None);
+        // Held by a live node: wait; by a dead one: take it over, If-Match.
+        let theirs = lease("b", 4, false);
+        assert_eq!(
+            lease_step(Some((&e, &theirs)), "a", true, true, None, wall()),
+            None
+        );
+        let (c, b) = lease_step(Some((&e, &theirs)), "a", true, false, None, wall()).unwrap();
+        assert_eq!(
+            (c, b.node.as_str(), b.generation),
+            (Condition::Unchanged(e.clone()), "a", 5)
+        );
+        // Released: free at once.
+        let released = lease("b", 4, true);
+        let (_, b) = lease_step(Some((&e, &released)), "a", true, true, None, wall()).unwrap();
+        assert_eq!(b.generation, 5);
+        // Ours, written by this run: nothing to write; from an earlier run: a new generation.
+        let ours = lease("a", 7, false);
+        assert_eq!(
+            lease_step(Some((&e, &ours)), "a", true, true, Some(&e), wall()),
+            None
+        );
+        let (_, b) = lease_step(Some((&e, &ours)), "a", true, true, None, wall()).unwrap();
+        assert_eq!(b.generation, 8);
+        // Given up: released, same generation, If-Match; someone else's is never released by us.
+        let (c, b) = lease_step(Some((&e, &ours)), "a", false, true, Some(&e), wall()).unwrap();
+        assert_eq!(
+            (c, b.released, b.generation),
+            (Condition::Unchanged(e.clone()), true, 7)
+        );
+        assert_eq!(
+            lease_step(Some((&e, &theirs)), "a", false, false, None, wall()),
+            None
+        );
     }
 
     fn names(prefix: &str, n: usize) -> Vec<String> {
