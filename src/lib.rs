@@ -20,4 +20,4 @@ pub use core::{
     retention, schedule,
 };
 pub use daemon::{http, metrics};
-pub use engine::{archive, backup, bucket, drill, reconcile, replica, restore};
+pub use engine::{archive, backup, bucket, cluster, drill, reconcile, replica, restore};

@@ -6,6 +6,7 @@ mod integration {
     mod alerts;
     mod archive;
     mod cli;
+    mod cluster;
     mod config;
     mod crash;
     mod d1;

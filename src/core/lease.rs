@@ -71,6 +71,11 @@ pub struct LeaseBody {
     /// Given up by its holder: any node may take it at once.
     #[serde(default)]
     pub released: bool,
+    /// Grows by one at every write. S3's etag of a small object is the MD5 of its bytes: a
+    /// renewal that wrote the same bytes would keep the etag, and the others would count the
+    /// writer dead while it renews.
+    #[serde(default)]
+    pub beat: u64,
 }
 
 /// The conditional write a [`Step`] asks for.
@@ -204,11 +209,14 @@ impl Tracker {
         wall: DateTime<Utc>,
         timing: Timing,
     ) -> Step {
+        let beat = self.seen.as_ref().map_or(0, |(_, b, _)| b.beat) + 1;
         let body = |generation: u64, released: bool| LeaseBody {
             node: me.to_string(),
             generation,
             expires_at: wall + chrono::Duration::from_std(timing.ttl).unwrap_or_default(),
             released,
+            // The last body read or written here, plus one.
+            beat,
         };
         if let Some(held) = &self.held {
             let condition = Condition::Unchanged(held.etag.clone());
@@ -288,11 +296,13 @@ pub fn lease_step(
     written: Option<&ETag>,
     wall: DateTime<Utc>,
 ) -> Option<(Condition, LeaseBody)> {
+    let beat = read.map_or(0, |(_, l)| l.beat) + 1;
     let body = |generation: u64, released: bool| LeaseBody {
         node: me.to_string(),
         generation,
         expires_at: wall,
         released,
+        beat,
     };
     let Some((etag, lease)) = read else {
         return want.then(|| (Condition::Absent, body(1, false)));
@@ -410,6 +420,7 @@ mod tests {
             generation: 4,
             expires_at: wall(),
             released: false,
+            beat: 0,
         };
         let mut b = Tracker::default();
         b.observe(Some((etag("e1"), held.clone())), s(100));
@@ -486,6 +497,7 @@ mod tests {
             generation: 9,
             expires_at: wall(),
             released: false,
+            beat: 0,
         };
         let mut a = Tracker::default();
         a.observe(Some((etag("e9"), mine)), s(0));
@@ -493,6 +505,20 @@ mod tests {
             a.step("a", true, s(0), wall(), T),
             Step::Write { body, .. } if body.generation == 10
         ));
+    }
+
+    #[test]
+    fn every_write_changes_the_bytes_so_an_md5_etag_changes_too() {
+        let mut a = Tracker::default();
+        a.observe(None, s(0));
+        let mut beats = Vec::new();
+        for (t, e) in [(0, "e1"), (10, "e2"), (20, "e3")] {
+            let step = a.step("a", true, s(t), wall(), T);
+            beats.push(perform(&mut a, step, e, s(t)).beat);
+        }
+        let step = a.step("a", false, s(25), wall(), T);
+        beats.push(perform(&mut a, step, "e4", s(25)).beat);
+        assert_eq!(beats, [1, 2, 3, 4]);
     }
 
     #[test]
@@ -512,6 +538,7 @@ mod tests {
             generation,
             expires_at: wall(),
             released: false,
+            beat: 0,
         };
         let mut b = Tracker::default();
         assert!(!b.alive(s(0), T), "never read");
@@ -531,6 +558,7 @@ mod tests {
             generation,
             expires_at: wall(),
             released,
+            beat: 0,
         };
         let e = etag("l1");
         // Absent: created at generation 1; not wanted: nothing.

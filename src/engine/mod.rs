@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod backup;
 pub mod bucket;
+pub mod cluster;
 pub mod drill;
 pub mod reconcile;
 pub mod replica;

@@ -13,6 +13,7 @@ const ENGINE: &[&str] = &[
     "archive",
     "backup",
     "bucket",
+    "cluster",
     "drill",
     "reconcile",
     "replica",
