@@ -105,18 +105,8 @@ impl Membership {
         Ok(())
     }
 
-    /// Read one heartbeat with its etag; an unreadable body counts as absent (and is logged).
     async fn read(&self, key: &str) -> Result<Option<(ETag, LeaseBody)>, StoreError> {
-        Ok(match self.store.get_versioned(key).await? {
-            None => None,
-            Some((bytes, etag)) => match serde_json::from_slice::<LeaseBody>(&bytes) {
-                Ok(body) => Some((etag, body)),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "unreadable heartbeat; treated as absent");
-                    None
-                }
-            },
-        })
+        read_body(&self.store, key).await
     }
 
     /// True while this node may start side effects: its own heartbeat is held and fresh.
@@ -139,4 +129,176 @@ impl Membership {
         out.sort();
         out
     }
+}
+
+impl Membership {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether `node` is alive as far as this node can tell now (itself: while valid).
+    pub fn is_alive(&self, node: &str, now: Mono) -> bool {
+        if node == self.me {
+            return self.valid(now);
+        }
+        self.others
+            .get(node)
+            .is_some_and(|t| t.alive(now, self.timing))
+    }
+}
+
+/// Where database leases live.
+pub const LEASES: &str = "leases/db/";
+
+/// The key of `database`'s lease.
+pub fn lease_key(database: &str) -> String {
+    format!("{LEASES}{database}.json")
+}
+
+/// The key of the claim of one schedule fire (`fire` as in manifests' keys, UTC) or job.
+pub fn claim_key(database: &str, fire: &str) -> String {
+    format!("claims/{database}/{fire}.json")
+}
+
+/// This node's side of the database lease table.
+#[derive(Debug, Default)]
+pub struct Leases {
+    /// Per database: the etag and generation of the last lease this run wrote (held while the
+    /// lease still has that etag).
+    written: BTreeMap<String, (ETag, u64)>,
+}
+
+impl Leases {
+    /// Move every lease of `databases` toward this node holding exactly those `assign` gives
+    /// it among the live nodes: take what is absent, released, its own from an earlier run or
+    /// held by a dead node; release what it holds and should not. Returns the databases this
+    /// node holds after the writes, with their generations. A write that loses a race is not
+    /// an error (the winner holds it); a store that cannot be read is.
+    pub async fn settle(
+        &mut self,
+        store: &Store,
+        members: &Membership,
+        databases: &[String],
+        now: Mono,
+        wall: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>, BeatError> {
+        let me = members.node().to_string();
+        let assigned = crate::lease::assign(databases, &members.live(now));
+        let mut held = BTreeMap::new();
+        for db in databases {
+            let key = lease_key(db);
+            let read = read_body(store, &key).await?;
+            let want = members.valid(now) && assigned.get(db) == Some(&me);
+            let holder_alive = read
+                .as_ref()
+                .is_some_and(|(_, l)| members.is_alive(&l.node, now));
+            let written = self.written.get(db).map(|(e, _)| e);
+            let step = crate::lease::lease_step(
+                read.as_ref().map(|(e, l)| (e, l)),
+                &me,
+                want,
+                holder_alive,
+                written,
+                wall,
+            );
+            match step {
+                None => {
+                    if let (Some((etag, lease)), Some((mine, generation))) =
+                        (&read, self.written.get(db))
+                        && etag == mine
+                        && !lease.released
+                    {
+                        held.insert(db.clone(), *generation);
+                    }
+                }
+                Some((condition, body)) => {
+                    let mode = match condition {
+                        Condition::Absent => PutMode::Create,
+                        Condition::Unchanged(etag) => PutMode::Replace(etag),
+                    };
+                    let bytes = serde_json::to_vec(&body).expect("a lease serializes");
+                    match store.put(&key, bytes.into(), mode).await {
+                        Ok(Some(etag)) if !body.released => {
+                            tracing::info!(database = %db, generation = body.generation, "lease taken");
+                            self.written.insert(db.clone(), (etag, body.generation));
+                            held.insert(db.clone(), body.generation);
+                        }
+                        Ok(_) => {
+                            if body.released {
+                                tracing::info!(database = %db, "lease released");
+                            }
+                            self.written.remove(db);
+                        }
+                        Err(e) => {
+                            tracing::debug!(database = %db, error = %e, "lease write lost or failed");
+                            self.written.remove(db);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Right before a side effect under `database`'s lease: the generation to act under, only
+    /// if this node's heartbeat is valid and the lease, read now, is still the one this run
+    /// wrote. `None`: do nothing.
+    pub async fn confirm(
+        &self,
+        store: &Store,
+        members: &Membership,
+        database: &str,
+        now: Mono,
+    ) -> Result<Option<u64>, BeatError> {
+        if !members.valid(now) {
+            return Ok(None);
+        }
+        let Some((mine, generation)) = self.written.get(database) else {
+            return Ok(None);
+        };
+        let read = read_body(store, &lease_key(database)).await?;
+        Ok(read
+            .filter(|(etag, lease)| etag == mine && !lease.released)
+            .map(|_| *generation))
+    }
+}
+
+/// Claim one schedule fire (or job) of `database`, create-only: true when this call made the
+/// claim, false when it was there already (another node, or a holder that lost its lease, took
+/// that fire).
+pub async fn claim(
+    store: &Store,
+    database: &str,
+    fire: &str,
+    node: &str,
+    generation: u64,
+) -> Result<bool, StoreError> {
+    let body = serde_json::json!({ "node": node, "generation": generation });
+    match store
+        .put(
+            &claim_key(database, fire),
+            serde_json::to_vec(&body).expect("json").into(),
+            PutMode::Create,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(StoreError::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Read a lease or heartbeat body with its etag; an unreadable body counts as absent.
+async fn read_body(store: &Store, key: &str) -> Result<Option<(ETag, LeaseBody)>, StoreError> {
+    Ok(match store.get_versioned(key).await? {
+        None => None,
+        Some((bytes, etag)) => match serde_json::from_slice::<LeaseBody>(&bytes) {
+            Ok(body) => Some((etag, body)),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "unreadable lease object; treated as absent");
+                None
+            }
+        },
+    })
 }

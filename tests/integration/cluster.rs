@@ -2,10 +2,11 @@
 //! in-process S3 server and the memory store: conditional writes, etags read with the bytes,
 //! liveness judged on each node's own (here: manual) monotonic clock.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patina::cluster::{Membership, heartbeat_key};
+use patina::cluster::{Leases, Membership, claim, heartbeat_key};
 use patina::lease::{LeaseBody, Mono, Timing};
 use patina::store::Store;
 
@@ -108,4 +109,123 @@ async fn a_heartbeat_written_behind_a_nodes_back_takes_its_validity() {
         serde_json::from_slice(&store.get(&heartbeat_key("a")).await.unwrap()).unwrap();
     assert_eq!(body.generation, 10);
     assert!(a.valid(s(2)));
+}
+
+/// One round at `t`: every node in `up` beats, then settles its leases; returns who holds what.
+async fn round(
+    store: &Store,
+    nodes: &mut [(Membership, Leases)],
+    up: &[bool],
+    dbs: &[String],
+    t: u64,
+) -> BTreeMap<String, (String, u64)> {
+    for (i, (m, _)) in nodes.iter_mut().enumerate() {
+        if up[i] {
+            m.beat(s(t), wall(), false).await.unwrap();
+        }
+    }
+    let mut holders = BTreeMap::new();
+    for (i, (m, l)) in nodes.iter_mut().enumerate() {
+        if up[i] {
+            for (db, generation) in l.settle(store, m, dbs, s(t), wall()).await.unwrap() {
+                let previous = holders.insert(db.clone(), (m.node().to_string(), generation));
+                assert!(previous.is_none(), "{db} held twice at {t} s: {previous:?}");
+            }
+        }
+    }
+    holders
+}
+
+#[tokio::test]
+async fn leases_spread_move_to_the_living_and_fence_a_stalled_holder() {
+    let server = S3Server::start().await;
+    let store = server.store("patina/");
+    let dbs: Vec<String> = (0..6).map(|i| format!("db{i}")).collect();
+    let mut nodes: Vec<(Membership, Leases)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|n| (Membership::new(store.clone(), n, T), Leases::default()))
+        .collect();
+    // Two rounds: the first lets everyone see everyone; by the second, each holds its share.
+    round(&store, &mut nodes, &[true; 3], &dbs, 0).await;
+    let holders = round(&store, &mut nodes, &[true; 3], &dbs, 5).await;
+    assert_eq!(holders.len(), 6, "{holders:?}");
+    for node in ["a", "b", "c"] {
+        assert_eq!(
+            holders.values().filter(|(n, _)| n == node).count(),
+            2,
+            "{holders:?}"
+        );
+    }
+    let c_generation: BTreeMap<String, u64> = holders
+        .iter()
+        .filter(|(_, (n, _))| n == "c")
+        .map(|(db, (_, g))| (db.clone(), *g))
+        .collect();
+    let of_c: Vec<String> = c_generation.keys().cloned().collect();
+
+    // c stalls (SIGSTOP) holding two leases; its heartbeat last changed at 0 s, which a and
+    // b first saw at 5 s. Until they have seen it unchanged for longer than the ttl (35 s on
+    // their clocks), its databases stay with it: nobody else takes them.
+    for t in [10, 20, 30, 35] {
+        let holders = round(&store, &mut nodes, &[true, true, false], &dbs, t).await;
+        assert!(of_c.iter().all(|db| !holders.contains_key(db)), "at {t} s");
+    }
+    // Then a and b take them over with the next generation.
+    let holders = round(&store, &mut nodes, &[true, true, false], &dbs, 40).await;
+    assert_eq!(holders.len(), 6, "{holders:?}");
+    for db in &of_c {
+        let (node, generation) = &holders[db];
+        assert_ne!(node, "c");
+        assert_eq!(*generation, c_generation[db] + 1, "{db}");
+    }
+
+    // c wakes at 60 s: before any write it may not act under the leases it lost, and a claim
+    // a took for a fire stops c committing that fire twice.
+    let (c_members, c_leases) = &nodes[2];
+    for db in &of_c {
+        assert_eq!(
+            c_leases
+                .confirm(&store, c_members, db, s(60))
+                .await
+                .unwrap(),
+            None,
+            "{db}"
+        );
+    }
+    let db = &of_c[0];
+    let (holder, generation) = holders[db].clone();
+    assert!(
+        claim(&store, db, "20261130T030000Z", &holder, generation)
+            .await
+            .unwrap()
+    );
+    assert!(!claim(&store, db, "20261130T030000Z", "c", 1).await.unwrap());
+
+    // Once c beats again it is live, and the databases rebalance: each holder above its
+    // share releases, and c takes back two (a newer generation), never two holders at once.
+    let mut last = BTreeMap::new();
+    for t in [60, 65, 70, 75] {
+        last = round(&store, &mut nodes, &[true; 3], &dbs, t).await;
+    }
+    assert_eq!(last.len(), 6, "{last:?}");
+    for node in ["a", "b", "c"] {
+        assert_eq!(
+            last.values().filter(|(n, _)| n == node).count(),
+            2,
+            "{last:?}"
+        );
+    }
+    let (c_members, c_leases) = &nodes[2];
+    let back: Vec<&String> = last
+        .iter()
+        .filter(|(_, (n, _))| n == "c")
+        .map(|(db, _)| db)
+        .collect();
+    for db in back {
+        let generation = c_leases
+            .confirm(&store, c_members, db, s(75))
+            .await
+            .unwrap();
+        assert!(generation.is_some_and(|g| g >= 2), "{db}: {generation:?}");
+    }
 }
