@@ -6,7 +6,15 @@
 //! A beat: read this node's heartbeat with its etag, renew it when a third of the ttl has passed
 //! since the last write (`If-Match` the etag it holds; `If-None-Match: *` when absent), then list
 //! `nodes/` and read each other node's heartbeat with its etag. Every request is one of the
-//! store's; none is repeated within a beat. A write that fails for any reason leaves this node
+//! store's; none is repeated within a beat.
+//!
+//! Cost (R2 Class A = PUT, LIST): renewals run every ttl/3 on their own timer (a 60 s tick is
+//! longer than a 30 s ttl), so three nodes at the default 30 s ttl write 3 × 6 × 43,200 ≈ 0.78 M
+//! heartbeats a month; listing `nodes/` at every renewal would double that, hence
+//! [`Membership::watch`] once per tick (3 × 43,200 ≈ 0.13 M at 60 s). With the reconcile
+//! listings on top, the 1 M free tier for the Grove setup on three nodes wants `lease_ttl =
+//! "60s"` (≈ 0.39 M heartbeats) or a tick listing only what it needs (DESIGN §16's
+//! `full_listing`). A write that fails for any reason leaves this node
 //! not holding its heartbeat until the next beat reads it again (and so not valid: no side
 //! effects under any lease).
 
@@ -51,10 +59,22 @@ impl Membership {
         }
     }
 
-    /// One beat at `now` (this node's monotonic clock; `wall` only for the body's
-    /// `expiresAt`). `leaving`: write the heartbeat as released (shutdown), so the others need
-    /// not wait out the ttl.
+    /// [`Membership::renew`], then [`Membership::watch`].
     pub async fn beat(
+        &mut self,
+        now: Mono,
+        wall: DateTime<Utc>,
+        leaving: bool,
+    ) -> Result<(), BeatError> {
+        self.renew(now, wall, leaving).await?;
+        self.watch(now).await
+    }
+
+    /// Renew this node's heartbeat when a third of the ttl has passed since its last write, at
+    /// `now` (this node's monotonic clock; `wall` only for the body's `expiresAt`); one GET,
+    /// and one PUT when due. `leaving`: write it released (shutdown), so the others need not
+    /// wait out the ttl. Must run at least every ttl/3, whatever the daemon's tick.
+    pub async fn renew(
         &mut self,
         now: Mono,
         wall: DateTime<Utc>,
@@ -83,6 +103,13 @@ impl Membership {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Read the other nodes' heartbeats: one LIST of `nodes/` and a GET each. A LIST is an R2
+    /// Class A operation like a PUT: once per tick is enough (liveness is judged over the
+    /// ttl), not once per renewal.
+    pub async fn watch(&mut self, now: Mono) -> Result<(), BeatError> {
         let listed = self.store.list(NODES).await?;
         let mut seen = BTreeMap::new();
         for object in listed {
