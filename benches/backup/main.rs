@@ -14,10 +14,11 @@
 //! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
 //! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
 //!
-//! `--quick` is the small fixture with two iterations, a 10 s idle window and the in-memory
-//! reconcile store only, ~35 s (CI runs it so the harness never rots; it reports, it never
-//! asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
-//! reference program that is not installed is reported as such, not as a failure.
+//! `--quick` is the two small fixtures (narrow and documents) with two iterations, a 10 s
+//! idle window and the in-memory reconcile store only, about a minute (CI runs it so the
+//! harness never rots; it reports, it never asserts timings). Fixtures are cached in
+//! `target/bench-fixtures/`. A reference program that is not installed is reported as such,
+//! not as a failure.
 
 mod fixture;
 mod rows;
@@ -108,7 +109,7 @@ fn parse_args() -> Options {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => {
-                opts.scales = vec![fixture::SMALL];
+                opts.scales = vec![fixture::SMALL, fixture::DOCS_SMALL];
                 opts.iters = 2;
                 opts.idle_secs = 10;
                 opts.quick = true;
