@@ -2,6 +2,10 @@
 //! (users, orders, a narrow high-volume events table, documents with text and BLOBs, a WITHOUT
 //! ROWID settings table, an AUTOINCREMENT audit log), with indexes, a view, triggers and foreign
 //! keys, at a chosen scale. The same scale and [`VERSION`] always give the same rows.
+//!
+//! A second shape, [`Shape::Documents`], is text- and BLOB-heavy: long TEXT articles with JSON
+//! metadata, BLOB attachments (binary, JSON and plain text) and a table of narrow events beside
+//! them, the kind of database a CMS or a notes app keeps.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,20 +15,42 @@ use rusqlite::{Connection, params};
 /// Bump when the generator changes: cached fixtures carry it in their file name.
 pub const VERSION: u32 = 3;
 
-/// A fixture size. Row counts scale linearly with `factor`; 1.0 is about 1.1 GB.
+/// What kind of rows a fixture holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// The application schema: mostly narrow rows (5 million events at 1.0).
+    Narrow,
+    /// Long TEXT documents, JSON and BLOB attachments beside narrow events.
+    Documents,
+}
+
+/// A fixture size and shape. Row counts scale linearly with `factor`; 1.0 is about 1 GB.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scale {
     pub name: &'static str,
     pub factor: f64,
+    pub shape: Shape,
 }
 
 pub const SMALL: Scale = Scale {
     name: "small",
     factor: 0.05,
+    shape: Shape::Narrow,
 };
 pub const LARGE: Scale = Scale {
     name: "large",
     factor: 1.0,
+    shape: Shape::Narrow,
+};
+pub const DOCS_SMALL: Scale = Scale {
+    name: "docs-small",
+    factor: 0.05,
+    shape: Shape::Documents,
+};
+pub const DOCS_LARGE: Scale = Scale {
+    name: "docs-large",
+    factor: 1.0,
+    shape: Shape::Documents,
 };
 
 /// Row counts at scale 1.0.
@@ -273,6 +299,13 @@ pub fn ensure(dir: &Path, scale: Scale) -> rusqlite::Result<PathBuf> {
 
 /// Writes the fixture at `scale` into a new file at `path`.
 pub fn generate(path: &Path, scale: Scale) -> rusqlite::Result<()> {
+    match scale.shape {
+        Shape::Narrow => generate_narrow(path, scale),
+        Shape::Documents => generate_documents(path, scale),
+    }
+}
+
+fn generate_narrow(path: &Path, scale: Scale) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;",
@@ -420,5 +453,142 @@ pub fn generate(path: &Path, scale: Scale) -> rusqlite::Result<()> {
         "UPDATE sqlite_sequence SET seq = seq + 17 WHERE name = 'users';
          PRAGMA journal_mode=DELETE;",
     )?;
+    Ok(())
+}
+
+/// Row counts of the documents shape at scale 1.0 (about 1 GB).
+const DOC_EVENTS: f64 = 3_000_000.0;
+const ARTICLES: f64 = 60_000.0;
+const ATTACHMENTS: f64 = 50_000.0;
+
+const DOCS_SCHEMA: &str = r#"
+CREATE TABLE events(
+  id INTEGER PRIMARY KEY,
+  kind INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  value REAL
+);
+CREATE TABLE articles(
+  id INTEGER PRIMARY KEY,
+  author TEXT NOT NULL,
+  title TEXT NOT NULL,
+  body TEXT NOT NULL,
+  meta TEXT NOT NULL CHECK (json_valid(meta)),
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE attachments(
+  id INTEGER PRIMARY KEY,
+  article_id INTEGER NOT NULL REFERENCES articles(id),
+  name TEXT NOT NULL,
+  mime TEXT NOT NULL,
+  data BLOB NOT NULL
+);
+"#;
+
+const DOCS_SCHEMA_AFTER: &str = r#"
+CREATE INDEX events_by_kind ON events(kind, at);
+CREATE INDEX attachments_by_article ON attachments(article_id);
+CREATE VIEW recent_articles AS SELECT id, title, created_at FROM articles ORDER BY created_at DESC;
+"#;
+
+/// The documents shape: articles of 2–14 KB of text (paragraphs, quotes, unicode) with JSON
+/// metadata; attachments of which half are binary (random bytes behind a PNG signature, 1–16
+/// KB), a quarter JSON and a quarter plain text BLOBs (a few with CRLF line ends); and 3
+/// million narrow events at 1.0.
+fn generate_documents(path: &Path, scale: Scale) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;",
+    )?;
+    conn.execute_batch(DOCS_SCHEMA)?;
+    conn.execute_batch("BEGIN")?;
+    let mut rng = Rng(0xd0c5_5eed_0001);
+    let t0: i64 = 1_600_000_000;
+
+    {
+        let mut ins =
+            conn.prepare("INSERT INTO events(id, kind, at, value) VALUES (?1, ?2, ?3, ?4)")?;
+        for id in 1..=count(DOC_EVENTS, scale) as i64 {
+            let kind = rng.below(12) as i64;
+            let at = t0 + id * 5 + rng.below(5) as i64;
+            let value = if rng.chance(10) {
+                None
+            } else if rng.chance(50) {
+                Some(rng.below(100) as f64)
+            } else {
+                Some(rng.unit() * 1000.0)
+            };
+            ins.execute(params![id, kind, at, value])?;
+        }
+    }
+
+    let articles = count(ARTICLES, scale);
+    {
+        let mut ins = conn.prepare(
+            "INSERT INTO articles(id, author, title, body, meta, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for id in 1..=articles as i64 {
+            let author = format!("{} {}", rng.pick(FIRST), rng.pick(LAST));
+            let title = {
+                let n = 4 + rng.below(8) as usize;
+                rng.text(n)
+            };
+            let mut body = String::new();
+            let paragraphs = 3 + rng.below(20);
+            for p in 0..paragraphs {
+                if p > 0 {
+                    body.push_str("\n\n");
+                }
+                let n = 40 + rng.below(120) as usize;
+                body.push_str(&rng.text(n));
+                body.push_str(&format!(" ({}.{}%)", rng.below(100), rng.below(10)));
+            }
+            let meta = format!(
+                "{{\"tags\":[\"{}\",\"{}\"],\"words\":{},\"draft\":{},\"rating\":{:.2},\"source\":\"{}\"}}",
+                rng.pick(&["news", "howto", "review", "notes", "faq"]),
+                rng.pick(&["sqlite", "backup", "rust", "ops", "d1"]),
+                body.len() / 6,
+                rng.chance(10),
+                rng.unit() * 5.0,
+                rng.pick(WORDS).replace(['"', '\t'], ""),
+            );
+            let created = t0 + id * 600 + rng.below(600) as i64;
+            ins.execute(params![id, author, title, body, meta, created])?;
+        }
+    }
+
+    {
+        let mut ins = conn.prepare(
+            "INSERT INTO attachments(id, article_id, name, mime, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for id in 1..=count(ATTACHMENTS, scale) as i64 {
+            let article = 1 + rng.below(articles) as i64;
+            let (name, mime, data) = match rng.below(4) {
+                0 | 1 => {
+                    let n = 1024 + rng.below(15 * 1024) as usize;
+                    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+                    png.extend_from_slice(&rng.bytes(n));
+                    (format!("image-{id}.png"), "image/png", png)
+                }
+                2 => {
+                    let n = 20 + rng.below(150) as usize;
+                    (format!("data-{id}.json"), "application/json", rng.json(n))
+                }
+                _ => {
+                    let n = 200 + rng.below(1500) as usize;
+                    let mut text = rng.text(n);
+                    if rng.chance(10) {
+                        text = text.replace('\n', "\r\n");
+                    }
+                    (format!("notes-{id}.txt"), "text/plain", text.into_bytes())
+                }
+            };
+            ins.execute(params![id, article, name, mime, data])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    conn.execute_batch(DOCS_SCHEMA_AFTER)?;
+    conn.execute_batch("PRAGMA journal_mode=DELETE;")?;
     Ok(())
 }

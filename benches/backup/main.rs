@@ -3,7 +3,8 @@
 //! of them alike. Prints medians of wall time, peak RSS and output bytes, and ratios.
 //!
 //! ```text
-//! cargo bench --bench backup -- [--quick] [--scale small|large|both] [--iters N] [--only NAME,..]
+//! cargo bench --bench backup -- [--quick] [--scale small|large|both|docs-small|docs-large|docs|all]
+//!                                [--iters N] [--only NAME,..]
 //!                                [--idle-secs N]
 //! ```
 //!
@@ -13,10 +14,11 @@
 //! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
 //! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
 //!
-//! `--quick` is the small fixture with two iterations, a 10 s idle window and the in-memory
-//! reconcile store only, ~35 s (CI runs it so the harness never rots; it reports, it never
-//! asserts timings). Fixtures are cached in `target/bench-fixtures/`. A
-//! reference program that is not installed is reported as such, not as a failure.
+//! `--quick` is the two small fixtures (narrow and documents) with two iterations, a 10 s
+//! idle window and the in-memory reconcile store only, about a minute (CI runs it so the
+//! harness never rots; it reports, it never asserts timings). Fixtures are cached in
+//! `target/bench-fixtures/`. A reference program that is not installed is reported as such,
+//! not as a failure.
 
 mod fixture;
 mod rows;
@@ -78,15 +80,26 @@ struct Options {
 
 impl Options {
     fn wants(&self, name: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|only| only.iter().any(|o| name.contains(o.as_str())))
+        self.only.as_ref().is_none_or(|only| {
+            only.iter().any(|o| match o.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(o.as_str()),
+            })
+        })
     }
 }
 
+/// Every fixture, in the order a full run measures them.
+const ALL: [Scale; 4] = [
+    fixture::SMALL,
+    fixture::DOCS_SMALL,
+    fixture::LARGE,
+    fixture::DOCS_LARGE,
+];
+
 fn parse_args() -> Options {
     let mut opts = Options {
-        scales: vec![fixture::SMALL, fixture::LARGE],
+        scales: ALL.to_vec(),
         iters: 3,
         only: None,
         idle_secs: 300,
@@ -96,7 +109,7 @@ fn parse_args() -> Options {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => {
-                opts.scales = vec![fixture::SMALL];
+                opts.scales = vec![fixture::SMALL, fixture::DOCS_SMALL];
                 opts.iters = 2;
                 opts.idle_secs = 10;
                 opts.quick = true;
@@ -108,12 +121,23 @@ fn parse_args() -> Options {
                     .expect("--idle-secs N")
             }
             "--scale" => {
-                opts.scales = match args.next().as_deref() {
-                    Some("small") => vec![fixture::SMALL],
-                    Some("large") => vec![fixture::LARGE],
-                    Some("both") => vec![fixture::SMALL, fixture::LARGE],
-                    other => panic!("--scale small|large|both, got {other:?}"),
-                }
+                let list = args.next().unwrap_or_default();
+                opts.scales = list
+                    .split(',')
+                    .flat_map(|s| match s {
+                        "small" => vec![fixture::SMALL],
+                        "large" => vec![fixture::LARGE],
+                        "both" => vec![fixture::SMALL, fixture::LARGE],
+                        "docs-small" => vec![fixture::DOCS_SMALL],
+                        "docs-large" => vec![fixture::DOCS_LARGE],
+                        "docs" => vec![fixture::DOCS_SMALL, fixture::DOCS_LARGE],
+                        "all" => ALL.to_vec(),
+                        other => panic!(
+                            "--scale small|large|both|docs-small|docs-large|docs|all (or a \
+                             comma-separated list), got {other:?}"
+                        ),
+                    })
+                    .collect()
             }
             "--iters" => opts.iters = args.next().and_then(|n| n.parse().ok()).expect("--iters N"),
             "--only" => {
@@ -454,6 +478,12 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
             samples: vec![],
         },
         Case {
+            name: "patina verify",
+            group: Group::Restore,
+            missing: None,
+            samples: vec![],
+        },
+        Case {
             name: "patina restore, encrypted (age)",
             group: Group::Restore,
             missing: None,
@@ -588,6 +618,28 @@ fn run_scale(scale: Scale, opts: &Options) -> String {
                     s
                 }
                 "patina restore" => restore_with(&work.join("patina"), None),
+                "patina verify" => {
+                    // A drill of what the last `patina backup` stored (or of a new backup).
+                    let pdir = work.join("patina");
+                    let cfg = pdir.join("patina.toml");
+                    if !cfg.exists() {
+                        reset(&pdir);
+                        patina_config(&pdir, &db);
+                        pipeline(
+                            vec![cmd(PATINA, &["--config", &cfg.to_string_lossy(), "backup"])],
+                            None,
+                            None,
+                        );
+                    }
+                    pipeline(
+                        vec![cmd(
+                            PATINA,
+                            &["--config", &cfg.to_string_lossy(), "verify", "bench"],
+                        )],
+                        None,
+                        None,
+                    )
+                }
                 "patina restore, encrypted (age)" => {
                     restore_with(&work.join("patina-age"), Some(&key))
                 }

@@ -490,6 +490,309 @@ pub fn push_blob(b: &mut Vec<u8>, x: &[u8]) {
     b.push(b'\'');
 }
 
+// ---- Reading back Patina's own INSERT statements -------------------------------------------
+
+/// One multi-row `INSERT` in exactly the form [`Writer`] writes it, decoded: the loader binds
+/// these values to one prepared statement per table instead of having SQLite parse and compile
+/// the SQL text. Produced by [`InsertReader::read`].
+#[derive(Debug)]
+pub struct Insert<'a> {
+    /// `INSERT INTO "t" ("a","b") VALUES ` — everything before the first row.
+    pub head: &'a [u8],
+    /// Values per row (the columns named in `head`).
+    pub columns: usize,
+    /// The rows, `columns` values each, one after the other.
+    pub values: Vec<Value<'a>>,
+}
+
+impl Insert<'_> {
+    /// The rows, each a slice of `columns` values.
+    pub fn rows(&self) -> impl Iterator<Item = &[Value<'_>]> {
+        self.values.chunks_exact(self.columns.max(1))
+    }
+}
+
+/// Where a decoded TEXT or BLOB lives: in the statement itself, or (unescaped, unhexed) in the
+/// reader's scratch buffer.
+#[derive(Debug, Clone, Copy)]
+enum Raw {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Span),
+    Blob(Span),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    Statement(usize, usize),
+    Scratch(usize, usize),
+}
+
+/// Decodes [`Insert`]s, reusing its buffers from one statement to the next.
+#[derive(Debug, Default)]
+pub struct InsertReader {
+    scratch: Vec<u8>,
+    raw: Vec<Raw>,
+    real: Vec<u8>,
+}
+
+impl InsertReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes `stmt` if it is one `INSERT INTO "t" ("a",…) VALUES (…),\n(…);` whose every
+    /// literal is one [`Writer`] writes, and denotes exactly the value SQLite would read from it;
+    /// `None` for anything else (other statements, hand-edited literals, an expression, a
+    /// REAL not in its canonical form), which the caller hands to SQLite as text. Trailing
+    /// whitespace after the `;` is allowed.
+    pub fn read<'a>(&'a mut self, stmt: &'a [u8]) -> Option<Insert<'a>> {
+        self.scratch.clear();
+        self.raw.clear();
+        if self.scratch.capacity() > 4 * 1024 * 1024 {
+            self.scratch.shrink_to(64 * 1024); // one huge BLOB must not pin its memory
+        }
+        let (head_len, columns) = parse_head(stmt)?;
+        if columns == 0 || memchr::memchr(0, stmt).is_some() {
+            return None;
+        }
+        let mut p = Cursor {
+            s: stmt,
+            i: head_len,
+        };
+        loop {
+            p.expect(b'(')?;
+            for c in 0..columns {
+                if c > 0 {
+                    p.expect(b',')?;
+                }
+                let v = self.value(&mut p)?;
+                self.raw.push(v);
+            }
+            p.expect(b')')?;
+            match p.next()? {
+                b',' => {
+                    p.expect(b'\n')?;
+                }
+                b';' => break,
+                _ => return None,
+            }
+        }
+        if !stmt[p.i..].iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        let scratch = &self.scratch;
+        let span = |s: Span| match s {
+            Span::Statement(a, b) => &stmt[a..b],
+            Span::Scratch(a, b) => &scratch[a..b],
+        };
+        let values = self
+            .raw
+            .iter()
+            .map(|r| match *r {
+                Raw::Null => Value::Null,
+                Raw::Integer(i) => Value::Integer(i),
+                Raw::Real(x) => Value::Real(x),
+                Raw::Text(s) => Value::Text(span(s)),
+                Raw::Blob(s) => Value::Blob(span(s)),
+            })
+            .collect();
+        Some(Insert {
+            head: &stmt[..head_len],
+            columns,
+            values,
+        })
+    }
+
+    /// One literal at the cursor.
+    fn value(&mut self, p: &mut Cursor<'_>) -> Option<Raw> {
+        let rest = &p.s[p.i..];
+        match *rest.first()? {
+            b'\'' => Some(Raw::Text(self.quoted(p)?)),
+            b'X' | b'x' => Some(Raw::Blob(self.hex(p)?)),
+            b'N' if rest.starts_with(b"NULL") => {
+                p.i += 4;
+                Some(Raw::Null)
+            }
+            b'C' if rest.starts_with(b"CAST(X'") => {
+                p.i += 5;
+                let s = self.hex(p)?;
+                p.literal(b" AS TEXT)")?;
+                Some(Raw::Text(s))
+            }
+            b'C' if rest.starts_with(b"CAST('") => {
+                p.i += 5;
+                let s = self.quoted(p)?;
+                p.literal(b" AS BLOB)")?;
+                Some(Raw::Blob(s))
+            }
+            b'-' | b'0'..=b'9' => self.number(p),
+            _ => None,
+        }
+    }
+
+    /// `'…'` with `''` for a quote.
+    fn quoted(&mut self, p: &mut Cursor<'_>) -> Option<Span> {
+        p.expect(b'\'')?;
+        let start = p.i;
+        let mut copied: Option<usize> = None; // scratch start, once a `''` was seen
+        let mut from = start;
+        loop {
+            let q = from + memchr::memchr(b'\'', &p.s[from..])?;
+            if p.s.get(q + 1) == Some(&b'\'') {
+                copied.get_or_insert(self.scratch.len());
+                self.scratch.extend_from_slice(&p.s[from..=q]);
+                from = q + 2;
+                continue;
+            }
+            p.i = q + 1;
+            return Some(match copied {
+                None => Span::Statement(start, q),
+                Some(at) => {
+                    self.scratch.extend_from_slice(&p.s[from..q]);
+                    Span::Scratch(at, self.scratch.len())
+                }
+            });
+        }
+    }
+
+    /// `X'…'`: an even number of hex digits (either case, as SQLite reads them).
+    fn hex(&mut self, p: &mut Cursor<'_>) -> Option<Span> {
+        p.i += 1; // the X
+        p.expect(b'\'')?;
+        let end = p.i + memchr::memchr(b'\'', &p.s[p.i..])?;
+        let digits = &p.s[p.i..end];
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        let at = self.scratch.len();
+        self.scratch.resize(at + digits.len() / 2, 0);
+        let mut bad = 0u8;
+        for (out, pair) in self.scratch[at..].iter_mut().zip(digits.chunks_exact(2)) {
+            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+            bad |= (hi | lo) & 0x80;
+            *out = hi << 4 | (lo & 0x0f);
+        }
+        if bad != 0 {
+            return None;
+        }
+        p.i = end + 1;
+        Some(Span::Scratch(at, self.scratch.len()))
+    }
+
+    /// An INTEGER or REAL literal, accepted only in the canonical form [`push_integer`] or
+    /// [`push_real`] writes for the value it denotes: then SQLite reads exactly that value
+    /// (which is what the writer guarantees), and so does this parser.
+    fn number(&mut self, p: &mut Cursor<'_>) -> Option<Raw> {
+        let start = p.i;
+        let len = p.s[start..]
+            .iter()
+            .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(p.s.len() - start);
+        let token = &p.s[start..start + len];
+        p.i += len;
+        // ASCII by construction.
+        let text = std::str::from_utf8(token).ok()?;
+        let digits = token.strip_prefix(b"-").unwrap_or(token);
+        if digits.iter().all(u8::is_ascii_digit) {
+            // Canonical: no sign but a leading `-`, no leading zero, not `-0`; in range.
+            let canonical = match digits {
+                [] => false,
+                [b'0'] => digits.len() == token.len(),
+                [first, ..] => *first != b'0',
+            };
+            return canonical
+                .then(|| text.parse().ok())
+                .flatten()
+                .map(Raw::Integer);
+        }
+        let x: f64 = text.parse().ok()?;
+        self.real.clear();
+        push_real(&mut self.real, x);
+        (self.real == token).then_some(Raw::Real(x))
+    }
+}
+
+/// The value of each hex digit (either case, as SQLite reads them); 0x80 for other bytes.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `INSERT INTO "t" ("a","b") VALUES ` → its length (up to the first row's `(`) and the
+/// number of columns.
+fn parse_head(stmt: &[u8]) -> Option<(usize, usize)> {
+    let mut p = Cursor { s: stmt, i: 0 };
+    p.literal(b"INSERT INTO ")?;
+    p.ident()?;
+    p.literal(b" (")?;
+    let mut columns = 0;
+    loop {
+        p.ident()?;
+        columns += 1;
+        match p.next()? {
+            b',' => continue,
+            b')' => break,
+            _ => return None,
+        }
+    }
+    p.literal(b" VALUES ")?;
+    Some((p.i, columns))
+}
+
+/// A position in a statement being decoded.
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.s.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        if self.s[self.i..].starts_with(text) {
+            self.i += text.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// `"…"` with `""` for a quote.
+    fn ident(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            let q = self.i + memchr::memchr(b'"', &self.s[self.i..])?;
+            self.i = q + 1;
+            if self.s.get(self.i) == Some(&b'"') {
+                self.i += 1;
+            } else {
+                return Some(());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,5 +1000,191 @@ mod tests {
              \nCOMMIT;\nPRAGMA foreign_keys=ON;\n\n"
         ));
         assert!(text.contains("-- Duration: 1.234s\n"));
+    }
+
+    /// The INSERT statements a [`Writer`] writes for `rows` of a table with `columns`.
+    fn inserts(columns: &[&str], rows: &[Vec<Value<'_>>]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out);
+        let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        w.table("t\"x y", rows.len() as u64, "CREATE TABLE t(a)", &names)
+            .unwrap();
+        for row in rows {
+            w.row_start();
+            for v in row {
+                w.value(*v);
+            }
+            w.row_end().unwrap();
+        }
+        w.finish(Duration::ZERO).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // Statements start at the beginning of a line; values may hold newlines, not "\nINSERT".
+        let pieces: Vec<&str> = text.split("\nINSERT INTO ").skip(1).collect();
+        let last = pieces.len() - 1;
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = if i == last {
+                    &s[..s.find(");\n").unwrap() + 2]
+                } else {
+                    s
+                };
+                format!("INSERT INTO {s}\n").into_bytes()
+            })
+            .collect()
+    }
+
+    /// Every kind of value the writer writes, with the edges of each.
+    fn edge_values() -> Vec<Value<'static>> {
+        vec![
+            Value::Null,
+            Value::Integer(0),
+            Value::Integer(-1),
+            Value::Integer(i64::MIN),
+            Value::Integer(i64::MAX),
+            Value::Real(0.0),
+            Value::Real(-0.0),
+            Value::Real(1.0),
+            Value::Real(-1234.0),
+            Value::Real(0.1),
+            Value::Real(1e308),
+            Value::Real(-1e308),
+            Value::Real(f64::MAX),
+            Value::Real(1e-290),
+            Value::Real(-1.5e-200),
+            Value::Real(62791.5517683045),
+            Value::Real(9_007_199_254_740_993.0),
+            Value::Real(f64::INFINITY),
+            Value::Real(f64::NEG_INFINITY),
+            Value::Text(b""),
+            Value::Text(b"it's"),
+            Value::Text(b"''"),
+            Value::Text(b"line\nbreak;\n"),
+            Value::Text("naïve 日本語 😀 \"q\" ,);".as_bytes()),
+            Value::Text(b"cr\r\nlf"),
+            Value::Text(b"nul\0byte"),
+            Value::Text(b"\xff\xfe not utf-8"),
+            Value::Blob(b""),
+            Value::Blob(b"\x00\x01\xff"),
+            Value::Blob(b"{\"json\": \"a blob that is plain text, it's long\"}"),
+            Value::Blob(b"a blob with a\r\ncarriage return and enough bytes"),
+        ]
+    }
+
+    #[test]
+    fn the_reader_decodes_what_the_writer_writes() {
+        let values = edge_values();
+        // One column per value, and the same values as rows of one column.
+        let columns: Vec<String> = (0..values.len()).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let wide = inserts(&names, &[values.clone(), values.clone()]);
+        let tall = inserts(
+            &["only"],
+            &values.iter().map(|v| vec![*v]).collect::<Vec<_>>(),
+        );
+        let mut reader = InsertReader::new();
+        for v in &values {
+            let one = inserts(&["a"], &[vec![*v]]);
+            assert!(
+                reader.read(&one[0]).is_some(),
+                "{v:?}: {}",
+                String::from_utf8_lossy(&one[0])
+            );
+        }
+        for (stmts, columns) in [(wide, values.len()), (tall, 1)] {
+            assert_eq!(stmts.len(), 1);
+            let insert = reader.read(&stmts[0]).expect("decoded");
+            assert_eq!(insert.columns, columns);
+            let head = "INSERT INTO \"t\"\"x y\" (";
+            assert!(insert.head.starts_with(head.as_bytes()));
+            assert!(insert.head.ends_with(b") VALUES "));
+            let expected: Vec<Value<'_>> = if columns == 1 {
+                values.clone()
+            } else {
+                [values.clone(), values.clone()].concat()
+            };
+            assert_eq!(insert.values.len(), expected.len());
+            for (got, want) in insert.values.iter().zip(&expected) {
+                match (got, want) {
+                    // NaN-free: compare REALs by their bits (-0.0 is not 0.0).
+                    (Value::Real(a), Value::Real(b)) => assert_eq!(a.to_bits(), b.to_bits()),
+                    _ => assert_eq!(got, want),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reader_follows_the_writer_across_statements() {
+        // Rows long enough to fill several statements of INSERT_BATCH_BYTES.
+        let text = "x'y\n".repeat(1000);
+        let rows: Vec<Vec<Value<'_>>> = (0..100)
+            .map(|i| vec![Value::Integer(i), Value::Text(text.as_bytes())])
+            .collect();
+        let stmts = inserts(&["id", "body"], &rows);
+        assert!(stmts.len() > 3);
+        let mut reader = InsertReader::new();
+        let mut seen = 0;
+        for s in &stmts {
+            let insert = reader.read(s).expect("decoded");
+            for row in insert.rows() {
+                assert_eq!(row, &[Value::Integer(seen), Value::Text(text.as_bytes())]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 100);
+    }
+
+    #[test]
+    fn the_reader_leaves_anything_else_to_sqlite() {
+        let mut reader = InsertReader::new();
+        for stmt in [
+            // Not Patina's INSERT form.
+            "INSERT INTO t VALUES (1);\n",
+            "INSERT INTO \"t\" VALUES (1);\n",
+            "INSERT INTO sqlite_sequence (name,seq) VALUES ('t',3);\n",
+            "insert into \"t\" (\"a\") values (1);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1),(2);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1);\nINSERT INTO \"t\" (\"a\") VALUES (2);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1) ON CONFLICT DO NOTHING;\n",
+            "INSERT INTO \"t\" (\"a\",\"b\") VALUES (1);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1,2);\n",
+            "CREATE TABLE t(a);\n",
+            // Literals not in the writer's canonical form, or expressions.
+            "INSERT INTO \"t\" (\"a\") VALUES (1e5);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1.5);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (0.1);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (007);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (+7);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (-0);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (9223372036854775808);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (0x10);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES ((1.0/2.0));\n",
+            "INSERT INTO \"t\" (\"a\") VALUES ('a' || 'b');\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (X'abc');\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (X'zz');\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (CAST(1 AS TEXT));\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (null);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES ( 1);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES ('unterminated);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES ('nul\0');\n",
+        ] {
+            assert!(reader.read(stmt.as_bytes()).is_none(), "{stmt:?}");
+        }
+        // Tiny REALs are written as a division, which SQLite evaluates.
+        for x in [f64::MIN_POSITIVE, 1e-300, 5e-324] {
+            let stmt = &inserts(&["a"], &[vec![Value::Real(x)]])[0];
+            assert!(reader.read(stmt).is_none());
+        }
+        // The canonical forms of the same values are read.
+        for stmt in [
+            "INSERT INTO \"t\" (\"a\") VALUES (100000.0);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (1.0000000000000001e-1);\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (7),\n(-7);\n\n",
+            "INSERT INTO \"t\" (\"a\") VALUES (X'ABcd');",
+        ] {
+            assert!(reader.read(stmt.as_bytes()).is_some(), "{stmt:?}");
+        }
     }
 }

@@ -849,3 +849,205 @@ fn load_reads_sqlite3_dot_dump_output() {
         sqlite::inspect(&src).unwrap().tables["order"]
     );
 }
+
+/// `quote()` and `typeof()` of every column of every row of `table`, read by rusqlite.
+fn quoted(path: &Path, table: &str) -> Vec<Vec<String>> {
+    let conn = Connection::open(path).unwrap();
+    let q = patina::dump::quote_ident(table);
+    let columns: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info({})",
+            sqlite_text(table)
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let c = patina::dump::quote_ident(c);
+            format!("typeof({c}) || ' ' || quote({c})")
+        })
+        .collect();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {} FROM {q} ORDER BY _rowid_",
+            select.join(", ")
+        ))
+        .unwrap();
+    let n = stmt.column_count();
+    // As escaped bytes: quote() of TEXT that is not UTF-8 is not UTF-8 either.
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| Ok(r.get_ref(i)?.as_bytes()?.escape_ascii().to_string()))
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn sqlite_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Loads `sql` with `sqlite::load` and with the `sqlite3` program, and asserts both hold the
+/// same values in `tables` (`quote()` and `typeof()` of every column, and the bits of every
+/// value); returns what `load` reported.
+fn load_both_ways(dir: &Path, sql: &[u8], tables: &[&str]) -> sqlite::LoadSummary {
+    let by_shell = dir.join("by-shell.db");
+    let by_load = dir.join("by-load.db");
+    let _ = std::fs::remove_file(&by_shell);
+    let _ = std::fs::remove_file(&by_load);
+    sqlite3::run(&by_shell, sql);
+    let summary = sqlite::load(&mut BufReader::new(sql), &by_load).unwrap();
+    for t in tables {
+        let (a, b) = (quoted(&by_shell, t), quoted(&by_load, t));
+        assert!(!a.is_empty(), "{t} has rows");
+        assert_eq!(a.len(), b.len(), "rows of {t}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "row {i} of {t}");
+        }
+    }
+    assert_same_contents(&by_shell, &by_load);
+    summary
+}
+
+// See: issue 19 — the loader binds the values of Patina's own INSERTs to a prepared statement
+// instead of having SQLite parse them; it must insert exactly what `sqlite3` reads from the text.
+#[test]
+fn bound_inserts_load_what_sqlite3_reads_value_by_value() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src.db");
+    let conn = Connection::open(&src).unwrap();
+    // One column of each affinity, and one without a type.
+    conn.execute_batch(
+        r#"CREATE TABLE "every type"(n INTEGER, r REAL, t TEXT, b BLOB, num NUMERIC, "any thing");
+           CREATE TABLE keyed(id INTEGER PRIMARY KEY, v);"#,
+    )
+    .unwrap();
+    let mut values: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Null];
+    use rusqlite::types::Value as V;
+    for i in [0, 1, -1, 42, i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
+        values.push(V::Integer(i));
+    }
+    for r in [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1,
+        -2.5,
+        1e308,
+        -1e308,
+        f64::MAX,
+        f64::MIN,
+        1e-290,
+        1.5e-300,
+        5e-324,
+        f64::MIN_POSITIVE,
+        62791.5517683045,
+        9_007_199_254_740_993.0,
+        123_456_789.123_456_78,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ] {
+        values.push(V::Real(r));
+    }
+    for t in [
+        "",
+        "it's",
+        "''",
+        "'",
+        "a\nb",
+        "line\nbreak;\n",
+        "crlf\r\nline",
+        "tab\there",
+        "naïve 日本語 😀 \"quoted\" ,);",
+        "123",
+        " 12 ",
+        "1e5",
+        "-0.0",
+        "0x10",
+        "NULL",
+        "X'00'",
+        "CAST('a' AS BLOB)",
+    ] {
+        values.push(V::Text(t.to_string()));
+    }
+    for b in [
+        &b""[..],
+        b"\x00",
+        b"\x00\x01\xfe\xff",
+        b"{\"json\":\"a blob of plain text, long enough\",\"n\":1}",
+        b"a blob with a\r\ncarriage return, long enough to be text",
+        b"12",
+    ] {
+        values.push(V::Blob(b.to_vec()));
+    }
+    {
+        let mut ins = conn
+            .prepare(r#"INSERT INTO "every type" VALUES (?1, ?1, ?1, ?1, ?1, ?1)"#)
+            .unwrap();
+        for v in &values {
+            ins.execute([v]).unwrap();
+        }
+        // TEXT with NUL and invalid UTF-8, as applications can store it.
+        conn.execute_batch(
+            r#"INSERT INTO "every type" VALUES (CAST(X'610062' AS TEXT), CAST(X'610062' AS TEXT),
+                 CAST(X'610062' AS TEXT), CAST(X'610062' AS TEXT), CAST(X'610062' AS TEXT),
+                 CAST(X'610062' AS TEXT));
+               INSERT INTO "every type" VALUES (CAST(X'fffe' AS TEXT), CAST(X'fffe' AS TEXT),
+                 CAST(X'fffe' AS TEXT), CAST(X'fffe' AS TEXT), CAST(X'fffe' AS TEXT),
+                 CAST(X'fffe' AS TEXT));"#,
+        )
+        .unwrap();
+        let mut keyed = conn
+            .prepare("INSERT INTO keyed(id, v) VALUES (?1, ?2)")
+            .unwrap();
+        for (i, v) in values.iter().enumerate() {
+            keyed.execute(params![i as i64 * 7 - 50, v]).unwrap();
+        }
+        // Enough rows for several statements.
+        let long = "x'y\n".repeat(500);
+        for i in 0..2000 {
+            keyed
+                .execute(params![10_000 + i, format!("{i} {long}")])
+                .unwrap();
+        }
+    }
+    drop(conn);
+    let (_, sql, _) = dump_file(&src, dir.path(), &[]);
+    let summary = load_both_ways(dir.path(), &sql, &["every type", "keyed"]);
+    assert!(summary.bound > 20, "most INSERTs are bound: {summary:?}");
+    assert!(summary.bound < summary.statements, "{summary:?}");
+    assert_same_contents(&src, &dir.path().join("by-load.db"));
+}
+
+// See: issue 19 — statements the fast path does not take (other INSERT forms, literals in a
+// form Patina does not write, expressions) still load, through SQLite, as `sqlite3` loads them.
+#[test]
+fn other_inserts_load_through_sqlite_as_before() {
+    let dir = TempDir::new().unwrap();
+    let sql = br#"PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE TABLE "t"("a", b INTEGER, c REAL);
+INSERT INTO "t" ("a","b","c") VALUES (1,2,3.0),
+(NULL,'7',-0.0);
+INSERT INTO "t" ("a","b","c") VALUES (1e5,'12',0.1);
+INSERT INTO "t" ("a","b","c") VALUES (0x10,007,1.5),
+('a' || 'b',+3,(1.0/3.0));
+INSERT INTO t VALUES (X'ABCD',-0,'2.50');
+INSERT INTO "t" ("a","b","c") VALUES ((7.2835358703127019e-158/3.2733906078961419e150),9223372036854775808,1);
+INSERT INTO "t" ("a","b","c") VALUES ('x',
+2,
+3.0);
+INSERT INTO "t" ("a","b","c") VALUES (CAST(X'610062' AS TEXT),CAST('{}' AS BLOB),X'');
+COMMIT;
+"#;
+    let summary = load_both_ways(dir.path(), sql, &["t"]);
+    // The first and the last INSERT are in Patina's form.
+    assert_eq!(summary.bound, 2, "{summary:?}");
+}

@@ -13,11 +13,14 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::ffi::c_int;
+use std::ptr::NonNull;
+
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 use sha2::{Digest, Sha256};
 
-use crate::dump::{Header, ObjectKind, Value, Writer};
+use crate::dump::{Header, Insert, InsertReader, ObjectKind, Value, Writer};
 
 /// What to dump and how to label it.
 #[derive(Debug, Clone)]
@@ -59,6 +62,9 @@ pub struct Progress {
 pub struct LoadSummary {
     /// Complete statements executed (a line holding several counts once).
     pub statements: u64,
+    /// Of those, Patina `INSERT`s whose values were bound to a prepared statement rather than
+    /// parsed by SQLite from the text.
+    pub bound: u64,
 }
 
 /// Facts about a database for verification.
@@ -552,9 +558,14 @@ fn load_into(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, Sou
 
     // One complete statement (or a line of several) at a time: `execute_batch` prepares and
     // steps statement by statement anyway, so larger batches would save nothing but would lose
-    // the exact number of the statement that failed.
+    // the exact number of the statement that failed. Patina's own multi-row INSERTs take the
+    // fast path: decoded by `dump::InsertReader` and bound to one prepared statement per table.
+    let mut inserts = InsertReader::new();
+    let mut prepared: Vec<Prepared> = Vec::new();
     let mut stmt: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut terminated: Vec<u8> = Vec::new(); // `stmt` and a NUL, for `sqlite3_complete`
     let mut statements = 0u64;
+    let mut bound = 0u64;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -571,33 +582,239 @@ fn load_into(reader: &mut dyn BufRead, target: &Path) -> Result<LoadSummary, Sou
             }
         }
         stmt.extend_from_slice(&line);
-        if line.trim_ascii_end().ends_with(b";") && is_complete(&mut stmt) {
+        if !line.trim_ascii_end().ends_with(b";") {
+            continue;
+        }
+        // A statement the reader decodes ends at this `;` (it closed every quote), so SQLite's
+        // tokenizer need not scan it again to say so.
+        let insert = inserts.read(&stmt);
+        if insert.is_some() || is_complete(&stmt, &mut terminated) {
             statements += 1;
             let text = simdutf8::compat::from_utf8(&stmt)
                 .map_err(|e| load_err(statements, &format!("dump is not valid UTF-8: {e}")))?;
-            conn.execute_batch(text)
-                .map_err(|e| load_err(statements, &e))?;
+            let fast = match insert {
+                Some(insert) => insert_rows(&conn, &mut prepared, &insert)
+                    .map_err(|message| load_err(statements, &message))?,
+                None => false,
+            };
+            if fast {
+                bound += 1;
+            } else {
+                conn.execute_batch(text)
+                    .map_err(|e| load_err(statements, &e))?;
+            }
             stmt.clear();
             if stmt.capacity() > 4 * 1024 * 1024 {
                 stmt.shrink_to(64 * 1024); // one huge row must not pin its memory
             }
         }
     }
+    drop(prepared); // finalized before the connection closes
     if !stmt.trim_ascii().is_empty() {
         return Err(load_err(
             statements + 1,
             &"dump ends inside an incomplete statement (truncated?)",
         ));
     }
-    Ok(LoadSummary { statements })
+    Ok(LoadSummary { statements, bound })
 }
 
-/// Whether `buf` ends a complete SQL statement (SQLite's own tokenizer decides).
-fn is_complete(buf: &mut Vec<u8>) -> bool {
-    buf.push(0);
+/// A prepared `INSERT INTO "t" (…) VALUES (?,…),(?,…)…` of `rows` rows, finalized on drop.
+struct Prepared {
+    /// The [`Insert::head`] it was prepared for.
+    head: Vec<u8>,
+    rows: usize,
+    stmt: NonNull<ffi::sqlite3_stmt>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: a statement prepared by `prepare_insert` and finalized only here.
+        unsafe { ffi::sqlite3_finalize(self.stmt.as_ptr()) };
+    }
+}
+
+/// Rows bound per step: one step inserts this many rows through a multi-row statement, as
+/// the text would, so the per-statement cost of stepping is paid once for all of them.
+const BOUND_ROWS: usize = 64;
+
+/// The statement for `rows` rows of `insert`'s table from `cache` (which holds one table's
+/// statements: a new table empties it), prepared when missing. `None` when SQLite will not
+/// prepare it (the caller then runs the text, which reports SQLite's error for it).
+fn prepare_insert(
+    db: *mut ffi::sqlite3,
+    cache: &mut Vec<Prepared>,
+    insert: &Insert<'_>,
+    rows: usize,
+) -> Option<*mut ffi::sqlite3_stmt> {
+    if cache.first().is_some_and(|p| p.head != insert.head) {
+        cache.clear();
+    }
+    if let Some(p) = cache.iter().find(|p| p.rows == rows) {
+        return Some(p.stmt.as_ptr());
+    }
+    let mut sql = insert.head.to_vec();
+    for r in 0..rows {
+        sql.extend_from_slice(if r == 0 { b"(" } else { b",\n(" });
+        for i in 0..insert.columns {
+            sql.extend_from_slice(if i == 0 { b"?" } else { b",?" });
+        }
+        sql.push(b')');
+    }
+    let mut stmt = std::ptr::null_mut();
+    // SAFETY: `sql` is valid for its length; `stmt` receives the new statement or null.
+    let rc = unsafe {
+        ffi::sqlite3_prepare_v2(
+            db,
+            sql.as_ptr().cast(),
+            c_int::try_from(sql.len()).ok()?,
+            &mut stmt,
+            std::ptr::null_mut(),
+        )
+    };
+    let Some(stmt) = NonNull::new(stmt).filter(|_| rc == ffi::SQLITE_OK) else {
+        // SAFETY: finalizing null is a no-op; otherwise it frees what prepare returned.
+        unsafe { ffi::sqlite3_finalize(stmt) };
+        return None;
+    };
+    let p = Prepared {
+        head: insert.head.to_vec(),
+        rows,
+        stmt,
+    };
+    // SAFETY: a valid statement.
+    let params = unsafe { ffi::sqlite3_bind_parameter_count(stmt.as_ptr()) };
+    if usize::try_from(params).ok() != Some(rows * insert.columns) {
+        return None;
+    }
+    cache.push(p);
+    Some(stmt.as_ptr())
+}
+
+/// Inserts the rows of a decoded Patina `INSERT` through prepared multi-row statements of the
+/// same table (kept in `cache` while the table's statements follow one another) — the same
+/// rows, values and types SQLite would insert from the text, in the same order, without
+/// parsing and compiling it. `Ok(false)` when the statement cannot be prepared here (the
+/// caller then runs the text, which reports the error SQLite gives for it); `Err` with
+/// SQLite's message when a row fails.
+fn insert_rows(
+    conn: &Connection,
+    cache: &mut Vec<Prepared>,
+    insert: &Insert<'_>,
+) -> Result<bool, String> {
+    // SAFETY: the handle stays valid while `conn` lives, and is used on this thread only.
+    let db = unsafe { conn.handle() };
+    // Within SQLite's default limit of 32766 parameters.
+    let per_step = BOUND_ROWS.min(32_766 / insert.columns).max(1);
+    let rows = insert.values.len() / insert.columns;
+    // Both statements are prepared before any row goes in: on `Ok(false)` the caller runs the
+    // whole text.
+    let many = match rows / per_step {
+        0 => None,
+        _ => match prepare_insert(db, cache, insert, per_step) {
+            Some(stmt) => Some(stmt),
+            None => return Ok(false),
+        },
+    };
+    let one = match rows % per_step {
+        0 => None,
+        _ => match prepare_insert(db, cache, insert, 1) {
+            Some(stmt) => Some(stmt),
+            None => return Ok(false),
+        },
+    };
+    let (full, rest) = insert
+        .values
+        .split_at(rows / per_step * per_step * insert.columns);
+    let steps = full
+        .chunks_exact(per_step * insert.columns)
+        .map(|values| (many, values))
+        .chain(
+            rest.chunks_exact(insert.columns)
+                .map(|values| (one, values)),
+        );
+    for (stmt, values) in steps {
+        let stmt = stmt.expect("prepared above for these rows");
+        for (i, v) in values.iter().enumerate() {
+            // SAFETY: `stmt` is valid; TEXT and BLOB bytes are bound SQLITE_STATIC: they live
+            // in `insert` (or the buffers it borrows) through the step below, and every
+            // parameter is bound again before the statement's next step.
+            let rc = unsafe { bind(stmt, i as c_int + 1, *v) };
+            if rc != ffi::SQLITE_OK {
+                return Err(error_message(db, stmt));
+            }
+        }
+        // SAFETY: a valid statement with every parameter bound.
+        let rc = unsafe { ffi::sqlite3_step(stmt) };
+        if rc != ffi::SQLITE_DONE {
+            return Err(error_message(db, stmt));
+        }
+        // SAFETY: as above.
+        unsafe { ffi::sqlite3_reset(stmt) };
+    }
+    Ok(true)
+}
+
+/// Binds `v` to parameter `i` (1-based).
+///
+/// # Safety
+/// `stmt` is a valid statement, and TEXT and BLOB bytes outlive its next step.
+unsafe fn bind(stmt: *mut ffi::sqlite3_stmt, i: c_int, v: Value<'_>) -> c_int {
+    // A non-null pointer for empty values: a null one would bind NULL.
+    static EMPTY: [u8; 1] = [0];
+    let bytes = |b: &[u8]| -> Option<(*const u8, c_int)> {
+        let ptr = if b.is_empty() {
+            EMPTY.as_ptr()
+        } else {
+            b.as_ptr()
+        };
+        Some((ptr, c_int::try_from(b.len()).ok()?))
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        match v {
+            Value::Null => ffi::sqlite3_bind_null(stmt, i),
+            Value::Integer(x) => ffi::sqlite3_bind_int64(stmt, i, x),
+            Value::Real(x) => ffi::sqlite3_bind_double(stmt, i, x),
+            Value::Text(t) => match bytes(t) {
+                Some((ptr, n)) => {
+                    ffi::sqlite3_bind_text(stmt, i, ptr.cast(), n, ffi::SQLITE_STATIC())
+                }
+                None => ffi::SQLITE_TOOBIG,
+            },
+            Value::Blob(b) => match bytes(b) {
+                Some((ptr, n)) => {
+                    ffi::sqlite3_bind_blob(stmt, i, ptr.cast(), n, ffi::SQLITE_STATIC())
+                }
+                None => ffi::SQLITE_TOOBIG,
+            },
+        }
+    }
+}
+
+/// SQLite's message for the last error on `db`, after resetting `stmt` for the next use.
+fn error_message(db: *mut ffi::sqlite3, stmt: *mut ffi::sqlite3_stmt) -> String {
+    // SAFETY: valid handles; the message is copied before anything else runs on `db`.
+    unsafe {
+        let message = std::ffi::CStr::from_ptr(ffi::sqlite3_errmsg(db))
+            .to_string_lossy()
+            .into_owned();
+        ffi::sqlite3_reset(stmt);
+        message
+    }
+}
+
+/// Whether `stmt` ends a complete SQL statement (SQLite's own tokenizer decides), copied into
+/// `terminated` with the NUL it needs.
+fn is_complete(stmt: &[u8], terminated: &mut Vec<u8>) -> bool {
+    terminated.clear();
+    terminated.extend_from_slice(stmt);
+    terminated.push(0);
     // SAFETY: the buffer is NUL-terminated and outlives the call.
-    let complete = unsafe { rusqlite::ffi::sqlite3_complete(buf.as_ptr().cast()) } != 0;
-    buf.pop();
+    let complete = unsafe { ffi::sqlite3_complete(terminated.as_ptr().cast()) } != 0;
+    if terminated.capacity() > 4 * 1024 * 1024 {
+        *terminated = Vec::new();
+    }
     complete
 }
 
