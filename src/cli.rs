@@ -1699,6 +1699,16 @@ fn render_plan(plan: &crate::plan::Plan, location: &str, inv: &inventory::Invent
         plan.adoptions
             .iter()
             .map(|a| [a.data_key.clone(), String::new(), a.reason.to_string()])
+            .chain((plan.adoptions_pending > plan.adoptions.len()).then(|| {
+                [
+                    format!(
+                        "… and {} more",
+                        plan.adoptions_pending - plan.adoptions.len()
+                    ),
+                    String::new(),
+                    "adopted by the next passes, newest first".into(),
+                ]
+            }))
             .collect(),
     );
     section(

@@ -65,7 +65,11 @@ pub struct Plan {
     pub backups: Vec<PlannedBackup>,
     pub archives: Vec<PlannedArchive>,
     pub deletions: Vec<PlannedDeletion>,
+    /// At most [`ADOPTIONS_PER_PASS`] of the committed dumps the catalog lacks, newest first.
     pub adoptions: Vec<Adoption>,
+    /// How many committed dumps the catalog lacks in all (the rest are adopted by later
+    /// passes).
+    pub adoptions_pending: usize,
     pub debris: Vec<DebrisRemoval>,
     pub drift: Vec<Drift>,
     /// Things deliberately not done now (backoff, an archive waiting), for operators.
@@ -125,6 +129,11 @@ pub struct PlannedDeletion {
     pub manifest_key: String,
     pub reason: String,
 }
+
+/// The most committed dumps one pass adopts: each costs a manifest read, and a catalog rebuilt
+/// empty against a large bucket would otherwise hold the loop for one very long pass (and every
+/// plan would carry every key).
+pub const ADOPTIONS_PER_PASS: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Adoption {
@@ -200,8 +209,13 @@ pub fn plan(
         });
     }
 
-    for dump in &inventory.dumps {
+    // Newest first: the restore points people ask about first are in the catalog first.
+    for dump in inventory.dumps.iter().rev() {
         if !view.known_keys.contains(&dump.data.key) {
+            plan.adoptions_pending += 1;
+            if plan.adoptions.len() == ADOPTIONS_PER_PASS {
+                continue;
+            }
             plan.adoptions.push(Adoption {
                 database: dump.id.database.clone(),
                 data_key: dump.data.key.clone(),
@@ -652,5 +666,29 @@ mod tests {
         // Young debris may be an upload about to commit.
         let early = super::plan(&p, &with_debris, &[], &view, t("2026-11-18T03:30:00Z"));
         assert!(early.debris.is_empty());
+    }
+
+    #[test]
+    fn a_pass_adopts_at_most_a_thousand_dumps_newest_first() {
+        let p = policy("");
+        let start = t("2026-01-01T03:00:00Z");
+        let times: Vec<String> = (0..1500)
+            .map(|i| (start + chrono::Duration::hours(i)).to_rfc3339())
+            .collect();
+        let dumps: Vec<(&str, &str)> = times.iter().map(|at| ("auth", at.as_str())).collect();
+        let inv = inventory(&dumps);
+        let now = t("2026-03-10T12:00:00Z");
+        let plan = plan(&p, &inv, &[], &CatalogView::default(), now);
+        assert_eq!(plan.adoptions_pending, 1500);
+        assert_eq!(plan.adoptions.len(), ADOPTIONS_PER_PASS);
+        assert_eq!(plan.adoptions[0].data_key, inv.dumps[1499].data.key);
+        assert_eq!(plan.adoptions[999].data_key, inv.dumps[500].data.key);
+        // The next pass, with those adopted, plans the other 500.
+        let view = CatalogView {
+            known_keys: plan.adoptions.iter().map(|a| a.data_key.clone()).collect(),
+            ..CatalogView::default()
+        };
+        let next = super::plan(&p, &inv, &[], &view, now);
+        assert_eq!((next.adoptions.len(), next.adoptions_pending), (500, 500));
     }
 }
