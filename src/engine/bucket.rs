@@ -16,6 +16,17 @@ pub async fn read_manifest(store: &Store, manifest_key: &str) -> Result<Manifest
     Ok(Manifest::from_json(&bytes, manifest_key)?)
 }
 
+/// Delete a committed object: its manifest first, then its data, so a deletion cut short leaves
+/// debris (cleaned later), never a manifest whose data is gone.
+pub async fn delete_committed(
+    store: &Store,
+    manifest_key: &str,
+    data_key: &str,
+) -> Result<(), StoreError> {
+    store.delete(manifest_key).await?;
+    store.delete(data_key).await
+}
+
 /// A manifest that could not be fetched or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -81,7 +81,7 @@ impl Membership {
         leaving: bool,
     ) -> Result<(), BeatError> {
         let key = heartbeat_key(&self.me);
-        let read = self.read(&key).await?;
+        let read = read_body(&self.store, &key).await?;
         self.own.observe(read, now);
         if let Step::Write { condition, body } =
             self.own.step(&self.me, !leaving, now, wall, self.timing)
@@ -124,16 +124,12 @@ impl Membership {
                 continue;
             }
             let mut tracker = self.others.remove(node).unwrap_or_default();
-            let read = self.read(&object.key).await?;
+            let read = read_body(&self.store, &object.key).await?;
             tracker.observe(read, now);
             seen.insert(node.to_string(), tracker);
         }
         self.others = seen;
         Ok(())
-    }
-
-    async fn read(&self, key: &str) -> Result<Option<(ETag, LeaseBody)>, StoreError> {
-        read_body(&self.store, key).await
     }
 
     /// True while this node may start side effects: its own heartbeat is held and fresh.

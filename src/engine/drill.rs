@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::Alerts;
 use crate::backup::Clock;
+use crate::bucket;
 use crate::catalog::{Catalog, VerificationRecord};
 use crate::manifest::manifest_key_for;
 use crate::points;
@@ -239,11 +240,7 @@ async fn check_replica_copy(
         Ok(_) => None,
         Err(RestoreError::Checksum { .. }) => {
             tracing::error!(replica = %replica.name, object = %location, "replica copy damaged (sha256 or size differs from its manifest); removed so the next sync copies it again from the primary");
-            let removed = match replica.store.delete(&manifest_key).await {
-                Ok(()) => replica.store.delete(key).await,
-                Err(e) => Err(e),
-            };
-            match removed {
+            match bucket::delete_committed(&replica.store, &manifest_key, key).await {
                 Ok(()) => Some(location),
                 Err(e) => {
                     tracing::error!(replica = %replica.name, object = %location, error = %e, "cannot remove the damaged replica copy; restores skip it (its sha256 fails)");

@@ -68,6 +68,8 @@ pub struct PassReport {
 struct State {
     policy: Arc<Policy>,
     store: Store,
+    /// The policy's `[[replica]]`s, opened with it (one client each, reused by every pass).
+    replicas: Vec<replica::Destination>,
     last_pass: Option<PassSummary>,
     last_success: Option<DateTime<Utc>>,
 }
@@ -164,7 +166,7 @@ pub struct Reconciler {
     /// Replica syncs: aborted, not waited for, at shutdown (a copy cut short leaves debris at
     /// most, never a manifest).
     syncs: tokio::sync::Mutex<JoinSet<()>>,
-    replicas: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
+    sync_status: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
 }
 
 impl Reconciler {
@@ -186,6 +188,7 @@ impl Reconciler {
             });
         Reconciler {
             state: Mutex::new(State {
+                replicas: replica::open_all(&policy),
                 policy,
                 store,
                 last_pass: None,
@@ -207,7 +210,7 @@ impl Reconciler {
             observer,
             alerts: None,
             syncs: tokio::sync::Mutex::new(JoinSet::new()),
-            replicas: Arc::default(),
+            sync_status: Arc::default(),
         }
     }
 
@@ -242,9 +245,16 @@ impl Reconciler {
                 }
             });
         }
+        let replicas = replica::open_all(&policy);
         let mut state = self.state.lock().expect("state lock");
         state.policy = policy;
         state.store = store;
+        state.replicas = replicas;
+    }
+
+    /// The current policy's replicas, opened.
+    pub fn replicas(&self) -> Vec<replica::Destination> {
+        self.state.lock().expect("state lock").replicas.clone()
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -272,7 +282,7 @@ impl Reconciler {
 
     /// What the syncs of each declared replica found, by name.
     fn replica_status(&self, policy: &Policy) -> BTreeMap<String, ReplicaStatus> {
-        let known = self.replicas.lock().expect("replica lock");
+        let known = self.sync_status.lock().expect("replica lock");
         policy
             .replicas
             .iter()
@@ -478,14 +488,8 @@ impl Reconciler {
             }
         }
         for d in &plan.deletions {
-            // Manifest first: a crash in between leaves debris (cleaned later), never a
-            // manifest whose data is gone.
             report.storage_requests += 2;
-            let result = match store.delete(&d.manifest_key).await {
-                Ok(()) => store.delete(&d.data_key).await,
-                Err(e) => Err(e),
-            };
-            match result {
+            match bucket::delete_committed(&store, &d.manifest_key, &d.data_key).await {
                 Ok(()) => {
                     tracing::info!(key = %d.data_key, tier = d.tier, reason = %d.reason, "deleted by retention");
                     self.catalog.lock().expect("catalog lock").mark_deleted(
@@ -545,7 +549,7 @@ impl Reconciler {
         }
         if !policy.replicas.is_empty() {
             let source = primary_after(&plan, &inventory);
-            self.start_syncs(&policy, &store, Arc::new(source)).await;
+            self.start_syncs(&policy, &store, source).await;
         }
         for e in &report.errors {
             tracing::warn!(error = %e, "reconcile action failed");
@@ -637,7 +641,7 @@ impl Reconciler {
             scratch_dir: policy.daemon.state_dir.join("scratch").join("drill"),
             seed: uuid::Uuid::new_v4().as_u64_pair().0,
             keys: restore::Keys::from_policy(policy),
-            replicas: replica::open_all(policy),
+            replicas: self.replicas(),
         };
         // Cleared on every way out, an abort at shutdown included (before the first poll too:
         // the guard is moved into the task, not made by it).
@@ -656,11 +660,11 @@ impl Reconciler {
     pub async fn replica_plans(
         &self,
         plan: &Plan,
-        inventory: &Inventory,
+        inventory: &Arc<Inventory>,
     ) -> Vec<(String, String, Result<replication::ReplicaPlan, String>)> {
         let source = primary_after(plan, inventory);
         let mut out = Vec::new();
-        for d in replica::open_all(&self.policy()) {
+        for d in self.replicas() {
             let planned = replica::plan(&source, &d, &self.archive_facts, plan.at)
                 .await
                 .map(|(p, _)| p)
@@ -677,9 +681,9 @@ impl Reconciler {
         let scratch = policy.daemon.state_dir.join("scratch").join("replica");
         let now = (self.clock)();
         let bound = replica_behind_bound(policy);
-        for destination in replica::open_all(policy) {
+        for destination in self.replicas() {
             let behind = {
-                let mut known = self.replicas.lock().expect("replica lock");
+                let mut known = self.sync_status.lock().expect("replica lock");
                 let status = known.entry(destination.name.clone()).or_default();
                 let behind = status
                     .behind_since
@@ -700,14 +704,14 @@ impl Reconciler {
             if let (Some(alerts), Some((since, missing, error))) = (&self.alerts, behind) {
                 alerts.replica_behind(&destination.name, missing, since, error.as_deref());
             }
-            let replicas = Arc::clone(&self.replicas);
+            let sync_status = Arc::clone(&self.sync_status);
             let clock = Arc::clone(&self.clock);
             let alerts = self.alerts.clone();
             let facts = Arc::clone(&self.archive_facts);
             let (primary, scratch) = (primary.clone(), scratch.join(&destination.name));
             let source = Arc::clone(&source);
             let running = SyncingGuard {
-                replicas: Arc::clone(&replicas),
+                sync_status: Arc::clone(&sync_status),
                 name: destination.name.clone(),
             };
             self.syncs.lock().await.spawn(async move {
@@ -716,7 +720,7 @@ impl Reconciler {
                     replica::sync(&primary, &source, &destination, &facts, &scratch, now).await;
                 let ended = clock();
                 let caught_up = {
-                    let mut known = replicas.lock().expect("replica lock");
+                    let mut known = sync_status.lock().expect("replica lock");
                     let status = known.entry(destination.name.clone()).or_default();
                     match result {
                         Ok(report) => {
@@ -908,16 +912,20 @@ pub use crate::clock::ManualClock;
 
 /// The primary as a pass leaves it, what replicas are synced from: its listing, less what
 /// retention deletes.
-fn primary_after(plan: &Plan, inventory: &Inventory) -> Inventory {
+fn primary_after(plan: &Plan, inventory: &Arc<Inventory>) -> Arc<Inventory> {
+    if plan.deletions.is_empty() {
+        // Most passes: the listing as it is, not a copy of it.
+        return Arc::clone(inventory);
+    }
     let deleted: BTreeSet<&str> = plan.deletions.iter().map(|d| d.data_key.as_str()).collect();
-    let mut source = inventory.clone();
+    let mut source = Inventory::clone(inventory);
     source
         .dumps
         .retain(|d| !deleted.contains(d.data.key.as_str()));
     source
         .archives
         .retain(|a| !deleted.contains(a.data.key.as_str()));
-    source
+    Arc::new(source)
 }
 
 /// How long a replica may lack something before `replica_behind` (DESIGN §15): `tick` × 10.
@@ -927,13 +935,13 @@ pub fn replica_behind_bound(policy: &Policy) -> chrono::Duration {
 
 /// Marks a replica's sync finished however it ends (even aborted).
 struct SyncingGuard {
-    replicas: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
+    sync_status: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
     name: String,
 }
 
 impl Drop for SyncingGuard {
     fn drop(&mut self) {
-        if let Ok(mut known) = self.replicas.lock()
+        if let Ok(mut known) = self.sync_status.lock()
             && let Some(status) = known.get_mut(&self.name)
         {
             status.syncing = false;

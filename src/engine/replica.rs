@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::archive;
+use crate::bucket;
 use crate::inventory::Inventory;
 use crate::manifest::{ArchiveManifest, Manifest};
 use crate::policy::{PRIMARY, Policy};
@@ -156,19 +158,12 @@ pub async fn plan(
     };
     for a in unknown {
         // An archive whose manifest cannot be read covers nothing: retention keeps more.
-        let read = replica.store.get(&a.manifest_key).await.map(|bytes| {
-            ArchiveManifest::from_json(&bytes, &a.manifest_key)
-                .map(|m| ArchiveFacts::from_manifest(&a, &m))
-        });
-        match read {
-            Ok(Ok(f)) => {
+        match archive::read_manifest(&replica.store, &a.manifest_key).await {
+            Ok(m) => {
                 facts
                     .lock()
                     .expect("archive facts")
-                    .insert(a.manifest_key.clone(), f);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(replica = %replica.name, archive = %a.manifest_key, error = %e, "cannot read an archive manifest on the replica; the dumps it holds are kept there")
+                    .insert(a.manifest_key.clone(), ArchiveFacts::from_manifest(&a, &m));
             }
             Err(e) => {
                 tracing::warn!(replica = %replica.name, archive = %a.manifest_key, error = %e, "cannot read an archive manifest on the replica; the dumps it holds are kept there")
@@ -248,12 +243,7 @@ pub async fn sync(
         return Ok(report);
     }
     for d in &planned.deletions {
-        // Manifest first: a deletion cut short leaves debris, never a manifest without data.
-        let result = match replica.store.delete(&d.manifest_key).await {
-            Ok(()) => replica.store.delete(&d.data_key).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match bucket::delete_committed(&replica.store, &d.manifest_key, &d.data_key).await {
             Ok(()) => {
                 tracing::info!(replica = %name, key = %d.data_key, reason = %d.reasons.join("; "), "deleted from the replica by its retention");
                 report.deleted += 1;

@@ -364,7 +364,7 @@ fn destinations(
         class: primary.0,
         state: primary.1,
     }];
-    for d in crate::replica::open_all(policy) {
+    for d in s.reconciler.replicas() {
         let r = snapshot.replicas.get(&d.name).cloned().unwrap_or_default();
         let synced = r.last_sync.map_or("never".into(), |t| local_time(t, tz));
         let (class, state) = match (&r.last_error, r.missing) {
