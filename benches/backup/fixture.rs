@@ -305,6 +305,30 @@ pub fn generate(path: &Path, scale: Scale) -> rusqlite::Result<()> {
     }
 }
 
+/// `n` narrow rows of the `events` table both fixtures have (ids from 1, times from `t0`).
+fn fill_events(
+    conn: &rusqlite::Connection,
+    rng: &mut Rng,
+    t0: i64,
+    n: u64,
+) -> rusqlite::Result<()> {
+    let mut ins =
+        conn.prepare("INSERT INTO events(id, kind, at, value) VALUES (?1, ?2, ?3, ?4)")?;
+    for id in 1..=n as i64 {
+        let kind = rng.below(12) as i64;
+        let at = t0 + id * 5 + rng.below(5) as i64;
+        let value = if rng.chance(10) {
+            None
+        } else if rng.chance(50) {
+            Some(rng.below(100) as f64)
+        } else {
+            Some(rng.unit() * 1000.0)
+        };
+        ins.execute(params![id, kind, at, value])?;
+    }
+    Ok(())
+}
+
 fn generate_narrow(path: &Path, scale: Scale) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
@@ -368,22 +392,7 @@ fn generate_narrow(path: &Path, scale: Scale) -> rusqlite::Result<()> {
         }
     }
 
-    {
-        let mut ins =
-            conn.prepare("INSERT INTO events(id, kind, at, value) VALUES (?1, ?2, ?3, ?4)")?;
-        for id in 1..=count(EVENTS, scale) as i64 {
-            let kind = rng.below(12) as i64;
-            let at = t0 + id * 5 + rng.below(5) as i64;
-            let value = if rng.chance(10) {
-                None
-            } else if rng.chance(50) {
-                Some(rng.below(100) as f64)
-            } else {
-                Some(rng.unit() * 1000.0)
-            };
-            ins.execute(params![id, kind, at, value])?;
-        }
-    }
+    fill_events(&conn, &mut rng, t0, count(EVENTS, scale))?;
 
     {
         let mut ins = conn.prepare(
@@ -505,22 +514,7 @@ fn generate_documents(path: &Path, scale: Scale) -> rusqlite::Result<()> {
     let mut rng = Rng(0xd0c5_5eed_0001);
     let t0: i64 = 1_600_000_000;
 
-    {
-        let mut ins =
-            conn.prepare("INSERT INTO events(id, kind, at, value) VALUES (?1, ?2, ?3, ?4)")?;
-        for id in 1..=count(DOC_EVENTS, scale) as i64 {
-            let kind = rng.below(12) as i64;
-            let at = t0 + id * 5 + rng.below(5) as i64;
-            let value = if rng.chance(10) {
-                None
-            } else if rng.chance(50) {
-                Some(rng.below(100) as f64)
-            } else {
-                Some(rng.unit() * 1000.0)
-            };
-            ins.execute(params![id, kind, at, value])?;
-        }
-    }
+    fill_events(&conn, &mut rng, t0, count(DOC_EVENTS, scale))?;
 
     let articles = count(ARTICLES, scale);
     {
