@@ -1284,6 +1284,7 @@ fn job_context(policy: Policy) -> Result<backup::Context, Failure> {
         catalog: Arc::new(Mutex::new(open_catalog(&policy)?)),
         policy: Arc::new(policy),
         clock: backup::system_clock(),
+        tickets: None,
     })
 }
 
@@ -1558,8 +1559,33 @@ async fn plan_cmd(policy: Policy, now: DateTime<Utc>, json: bool) -> Result<Exit
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     let replicas = reconciler.replica_plans(&plan, &inventory).await;
+    let policy = reconciler.policy();
+    // Several daemons: this plan is what a node holding every lease would do; say who holds
+    // what, and where each database would go.
+    let cluster = match &policy.cluster {
+        None => None,
+        Some(c) => {
+            let databases: Vec<String> = policy
+                .databases
+                .iter()
+                .filter(|d| d.enabled)
+                .map(|d| d.name.clone())
+                .collect();
+            let outlook = crate::cluster::outlook(&reconciler.store(), &databases)
+                .await
+                .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+            Some((c.clone(), outlook))
+        }
+    };
     if json {
         let mut value = serde_json::to_value(&plan).expect("plan serializes");
+        if let Some((c, outlook)) = &cluster {
+            value["cluster"] = serde_json::json!({
+                "node": c.node,
+                "leaseTtlSeconds": c.lease_ttl.as_secs(),
+                "outlook": outlook,
+            });
+        }
         value["replicas"] = replicas
             .iter()
             .map(|(name, location, planned)| match planned {
@@ -1589,7 +1615,58 @@ async fn plan_cmd(policy: Policy, now: DateTime<Utc>, json: bool) -> Result<Exit
     }
     print!("{}", render_plan(&plan, &location, &inventory));
     print!("{}", render_replica_plans(&replicas));
+    if let Some((c, outlook)) = &cluster {
+        print!("{}", render_outlook(c, outlook));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `patina plan` with `[cluster]`: the nodes, and each lease's holder and share.
+fn render_outlook(c: &crate::policy::Cluster, o: &crate::cluster::Outlook) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\ncluster — this node: {}, lease_ttl {}s; nodes with a heartbeat: {}{}",
+        c.node,
+        c.lease_ttl.as_secs(),
+        if o.nodes.is_empty() {
+            "none".to_string()
+        } else {
+            o.nodes.join(", ")
+        },
+        if o.left.is_empty() {
+            String::new()
+        } else {
+            format!(" (left: {})", o.left.join(", "))
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  (the plan above is what a node holding every lease would do; each node backs up only what it holds)"
+    );
+    let width = o
+        .databases
+        .iter()
+        .map(|e| e.database.len())
+        .chain([o.maintenance.database.len()])
+        .max()
+        .unwrap_or(0);
+    for e in o.databases.iter().chain([&o.maintenance]) {
+        let held = match (&e.holder, e.generation) {
+            (Some(h), Some(g)) => format!("held by {h} (generation {g})"),
+            _ => "not held".to_string(),
+        };
+        let share = e.share.as_deref().map_or("no node".to_string(), |s| {
+            if Some(s) == e.holder.as_deref() {
+                "stays".to_string()
+            } else {
+                format!("goes to {s}")
+            }
+        });
+        let _ = writeln!(out, "  {:width$}  {held}; {share}", e.database);
+    }
+    out
 }
 
 /// Each replica's pending copies and deletions (`patina plan`).

@@ -7,6 +7,7 @@ mod integration {
     mod archive;
     mod cli;
     mod cluster;
+    mod cluster_chaos;
     mod config;
     mod crash;
     mod d1;

@@ -2080,6 +2080,7 @@ mod tests {
             started_at: t(at),
             completed_at: t(at) + chrono::Duration::seconds(2),
             patina_version: "0".into(),
+            lease_generation: None,
         }
     }
 

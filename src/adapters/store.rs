@@ -163,6 +163,9 @@ enum Chunk {
     Done,
 }
 
+/// Asked before each part of a guarded upload is sent ([`Store::start_upload_guarded`]).
+pub type UploadGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Where to write bytes from synchronous code; see [`Store::start_upload`].
 ///
 /// Write to it from a blocking thread (`spawn_blocking`, `std::thread`), never from async
@@ -315,6 +318,18 @@ impl Store {
         &self,
         key: &str,
     ) -> (UploadSink, tokio::task::JoinHandle<Result<u64, StoreError>>) {
+        self.start_upload_guarded(key, None)
+    }
+
+    /// [`Store::start_upload`], asking `guard` before each part is sent and before the upload
+    /// is completed: an `Err` abandons the upload (nothing becomes visible at `key`) with that
+    /// reason. Several daemons (DESIGN §16) pass their lease check here, so a holder that
+    /// stalls mid-upload and wakes up without its lease stops before its next write.
+    pub fn start_upload_guarded(
+        &self,
+        key: &str,
+        guard: Option<UploadGuard>,
+    ) -> (UploadSink, tokio::task::JoinHandle<Result<u64, StoreError>>) {
         let (tx, rx) = mpsc::channel(UPLOAD_CHANNEL_CAPACITY);
         let failure = Arc::new(OnceLock::new());
         let sink = UploadSink {
@@ -327,7 +342,7 @@ impl Store {
         let key = key.to_owned();
         let task = tokio::spawn(async move {
             let mut rx = rx;
-            let result = store.receive_upload(&key, &mut rx).await;
+            let result = store.receive_upload(&key, &mut rx, guard).await;
             if let Err(e) = &result {
                 let _ = failure.set(e.to_string());
             }
@@ -341,10 +356,11 @@ impl Store {
         &self,
         key: &str,
         rx: &mut mpsc::Receiver<Chunk>,
+        guard: Option<UploadGuard>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upload";
         let full = self.full_key(OP, key)?;
-        let parts = counted_parts(rx, &self.requests, &full);
+        let parts = counted_parts(rx, &self.requests, &full, guard);
         self.backend
             .upload(&full, parts)
             .await
@@ -466,30 +482,45 @@ fn counted_parts<'a>(
     rx: &'a mut mpsc::Receiver<Chunk>,
     requests: &'a RequestCounters,
     key: &'a str,
+    guard: Option<UploadGuard>,
 ) -> Parts<'a> {
-    futures::stream::unfold(Some((rx, 0u64)), move |state| async move {
-        let (rx, sent) = state?;
-        match rx.recv().await {
-            Some(Chunk::Data(part)) => {
-                // The second part turns the upload into a multipart one: create, then send.
-                requests.count(&requests.put, if sent == 1 { 2 } else { 1 });
-                Some((Ok(part), Some((rx, sent + 1))))
-            }
-            Some(Chunk::Done) => {
-                if sent != 1 {
-                    // the put of an empty object, or the completion of a multipart upload
-                    requests.count(&requests.put, 1);
-                }
-                None
-            }
-            None => {
-                let reason =
-                    "the writer stopped before finishing (sink dropped without finish)".to_owned();
+    futures::stream::unfold(Some((rx, 0u64)), move |state| {
+        let guard = guard.clone();
+        async move {
+            let (rx, sent) = state?;
+            let received = rx.recv().await;
+            if let (Some(Chunk::Data(_) | Chunk::Done), Some(guard)) = (&received, &guard)
+                && let Err(reason) = guard()
+            {
                 let abandoned = BackendError::Abandoned {
                     key: key.to_owned(),
                     reason,
                 };
-                Some((Err(abandoned), None))
+                return Some((Err(abandoned), None));
+            }
+            match received {
+                Some(Chunk::Data(part)) => {
+                    // The second part turns the upload into a multipart one: create, then send.
+                    requests.count(&requests.put, if sent == 1 { 2 } else { 1 });
+                    Some((Ok(part), Some((rx, sent + 1))))
+                }
+                Some(Chunk::Done) => {
+                    if sent != 1 {
+                        // the put of an empty object, or the completion of a multipart upload
+                        requests.count(&requests.put, 1);
+                    }
+                    None
+                }
+                None => {
+                    let reason =
+                        "the writer stopped before finishing (sink dropped without finish)"
+                            .to_owned();
+                    let abandoned = BackendError::Abandoned {
+                        key: key.to_owned(),
+                        reason,
+                    };
+                    Some((Err(abandoned), None))
+                }
             }
         }
     })

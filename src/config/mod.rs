@@ -41,10 +41,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
-    AlertEvent, AlertSettings, AlertSink, ApiToken, Cloudflare, Compression, D1Mode, DEFAULT_TOKEN,
-    Daemon, Database, Drills, Encryption, MAX_TOKEN_LEN, Policy, Priority, PriorityLevel,
-    Retention, Scope, Secret, SinkKind, SourceSpec, Span, StaleAfter, Storage, StorageLocation,
-    TlsFiles,
+    AlertEvent, AlertSettings, AlertSink, ApiToken, Cloudflare, Cluster, Compression, D1Mode,
+    DEFAULT_TOKEN, Daemon, Database, Drills, Encryption, MAX_TOKEN_LEN, Policy, Priority,
+    PriorityLevel, Retention, Scope, Secret, SinkKind, SourceSpec, Span, StaleAfter, Storage,
+    StorageLocation, TlsFiles,
 };
 use crate::schedule::Schedule;
 

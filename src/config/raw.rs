@@ -44,6 +44,24 @@ pub(super) struct RawConfig {
     /// Another destination every committed backup and archive is copied to (3-2-1), with the
     /// same keys as [storage]. Repeat `[[replica]]` for each one.
     pub(super) replica: Vec<RawReplica>,
+    /// Several daemons on one bucket: each database is backed up by the one node holding its
+    /// lease. Needs storage with conditional writes (s3://: R2, S3, MinIO).
+    pub(super) cluster: Option<RawCluster>,
+}
+
+/// Several daemons sharing one policy and one bucket (leases through conditional writes).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Cluster")]
+pub(super) struct RawCluster {
+    /// How long a node may go without renewing its heartbeat before the others take its
+    /// databases over, e.g. "30s". Renewals run every third of it.
+    #[schemars(extend("default" = "30s"), regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    pub(super) lease_ttl: Option<String>,
+    /// This node's name in the bucket (leases, heartbeats, /status): letters, digits, '.',
+    /// '_' and '-'. Default: the host name.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
+    pub(super) node: Option<String>,
 }
 
 /// A replica: a second bucket or folder that receives a copy of every committed backup.

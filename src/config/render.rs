@@ -65,6 +65,14 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
             tier(replica.monthly, policy.retention.monthly)
         );
     }
+    if let Some(c) = &policy.cluster {
+        let _ = writeln!(
+            out,
+            "cluster:      node {}, lease_ttl {}s (databases shared with the other nodes on this storage)",
+            c.node,
+            c.lease_ttl.as_secs()
+        );
+    }
     let _ = writeln!(out, "state dir:    {}", d.state_dir.display());
     let _ = writeln!(out, "listen:       {}", d.listen);
     if let Some(tls) = &d.tls {
@@ -361,6 +369,7 @@ pub fn reference_markdown() -> String {
         ("daemon", "[daemon]"),
         ("storage", "[storage]"),
         ("replica", "[[replica]]"),
+        ("cluster", "[cluster]"),
         ("priorities", "[priorities.<level>]"),
         ("retention", "[retention]"),
         ("cloudflare", "[cloudflare]"),

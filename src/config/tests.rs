@@ -927,3 +927,57 @@ fn replica_problems() {
         assert!(shown.contains(expected), "{tail}: {shown}");
     }
 }
+
+#[test]
+fn cluster_needs_conditional_writes_a_ttl_and_a_node_name() {
+    let s3 = "[storage]\nurl = \"s3://grove\"\nendpoint = \"https://r2.example\"\n";
+    let p = parse(&format!(
+        "{BASE}\n{s3}\n[cluster]\nlease_ttl = \"45s\"\nnode = \"backup-1\"\n"
+    ))
+    .unwrap();
+    let cluster = p.cluster.clone().unwrap();
+    assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(45));
+    assert_eq!(cluster.node, "backup-1");
+    let shown = describe(&p, Utc::now());
+    assert!(
+        shown.contains("cluster:      node backup-1, lease_ttl 45s"),
+        "{shown}"
+    );
+    // The default ttl, and the host name for the node.
+    let p = parse(&format!("{BASE}\n{s3}\n[cluster]\n")).unwrap();
+    let cluster = p.cluster.unwrap();
+    assert_eq!(cluster.lease_ttl, std::time::Duration::from_secs(30));
+    assert!(
+        crate::lease::valid_node_name(&cluster.node),
+        "{}",
+        cluster.node
+    );
+    assert!(parse(BASE).unwrap().cluster.is_none());
+
+    let cases = [
+        (
+            "[cluster]\n".to_string(),
+            "[cluster] needs storage with conditional writes (If-Match, If-None-Match), and [storage] is a file:// folder",
+        ),
+        (
+            "[storage]\nurl = \"memory://\"\n[cluster]\n".to_string(),
+            "and [storage] is memory://, which has none",
+        ),
+        (
+            format!("{s3}[cluster]\nlease_ttl = \"2s\"\n"),
+            "\"lease_ttl\" in [cluster] is 2s; at least 3s",
+        ),
+        (
+            format!("{s3}[cluster]\nnode = \"a/b\"\n"),
+            "invalid node name \"a/b\"",
+        ),
+        (
+            format!("{s3}[cluster]\nlease_tll = \"30s\"\n"),
+            "unknown key \"lease_tll\" in [cluster]",
+        ),
+    ];
+    for (tail, expected) in cases {
+        let shown = only(&format!("{BASE}\n{tail}"));
+        assert!(shown.contains(expected), "{tail}: {shown}");
+    }
+}

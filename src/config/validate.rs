@@ -55,6 +55,10 @@ impl Cx<'_> {
         let sinks = self.sinks(alert_sinks);
         let drills = self.drills(&raw.verify, tz);
         let replicas = self.replicas(replicas, storage.as_ref(), base_dir);
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .map(|c| self.cluster(c, storage.as_ref()));
         let encryption = match &raw.encryption {
             Some(e) => Some(self.encryption(e, base_dir)?),
             None => None,
@@ -89,7 +93,92 @@ impl Cx<'_> {
             drills: drills?,
             encryption,
             replicas: replicas?,
+            cluster: match cluster {
+                None => None,
+                Some(c) => Some(c?),
+            },
         })
+    }
+
+    /// `[cluster]`: a ttl of at least 3 s (a renewal every third of it), a node name that is
+    /// safe in a key, and storage that can do conditional writes.
+    pub(super) fn cluster(
+        &mut self,
+        raw: &RawCluster,
+        storage: Option<&Storage>,
+    ) -> Option<Cluster> {
+        let ttl = self.duration(
+            "cluster.lease_ttl",
+            raw.lease_ttl.as_deref().unwrap_or("30s"),
+        );
+        let ttl = match ttl {
+            Some(t) if t < Duration::from_secs(3) => {
+                self.bad(
+                    "cluster.lease_ttl",
+                    format!(
+                        "\"lease_ttl\" in [cluster] is {}s; at least 3s",
+                        t.as_secs()
+                    ),
+                    Some("nodes renew every third of it; 30s is the default".into()),
+                );
+                None
+            }
+            t => t,
+        };
+        let node = match raw.node.clone() {
+            Some(n) => Some(n),
+            None => host_name(),
+        };
+        let node = match node {
+            Some(n) if crate::lease::valid_node_name(&n) => Some(n),
+            Some(n) => {
+                self.bad(
+                    "cluster.node",
+                    format!("invalid node name {n:?}"),
+                    Some(
+                        "1 to 63 letters, digits, '.', '_' or '-'; set node = \"…\" in [cluster]"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            None => {
+                self.bad(
+                    "cluster.node",
+                    "cannot read this host's name for the node name",
+                    Some("set node = \"…\" in [cluster]".into()),
+                );
+                None
+            }
+        };
+        let conditional = match storage.map(|s| &s.location) {
+            Some(StorageLocation::S3 { .. }) | None => true,
+            Some(other) => {
+                let kind = match other {
+                    StorageLocation::File(_) => "a file:// folder",
+                    _ => "memory://",
+                };
+                self.bad(
+                    "cluster",
+                    format!(
+                        "[cluster] needs storage with conditional writes (If-Match, If-None-Match), \
+                         and [storage] is {kind}, which has none: two daemons could both take \
+                         the same lease"
+                    ),
+                    Some(
+                        "point [storage] at an s3:// bucket (Cloudflare R2, AWS S3, MinIO) \
+                         shared by every node, or remove [cluster] to run one daemon"
+                            .into(),
+                    ),
+                );
+                false
+            }
+        };
+        Some(Cluster {
+            lease_ttl: ttl?,
+            node: node?,
+        })
+        .filter(|_| conditional)
     }
 
     /// `[[replica]]`: each a storage location like `[storage]` (the same keys, validated by
@@ -1394,4 +1483,11 @@ pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     } else {
         base_dir.join(p)
     }
+}
+
+/// This host's name (Linux), for `[cluster] node`'s default.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }

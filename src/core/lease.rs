@@ -48,6 +48,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::inventory::ETag;
 
+/// Whether `name` can name a node: 1 to 63 of `[A-Za-z0-9._-]`, not "." or "..", so it is safe
+/// as one segment of a key.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// A reading of this node's monotonic clock (time since some fixed point of this process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Mono(pub Duration);
@@ -176,6 +187,12 @@ impl Tracker {
         (now.since(held.sent) < budget).then_some(held.generation)
     }
 
+    /// Until when (on this node's clock) [`Tracker::valid`] holds without another write.
+    pub fn valid_until(&self, timing: Timing) -> Option<Mono> {
+        let held = self.held.as_ref()?;
+        Some(Mono(held.sent.0 + timing.ttl.saturating_sub(timing.margin)))
+    }
+
     /// True when this node holds the lease (valid or not yet renewed).
     pub fn holds(&self) -> bool {
         self.held.is_some()
@@ -189,6 +206,11 @@ impl Tracker {
             Some((_, body, first)) => !body.released && now.since(*first) <= timing.ttl,
             None => false,
         }
+    }
+
+    /// The etag and body last read, if any.
+    pub fn seen(&self) -> Option<(&ETag, &LeaseBody)> {
+        self.seen.as_ref().map(|(e, b, _)| (e, b))
     }
 
     /// Who holds the lease as last read (the body), if anyone and not released.
@@ -319,6 +341,67 @@ pub fn lease_step(
     free.then(|| (unchanged, body(lease.generation + 1, false)))
 }
 
+/// The body of a claim object `claims/{database}/{fire}.json`: one schedule fire (or manual
+/// job) of one database, created with `If-None-Match: *` before the backup starts, and turned
+/// `committed` with `If-Match` right before its manifest is written. That second write is the
+/// commit point: a holder paused after losing its lease finds the claim changed (taken over by
+/// the new holder, with a higher generation) and writes no manifest; and a committed claim
+/// carries the manifest's exact bytes, so a manifest lost to a crash between the two writes is
+/// written by whoever finds the claim next ([`ClaimBody::manifest`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimBody {
+    pub node: String,
+    /// The generation of the database lease the claimer held.
+    pub generation: u64,
+    /// The job that claimed it.
+    pub job: String,
+    pub state: ClaimState,
+    /// When committed: the manifest's key and its exact bytes (UTF-8 JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// Where a claimed fire stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimState {
+    /// Claimed; the backup runs (or its node died or lost the lease).
+    Running,
+    /// The backup was committed: its manifest is (or is about to be) in storage.
+    Committed,
+}
+
+/// What a node holding a database lease at `generation` may do about a fire whose claim
+/// already exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimVerdict {
+    /// Take the claim over (`If-Match` its etag): it is this node's own unfinished claim from
+    /// the same lease term (a retry), or an unfinished one from an older generation — its
+    /// claimer lost the lease before committing.
+    TakeOver,
+    /// The fire was backed up: nothing to do (but see that its manifest exists).
+    Done,
+    /// Claimed under the same or a newer generation by another node: leave it.
+    Taken,
+}
+
+/// The verdict for `existing` when node `me` holds the database's lease at `generation`.
+pub fn claim_verdict(existing: &ClaimBody, me: &str, generation: u64) -> ClaimVerdict {
+    match existing.state {
+        ClaimState::Committed => ClaimVerdict::Done,
+        ClaimState::Running
+            if existing.generation < generation
+                || (existing.generation == generation && existing.node == me) =>
+        {
+            ClaimVerdict::TakeOver
+        }
+        ClaimState::Running => ClaimVerdict::Taken,
+    }
+}
+
 /// Which of `databases` each of the `live` nodes should hold: every database goes to the
 /// node ranked first for it by rendezvous hashing that still has room, where each node's room
 /// is ceil(databases / nodes). Every node computes the same answer from the same view, a node
@@ -387,6 +470,30 @@ mod tests {
         };
         t.written(etag(e), body.clone(), sent);
         body
+    }
+
+    #[test]
+    fn a_claim_is_taken_over_only_from_an_older_term_or_a_retry_and_never_once_committed() {
+        let claim = |node: &str, generation, state| ClaimBody {
+            node: node.into(),
+            generation,
+            job: "j".into(),
+            state,
+            manifest_key: None,
+            manifest: None,
+        };
+        use ClaimState::*;
+        use ClaimVerdict::*;
+        assert_eq!(claim_verdict(&claim("a", 3, Running), "b", 4), TakeOver);
+        assert_eq!(claim_verdict(&claim("a", 3, Running), "a", 3), TakeOver);
+        assert_eq!(claim_verdict(&claim("a", 3, Running), "b", 3), Taken);
+        assert_eq!(claim_verdict(&claim("a", 5, Running), "b", 4), Taken);
+        assert_eq!(claim_verdict(&claim("a", 3, Committed), "b", 9), Done);
+        assert_eq!(claim_verdict(&claim("a", 3, Committed), "a", 3), Done);
+        assert!(valid_node_name("db-1.example_2"));
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(64)] {
+            assert!(!valid_node_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -371,6 +371,10 @@ pub struct Manifest {
     pub started_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
     pub patina_version: String,
+    /// With `[cluster]`: the generation of the database lease this backup was taken under
+    /// (DESIGN §16). Absent for a single daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_generation: Option<u64>,
 }
 
 impl Manifest {
@@ -470,6 +474,9 @@ pub struct ArchiveManifest {
     pub job_id: String,
     pub created_at: DateTime<Utc>,
     pub patina_version: String,
+    /// With `[cluster]`: the generation of the maintenance lease it was built under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_generation: Option<u64>,
 }
 
 impl ArchiveManifest {
@@ -719,6 +726,7 @@ mod tests {
             started_at: t("2026-11-22T03:00:12Z"),
             completed_at: t("2026-11-22T03:00:13Z"),
             patina_version: "0.1.0".into(),
+            lease_generation: None,
         }
     }
 

@@ -110,6 +110,10 @@ pub struct PlannedBackup {
     pub priority: PriorityLevel,
     pub trigger: Trigger,
     pub reason: String,
+    /// The schedule fire this backup is for (the newest at or before the plan's time), if the
+    /// schedule has fired yet: what several daemons claim it under (DESIGN §16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fire: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -328,6 +332,7 @@ fn plan_backups(
                 priority: db.priority,
                 trigger,
                 reason,
+                fire: last_fire,
             },
         ));
     }

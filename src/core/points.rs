@@ -272,6 +272,7 @@ mod tests {
             job_id: "j".into(),
             created_at: "2026-11-23T00:00:00Z".parse().unwrap(),
             patina_version: "test".into(),
+            lease_generation: None,
         };
         (committed, manifest)
     }

@@ -41,6 +41,17 @@ pub struct Policy {
     /// `[[replica]]`: further destinations every committed backup is copied to (DESIGN §15),
     /// in file order.
     pub replicas: Vec<Replica>,
+    /// `[cluster]`: several daemons share this policy and bucket (DESIGN §16).
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: leases through the bucket's conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// A node whose heartbeat has not changed for this long is dead to the others.
+    pub lease_ttl: Duration,
+    /// This node's name (`[A-Za-z0-9._-]{1,63}`).
+    pub node: String,
 }
 
 /// The name `--from` and messages give the `[storage]` destination.

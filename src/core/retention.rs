@@ -972,6 +972,7 @@ mod tests {
             job_id: "j".into(),
             created_at: d.id.taken_at,
             patina_version: "0.1.0".into(),
+            lease_generation: None,
         };
         let facts = ArchiveFacts::from_manifest(&committed, &manifest);
         assert_eq!(facts.covers, BTreeSet::from([d.data.key.clone()]));

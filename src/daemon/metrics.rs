@@ -102,6 +102,10 @@ pub const NAMES: &[&str] = &[
     "http_auth_failures_total",
     "replica_missing_objects",
     "replica_last_sync_timestamp_seconds",
+    "lease_held",
+    "lease_changes_total",
+    "maintenance_lease_held",
+    "cluster_live_nodes",
 ];
 
 /// What a scrape reads.
@@ -114,6 +118,8 @@ pub struct Inputs<'a> {
     pub started_at: DateTime<Utc>,
     /// Failed authentications this process's HTTP server counted.
     pub auth_failures: u64,
+    /// With `[cluster]`: this node's view, holdings as valid now.
+    pub cluster: Option<&'a crate::cluster::View>,
 }
 
 /// The registry and its typed handles.
@@ -154,6 +160,10 @@ struct Handles {
     http_auth_failures: Counter,
     replica_missing_objects: Family<Labels, Gauge>,
     replica_last_sync_timestamp_seconds: Family<Labels, GaugeF>,
+    lease_held: Family<Labels, Gauge>,
+    lease_changes: Family<Labels, Counter>,
+    maintenance_lease_held: Family<Labels, Gauge>,
+    cluster_live_nodes: Family<Labels, Gauge>,
 }
 
 /// A histogram rebuilt from the catalog on every scrape (a plain `Histogram` can neither be
@@ -249,6 +259,10 @@ impl Metrics {
             http_auth_failures: Counter::default(),
             replica_missing_objects: Family::default(),
             replica_last_sync_timestamp_seconds: Family::default(),
+            lease_held: Family::default(),
+            lease_changes: Family::default(),
+            maintenance_lease_held: Family::default(),
+            cluster_live_nodes: Family::default(),
         };
         let mut r = Registry::with_prefix("patina");
         r.register(
@@ -347,6 +361,26 @@ impl Metrics {
             h.replica_missing_objects.clone(),
         );
         r.register(
+            "lease_held",
+            "1 for each database whose lease this node holds now, 0 for the others ([cluster] only)",
+            h.lease_held.clone(),
+        );
+        r.register(
+            "lease_changes",
+            "Lease changes made or seen by this node since it started, by database (_maintenance: the maintenance lease) and reason: taken, taken_over, released, lost ([cluster] only)",
+            h.lease_changes.clone(),
+        );
+        r.register(
+            "maintenance_lease_held",
+            "1 while this node holds the maintenance lease (archives, retention, debris, replica syncs, drills) ([cluster] only)",
+            h.maintenance_lease_held.clone(),
+        );
+        r.register(
+            "cluster_live_nodes",
+            "Nodes whose heartbeat this node saw change within the lease ttl, itself included ([cluster] only)",
+            h.cluster_live_nodes.clone(),
+        );
+        r.register(
             "replica_last_sync_timestamp_seconds",
             "When each replica's last sync ended with nothing missing (unix seconds; 0 = not yet)",
             h.replica_last_sync_timestamp_seconds.clone(),
@@ -425,6 +459,7 @@ impl Metrics {
             now,
             started_at,
             auth_failures,
+            cluster,
         } = *inputs;
         for family in [
             &h.build_info,
@@ -434,6 +469,9 @@ impl Metrics {
             &h.inventory_objects,
             &h.inventory_bytes,
             &h.replica_missing_objects,
+            &h.lease_held,
+            &h.maintenance_lease_held,
+            &h.cluster_live_nodes,
         ] {
             family.clear();
         }
@@ -690,6 +728,30 @@ impl Metrics {
                         .last_sync
                         .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
                 );
+        }
+        if let Some(view) = cluster {
+            for db in policy.databases.iter().filter(|d| d.enabled) {
+                h.lease_held
+                    .get_or_create(&vec![("database", db.name.clone())])
+                    .set(i64::from(view.table.held.contains_key(&db.name)));
+            }
+            for ((lease, reason), n) in &view.changes {
+                set_counter(
+                    &h.lease_changes,
+                    vec![
+                        ("database", lease.clone()),
+                        ("reason", (*reason).to_owned()),
+                    ],
+                    *n,
+                );
+            }
+            let node = vec![("node", view.node.clone())];
+            h.maintenance_lease_held
+                .get_or_create(&node)
+                .set(i64::from(view.table.maintenance.is_some()));
+            h.cluster_live_nodes
+                .get_or_create(&node)
+                .set(view.live.len() as i64);
         }
         h.jobs_running.set(snapshot.running.len() as i64);
         h.http_auth_failures

@@ -341,16 +341,29 @@ pub async fn run(
         Arc::clone(&clock),
         options.alert_delivery.clone(),
     );
-    let reconciler = Arc::new(
-        Reconciler::new(
-            Arc::clone(&policy),
-            store,
-            Arc::clone(&catalog),
-            Arc::clone(&clock),
-            Arc::new(LogObserver),
-        )
-        .with_alerts(alerts.clone()),
-    );
+    let mut reconciler = Reconciler::new(
+        Arc::clone(&policy),
+        store.clone(),
+        Arc::clone(&catalog),
+        Arc::clone(&clock),
+        Arc::new(LogObserver),
+    )
+    .with_alerts(alerts.clone());
+    // Several daemons (DESIGN §16): the heartbeat is written before the first pass and then
+    // renewed on its own timer, whatever the tick.
+    let mut heartbeat = None;
+    if let Some(cluster) = &policy.cluster {
+        let node = crate::cluster::Node::new(store, &cluster.node, cluster.lease_ttl);
+        node.renew(false).await;
+        tracing::info!(
+            node = %cluster.node,
+            lease_ttl = ?cluster.lease_ttl,
+            "sharing the bucket with other daemons: backing up the databases this node holds leases on"
+        );
+        heartbeat = Some((Arc::clone(&node), node.heartbeat()));
+        reconciler = reconciler.with_cluster(node);
+    }
+    let reconciler = Arc::new(reconciler);
     // Bound before the first pass: a taken port fails the start, naming the address.
     let listener = crate::http::bind(policy.daemon.listen).await?;
     let http_state = crate::http::AppState::new(
@@ -464,6 +477,10 @@ pub async fn run(
         tracing::warn!(
             "grace period over: running backups were aborted (nothing was committed for them)"
         );
+    }
+    if let Some((node, task)) = heartbeat {
+        task.abort();
+        node.leave().await;
     }
     // The server answers (health, status) while jobs finish; then it stops too.
     let _ = http_stop.send(());
@@ -599,6 +616,14 @@ fn reload_policy(
             }
             if new.daemon.listen != old.daemon.listen {
                 tracing::warn!("listen changes take effect after a restart");
+            }
+            if new.cluster != old.cluster {
+                tracing::warn!("[cluster] changes take effect after a restart");
+            }
+            if old.cluster.is_some() && store.is_some() {
+                tracing::warn!(
+                    "with [cluster], the leases stay on the storage the daemon started with until a restart"
+                );
             }
             let store = match store {
                 Some(s) => {

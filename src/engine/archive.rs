@@ -81,6 +81,9 @@ pub enum ArchiveError {
     AlreadyExists { week: String, location: String },
     #[error("archive {week}: no dumps to archive")]
     NoDumps { week: String },
+    /// Several daemons: the maintenance lease is not (or no longer) this node's.
+    #[error("archive {week}: {reason}")]
+    Fenced { week: String, reason: String },
     #[error("archive {week}: dump {key} was taken in {actual}, not in this week")]
     WrongWeek {
         week: String,
@@ -196,7 +199,44 @@ pub async fn build(
     job_id: &str,
     now: DateTime<Utc>,
 ) -> Result<ArchiveManifest, ArchiveError> {
+    build_fenced(store, week, dumps, compression, job_id, now, None).await
+}
+
+/// [`build`] under the maintenance lease of several daemons (DESIGN §16): every part is sent
+/// only while `node` holds it, the lease is read again before the manifest is written, and
+/// its generation goes into the manifest.
+pub async fn build_fenced(
+    store: &Store,
+    week: IsoWeek,
+    dumps: &[Manifest],
+    compression: Compression,
+    job_id: &str,
+    now: DateTime<Utc>,
+    node: Option<&std::sync::Arc<crate::cluster::Node>>,
+) -> Result<ArchiveManifest, ArchiveError> {
     let week_name = week.to_string();
+    let lost = |reason: &str| ArchiveError::Fenced {
+        week: week_name.clone(),
+        reason: reason.to_string(),
+    };
+    let generation = match node {
+        None => None,
+        Some(n) => Some(
+            n.maintains()
+                .ok_or_else(|| lost("this node does not hold the maintenance lease"))?,
+        ),
+    };
+    let guard: Option<crate::store::UploadGuard> = match (node, generation) {
+        (Some(n), Some(g)) => {
+            let n = std::sync::Arc::clone(n);
+            Some(std::sync::Arc::new(move || {
+                (n.maintains() == Some(g)).then_some(()).ok_or_else(|| {
+                    "this node lost the maintenance lease: nothing is committed".to_string()
+                })
+            }))
+        }
+        _ => None,
+    };
     let store_err = |source| ArchiveError::Store {
         week: week_name.clone(),
         source: Box::new(source),
@@ -220,7 +260,7 @@ pub async fn build(
     // Stream: feeder task → blocking tar thread → upload task.
     let keys = planned.iter().map(|p| p.member.dump_key.clone()).collect();
     let (feed, feeder) = spawn_feeder(store.clone(), keys);
-    let (sink, upload) = store.start_upload(&archive_key);
+    let (sink, upload) = store.start_upload_guarded(&archive_key, guard);
     let writer = {
         let week_name = week_name.clone();
         tokio::task::spawn_blocking(move || {
@@ -267,7 +307,19 @@ pub async fn build(
         job_id: job_id.to_string(),
         created_at: now,
         patina_version: env!("CARGO_PKG_VERSION").to_string(),
+        lease_generation: generation,
     };
+    if let Some(n) = node {
+        match n.confirm_maintenance().await {
+            Ok(Some(g)) if Some(g) == generation => {}
+            Ok(_) => {
+                return Err(lost(
+                    "the maintenance lease changed hands before the commit",
+                ));
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+    }
     match store
         .put(
             &manifest_key,

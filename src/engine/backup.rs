@@ -38,6 +38,10 @@ pub struct Context {
     pub store: Store,
     pub catalog: Arc<Mutex<Catalog>>,
     pub clock: Clock,
+    /// With `[cluster]`: the claimed fire of each database this job may back up, under the
+    /// lease it was claimed with (DESIGN §16). A database without one is not backed up.
+    /// `None`: one daemon, no leases.
+    pub tickets: Option<Arc<std::collections::BTreeMap<String, Arc<crate::cluster::Ticket>>>>,
 }
 
 /// Hears about a job's progress (the CLI's progress bars and log lines, the daemon's status).
@@ -91,6 +95,9 @@ pub enum BackupError {
     Unsupported { database: String, reason: String },
     #[error("back up {database}: the backup task failed: {reason}")]
     Task { database: String, reason: String },
+    /// Several daemons: this node may not (or may no longer) back the database up.
+    #[error("back up {database}: {reason}")]
+    Fenced { database: String, reason: String },
 }
 
 /// A request for one job.
@@ -254,6 +261,20 @@ pub async fn backup_database(
     trigger: Trigger,
     observer: &Arc<dyn Observer>,
 ) -> Result<Manifest, BackupError> {
+    let ticket = match &ctx.tickets {
+        None => None,
+        Some(tickets) => {
+            let fenced = |reason: String| BackupError::Fenced {
+                database: db.name.clone(),
+                reason,
+            };
+            let ticket = tickets.get(&db.name).ok_or_else(|| {
+                fenced("no claim was made for it on this node (several daemons)".into())
+            })?;
+            ticket.check().map_err(fenced)?;
+            Some(Arc::clone(ticket))
+        }
+    };
     // Keys have one-second resolution: a second backup of the same database within the same
     // second waits for the next one rather than failing.
     let mut attempt = 0;
@@ -304,7 +325,10 @@ pub async fn backup_database(
     let data_key = id.data_key(encoding.layers());
     let manifest_key = id.manifest_key();
 
-    let (sink, upload) = ctx.store.start_upload(&data_key);
+    // Under a lease, every part is sent only while this node still holds it.
+    let (sink, upload) = ctx
+        .store
+        .start_upload_guarded(&data_key, ticket.as_ref().map(|t| t.guard()));
     let dump = {
         let database = db.name.clone();
         let job_id = job_id.to_string();
@@ -371,17 +395,33 @@ pub async fn backup_database(
         started_at,
         completed_at: (ctx.clock)(),
         patina_version: env!("CARGO_PKG_VERSION").to_string(),
+        lease_generation: ticket.as_ref().map(|t| t.generation()),
     };
+    let bytes = Bytes::from(manifest.to_json());
+    if let Some(ticket) = &ticket {
+        // The commit point under a lease: the claim turns committed (If-Match) or nothing is.
+        ticket
+            .commit(&manifest_key, &bytes)
+            .await
+            .map_err(|reason| BackupError::Fenced {
+                database: db.name.clone(),
+                reason,
+            })?;
+    }
     match ctx
         .store
-        .put(
-            &manifest_key,
-            Bytes::from(manifest.to_json()),
-            PutMode::Create,
-        )
+        .put(&manifest_key, bytes.clone(), PutMode::Create)
         .await
     {
         Ok(_) => Ok(manifest),
+        // Under a lease, the committed claim may have been materialized by another node
+        // already (this one stalled between the claim and the manifest): the same bytes are
+        // the same commit.
+        Err(StoreError::AlreadyExists { .. })
+            if ticket.is_some() && ctx.store.get(&manifest_key).await.ok() == Some(bytes) =>
+        {
+            Ok(manifest)
+        }
         Err(StoreError::AlreadyExists { .. }) => Err(BackupError::Collision {
             database: db.name.clone(),
             at: id.taken_at.to_rfc3339(),

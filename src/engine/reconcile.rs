@@ -28,6 +28,7 @@ use crate::archive;
 use crate::backup::{self, Clock, JobRequest, Observer};
 use crate::bucket;
 use crate::catalog::{Catalog, CatalogError};
+use crate::cluster::{CLAIMS, LEASES_ROOT, NODES, Node, Refused, Ticket};
 use crate::drill;
 use crate::inventory::{Inventory, ObjectInfo};
 use crate::manifest::{IsoWeek, Manifest, Trigger};
@@ -167,6 +168,8 @@ pub struct Reconciler {
     /// most, never a manifest).
     syncs: tokio::sync::Mutex<JoinSet<()>>,
     sync_status: Arc<Mutex<BTreeMap<String, ReplicaStatus>>>,
+    /// With `[cluster]`: this daemon's heartbeat and leases (DESIGN §16).
+    cluster: Option<Arc<Node>>,
 }
 
 impl Reconciler {
@@ -211,7 +214,21 @@ impl Reconciler {
             alerts: None,
             syncs: tokio::sync::Mutex::new(JoinSet::new()),
             sync_status: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// Share the bucket with other daemons (DESIGN §16): each pass settles the leases first,
+    /// then backs up only the databases this node holds, and runs archives, retention, debris
+    /// cleanup, replica syncs and drills only while it holds the maintenance lease.
+    pub fn with_cluster(mut self, node: Arc<Node>) -> Reconciler {
+        self.cluster = Some(node);
+        self
+    }
+
+    /// The cluster side, with `[cluster]`.
+    pub fn cluster(&self) -> Option<&Arc<Node>> {
+        self.cluster.as_ref()
     }
 
     /// Raise alerts from jobs (start, failure/success, duration, size), passes (drift, an
@@ -440,7 +457,7 @@ impl Reconciler {
     }
 
     async fn pass(&self) -> Result<(PassReport, InventoryStats), ReconcileError> {
-        let (plan, inventory, requests) = self.plan().await?;
+        let (mut plan, inventory, requests) = self.plan().await?;
         let stats = InventoryStats::of(&inventory);
         let policy = self.policy();
         let store = self.store();
@@ -449,6 +466,39 @@ impl Reconciler {
             storage_requests: requests,
             ..PassReport::default()
         };
+        if let Some(node) = &self.cluster {
+            let databases: Vec<String> = policy
+                .databases
+                .iter()
+                .filter(|d| d.enabled)
+                .map(|d| d.name.clone())
+                .collect();
+            let busy = self.running();
+            let maintenance_busy = self.archiving.load(Ordering::SeqCst) || self.drilling();
+            // The pass's own listing has the heartbeats, leases and claims: no LIST of its own.
+            let listed = self.listed_under(&[NODES, LEASES_ROOT, CLAIMS]);
+            if let Err(e) = node
+                .settle(&databases, &busy, maintenance_busy, Some(&listed))
+                .await
+            {
+                report.errors.push(format!("settle the leases: {e}"));
+            }
+            self.keep_to_leases(node, &mut plan);
+            if node.maintains().is_some() {
+                // Claims are kept as long as the dumps they fenced, and a day more.
+                let stale = listed.iter().filter(|o| {
+                    o.key.starts_with(CLAIMS)
+                        && policy.retention.daily.after(o.last_modified) + chrono::Duration::days(1)
+                            < now
+                });
+                for o in stale.take(plan::ADOPTIONS_PER_PASS) {
+                    plan.debris.push(plan::DebrisRemoval {
+                        key: o.key.clone(),
+                        reason: "a claim older than the daily retention and a day".into(),
+                    });
+                }
+            }
+        }
         if let Some(alerts) = &self.alerts {
             alerts.plan_observed(&plan);
         }
@@ -476,6 +526,29 @@ impl Reconciler {
                 now,
             )?;
             report.drift += 1;
+        }
+        if let Some(node) = &self.cluster
+            && !(plan.debris.is_empty() && plan.deletions.is_empty())
+        {
+            // Deletions re-read the maintenance lease first: a node that lost it deletes nothing.
+            report.storage_requests += 1;
+            match node.confirm_maintenance().await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(
+                        "maintenance lease lost before deleting: nothing deleted this pass"
+                    );
+                    plan.debris.clear();
+                    plan.deletions.clear();
+                }
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("read the maintenance lease: {e}"));
+                    plan.debris.clear();
+                    plan.deletions.clear();
+                }
+            }
         }
         for d in &plan.debris {
             report.storage_requests += 1;
@@ -509,6 +582,11 @@ impl Reconciler {
 
         // Backups: one job per trigger kind, in the plan's priority order.
         let mut by_trigger: BTreeMap<&'static str, (Trigger, Vec<String>)> = BTreeMap::new();
+        let fires: BTreeMap<String, DateTime<Utc>> = plan
+            .backups
+            .iter()
+            .map(|b| (b.database.clone(), b.fire.unwrap_or(DateTime::UNIX_EPOCH)))
+            .collect();
         for b in &plan.backups {
             by_trigger
                 .entry(b.trigger.as_str())
@@ -526,6 +604,7 @@ impl Reconciler {
                     initiated_by: Some("daemon".into()),
                     reason: None,
                 },
+                &fires,
                 Arc::clone(&policy),
                 store.clone(),
             )
@@ -547,7 +626,11 @@ impl Reconciler {
             self.start_drill(d.fire, d.sample, &policy, store.clone())
                 .await;
         }
-        if !policy.replicas.is_empty() {
+        let maintains = self
+            .cluster
+            .as_ref()
+            .is_none_or(|n| n.maintains().is_some());
+        if !policy.replicas.is_empty() && maintains {
             let source = primary_after(&plan, &inventory);
             self.start_syncs(&policy, &store, source).await;
         }
@@ -561,9 +644,14 @@ impl Reconciler {
     /// Start a backup job in the background (also used for manual triggers). Databases that
     /// already have a job running are left out; returns the job id and the databases started
     /// (none: nothing was started).
+    ///
+    /// With `[cluster]`, each database is first claimed (DESIGN §16) under `fires[database]`
+    /// (a schedule fire) or the job id: one this node does not hold, or whose fire another node
+    /// claimed or backed up, is left out too.
     pub async fn start_job(
         &self,
         mut request: JobRequest,
+        fires: &BTreeMap<String, DateTime<Utc>>,
         policy: Arc<Policy>,
         store: Store,
     ) -> (String, Vec<String>) {
@@ -576,6 +664,23 @@ impl Reconciler {
             request.databases.retain(|d| !running.contains(d));
             running.extend(request.databases.iter().cloned());
         }
+        let tickets = match &self.cluster {
+            None => None,
+            Some(node) => {
+                let tickets = self
+                    .claim_all(node, &request.databases, fires, &job_id)
+                    .await;
+                let mut running = self.running.lock().expect("running lock");
+                request.databases.retain(|d| {
+                    let claimed = tickets.contains_key(d);
+                    if !claimed {
+                        running.remove(d);
+                    }
+                    claimed
+                });
+                Some(Arc::new(tickets))
+            }
+        };
         let started = request.databases.clone();
         if started.is_empty() {
             return (job_id, started);
@@ -585,6 +690,7 @@ impl Reconciler {
             store,
             catalog: Arc::clone(&self.catalog),
             clock: Arc::clone(&self.clock),
+            tickets,
         };
         let running = Arc::clone(&self.running);
         let permits = Arc::clone(&self.permits);
@@ -623,6 +729,109 @@ impl Reconciler {
             drop(guard);
         });
         (job_id, started)
+    }
+
+    /// The objects of the last listing under any of `prefixes`.
+    fn listed_under(&self, prefixes: &[&str]) -> Vec<ObjectInfo> {
+        let last = self.last_listing.lock().expect("listing cache");
+        last.as_ref()
+            .map(|(objects, _)| {
+                objects
+                    .iter()
+                    .filter(|o| prefixes.iter().any(|p| o.key.starts_with(p)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Several daemons: keep in `plan` only what this node's leases allow — backups of the
+    /// databases it holds (the others are deferred, naming their holder), and archives,
+    /// retention, debris and the drill only with the maintenance lease.
+    fn keep_to_leases(&self, node: &Node, plan: &mut Plan) {
+        let view = node.view();
+        let mut deferred = Vec::new();
+        plan.backups.retain(|b| {
+            let held = node.holds(&b.database);
+            if !held {
+                deferred.push(plan::Deferred {
+                    what: format!("backup of {}", b.database),
+                    until: None,
+                    reason: match view.table.holders.get(&b.database) {
+                        Some(h) if *h != view.node => format!("held by node {h}"),
+                        _ => "no valid lease on this node yet".into(),
+                    },
+                });
+            }
+            held
+        });
+        if node.maintains().is_none() {
+            let holder = view
+                .table
+                .maintenance_holder
+                .clone()
+                .filter(|h| *h != view.node)
+                .map_or("no node yet".to_string(), |h| format!("node {h}"));
+            if !(plan.archives.is_empty()
+                && plan.deletions.is_empty()
+                && plan.debris.is_empty()
+                && plan.drill.is_none())
+            {
+                deferred.push(plan::Deferred {
+                    what: "archives, retention, debris and drills".into(),
+                    until: None,
+                    reason: format!("the maintenance lease is held by {holder}"),
+                });
+            }
+            plan.archives.clear();
+            plan.deletions.clear();
+            plan.debris.clear();
+            plan.drill = None;
+        }
+        plan.deferred.extend(deferred);
+    }
+
+    /// Claim each database's fire (or the job) for this node, a few at a time; the refused
+    /// ones are logged and left out.
+    async fn claim_all(
+        &self,
+        node: &Arc<Node>,
+        databases: &[String],
+        fires: &BTreeMap<String, DateTime<Utc>>,
+        job_id: &str,
+    ) -> BTreeMap<String, Arc<Ticket>> {
+        // Owned futures: the daemon spawns this, and borrowed closures trip rustc's lifetime
+        // inference (as in `backup::run_job_limited`).
+        let claims: Vec<_> = databases
+            .iter()
+            .map(|db| {
+                let fire = match fires.get(db) {
+                    Some(at) => at.format("%Y%m%dT%H%M%SZ").to_string(),
+                    None => format!("job-{job_id}"),
+                };
+                let (db, node, job) = (db.clone(), Arc::clone(node), job_id.to_string());
+                async move {
+                    let result = node.claim(&db, &fire, &job).await;
+                    (db, result)
+                }
+            })
+            .collect();
+        let mut claimed = futures::stream::iter(claims).buffer_unordered(16);
+        let mut out = BTreeMap::new();
+        while let Some((db, result)) = claimed.next().await {
+            match result {
+                Ok(ticket) => {
+                    out.insert(db, Arc::new(ticket));
+                }
+                Err(e @ (Refused::Store { .. } | Refused::Unreadable { .. })) => {
+                    tracing::warn!(database = %db, error = %e, "could not claim the backup; retried next pass")
+                }
+                Err(e) => {
+                    tracing::info!(database = %db, reason = %e, "backup left to another node")
+                }
+            }
+        }
+        out
     }
 
     /// Start a restore drill in the background (at most one at a time).
@@ -772,8 +981,10 @@ impl Reconciler {
         let catalog = Arc::clone(&self.catalog);
         let clock = Arc::clone(&self.clock);
         let alerts = self.alerts.clone();
+        let node = self.cluster.clone();
         self.tasks.lock().await.spawn(async move {
-            let result = build_archive(&store, week, &dump_manifests, &policy, &clock).await;
+            let result =
+                build_archive(&store, week, &dump_manifests, &policy, &clock, node.as_ref()).await;
             match result {
                 Ok(m) => {
                     let expires = archive_expiry(&policy, week, m.created_at);
@@ -862,6 +1073,7 @@ async fn build_archive(
     dump_manifests: &[String],
     policy: &Policy,
     clock: &Clock,
+    node: Option<&Arc<Node>>,
 ) -> Result<crate::manifest::ArchiveManifest, String> {
     let reads: Vec<_> = dump_manifests
         .iter()
@@ -880,13 +1092,14 @@ async fn build_archive(
         .await;
     let manifests: Vec<Manifest> = reads.into_iter().collect::<Result<_, _>>()?;
     let job_id = uuid::Uuid::new_v4().to_string();
-    archive::build(
+    archive::build_fenced(
         store,
         week,
         &manifests,
         policy.storage.compression,
         &job_id,
         clock(),
+        node,
     )
     .await
     .map_err(|e| e.to_string())

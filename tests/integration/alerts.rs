@@ -151,6 +151,7 @@ impl World {
                     initiated_by: None,
                     reason: None,
                 },
+                &Default::default(),
                 Arc::clone(&self.policy),
                 self.store.clone(),
             )

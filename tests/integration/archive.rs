@@ -105,6 +105,7 @@ async fn put_dump(
         started_at: taken_at,
         completed_at: taken_at,
         patina_version: "0.1.0".into(),
+        lease_generation: None,
     };
     store
         .put(

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patina::cluster::{Leases, Membership, claim, heartbeat_key};
+use std::io::Write as _;
+use std::sync::Arc;
+
+use patina::cluster::{Leases, Membership, Node, claim, heartbeat_key, lease_key};
 use patina::lease::{LeaseBody, Mono, Timing};
 use patina::store::Store;
 
@@ -127,8 +130,21 @@ async fn round(
     let mut holders = BTreeMap::new();
     for (i, (m, l)) in nodes.iter_mut().enumerate() {
         if up[i] {
-            for (db, generation) in l.settle(store, m, dbs, s(t), wall()).await.unwrap() {
-                let previous = holders.insert(db.clone(), (m.node().to_string(), generation));
+            let table = l
+                .settle(
+                    store,
+                    m,
+                    dbs,
+                    &Default::default(),
+                    false,
+                    None,
+                    s(t),
+                    wall(),
+                )
+                .await
+                .unwrap();
+            for (db, held) in table.held {
+                let previous = holders.insert(db.clone(), (m.node().to_string(), held.generation));
                 assert!(previous.is_none(), "{db} held twice at {t} s: {previous:?}");
             }
         }
@@ -185,7 +201,7 @@ async fn leases_spread_move_to_the_living_and_fence_a_stalled_holder() {
     for db in &of_c {
         assert_eq!(
             c_leases
-                .confirm(&store, c_members, db, s(60))
+                .confirm(&store, c_members, &lease_key(db), s(60))
                 .await
                 .unwrap(),
             None,
@@ -223,9 +239,110 @@ async fn leases_spread_move_to_the_living_and_fence_a_stalled_holder() {
         .collect();
     for db in back {
         let generation = c_leases
-            .confirm(&store, c_members, db, s(75))
+            .confirm(&store, c_members, &lease_key(db), s(75))
             .await
             .unwrap();
         assert!(generation.is_some_and(|g| g >= 2), "{db}: {generation:?}");
     }
+}
+
+/// `[storage]` on `server` signed with a node's own key (the journal names the signer).
+fn storage_as(server: &S3Server, key: &str) -> patina::policy::Storage {
+    let mut storage = server.storage("patina/");
+    storage.access_key_id = Some(patina::policy::Secret::new(key.to_string()));
+    storage.secret_access_key = Some(patina::policy::Secret::new(format!("{key}-secret")));
+    storage
+}
+
+#[test]
+fn a_holder_paused_mid_upload_writes_nothing_after_its_lease_is_taken() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(S3Server::start_journaled(&[
+        ("node-a", "node-a-secret"),
+        ("node-b", "node-b-secret"),
+    ]));
+    let store_a = Store::open(&storage_as(&server, "node-a")).unwrap();
+    let store_b = Store::open(&storage_as(&server, "node-b")).unwrap();
+    let ttl = Duration::from_secs(3);
+    let dbs = vec!["db".to_string()];
+    let none = std::collections::BTreeSet::new();
+    let (a, b) = rt.block_on(async {
+        let a = Node::new(store_a.clone(), "a", ttl);
+        let b = Node::new(store_b.clone(), "b", ttl);
+        // a alone: it takes the database.
+        a.renew(false).await;
+        a.settle(&dbs, &none, false, None).await.unwrap();
+        assert!(a.holds("db"));
+        (a, b)
+    });
+    let ticket = Arc::new(
+        rt.block_on(a.claim("db", "20261130T030000Z", "job-a"))
+            .unwrap(),
+    );
+    assert_eq!(ticket.generation(), 1);
+
+    // a starts uploading and sends its first part.
+    let key = "daily/2026-11-30/db/20261130T030001Z.sql.zst";
+    let _enter = rt.enter();
+    let (mut sink, upload) = store_a.start_upload_guarded(key, Some(ticket.guard()));
+    let part = vec![7u8; patina::store::PART_SIZE];
+    sink.write_all(&part).unwrap();
+
+    // Then it stalls: no heartbeat, no settle. b beats and settles until it has seen a's
+    // heartbeat unchanged for longer than the ttl and takes the lease over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    rt.block_on(async {
+        loop {
+            b.renew(false).await;
+            b.settle(&dbs, &none, false, None).await.unwrap();
+            if b.holds("db") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "b never took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let taken_at = server.journal().len();
+
+    // a wakes up and goes on: its next part is refused before it is sent, the upload is
+    // abandoned (nothing visible at the key), and it cannot commit.
+    let rest = sink.write_all(&part).and_then(|()| sink.finish());
+    let uploaded = rt.block_on(upload).unwrap();
+    assert!(rest.is_err() || uploaded.is_err(), "the upload went on");
+    let err = uploaded.unwrap_err().to_string();
+    assert!(err.contains("lost the lease"), "{err}");
+    let commit =
+        rt.block_on(ticket.commit("daily/2026-11-30/db/20261130T030001Z.manifest.json", b"{}"));
+    assert!(commit.unwrap_err().contains("lost the lease"));
+    assert!(rt.block_on(store_a.head(key)).unwrap().is_none());
+    let after: Vec<_> = server.journal()[taken_at..]
+        .iter()
+        .filter(|e| e.signer == "node-a" && e.method != "DELETE")
+        .cloned()
+        .collect();
+    assert!(
+        after.is_empty(),
+        "a wrote after losing its lease: {after:?}"
+    );
+
+    // b claims the same fire: a's claim, from an older generation, is taken over.
+    let b_ticket = rt
+        .block_on(b.claim("db", "20261130T030000Z", "job-b"))
+        .unwrap();
+    assert_eq!(b_ticket.generation(), 2);
+    rt.block_on(b_ticket.commit(
+        "daily/2026-11-30/db/20261130T030005Z.manifest.json",
+        b"{\"m\":1}",
+    ))
+    .unwrap();
+    // Once committed, nobody claims that fire again — a neither, whatever it believes.
+    let again = rt.block_on(b.claim("db", "20261130T030000Z", "job-b2"));
+    assert!(
+        matches!(again, Err(patina::cluster::Refused::Done { .. })),
+        "{again:?}"
+    );
+    drop(_enter);
 }

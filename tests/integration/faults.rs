@@ -181,6 +181,7 @@ async fn an_outage_fails_backups_cleanly_and_deletes_nothing_until_it_heals() {
         store: r.store.clone(),
         catalog: Arc::clone(&r.catalog),
         clock: r.clock.clock(),
+        tickets: None,
     };
     let report = backup::run_job(
         &ctx,

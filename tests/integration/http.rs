@@ -479,10 +479,11 @@ async fn every_endpoint_against_real_backups_on_s3() {
     );
     // Replica families have series only when [[replica]] blocks exist (an empty family is not
     // exposed); the replica suite scrapes them.
-    for name in patina::metrics::NAMES
-        .iter()
-        .filter(|n| !n.starts_with("replica_"))
-    {
+    for name in patina::metrics::NAMES.iter().filter(|n| {
+        !["replica_", "lease_", "maintenance_lease", "cluster_"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    }) {
         assert!(
             text.contains(&format!("# HELP patina_{name} ")),
             "HELP of {name}"

@@ -53,6 +53,7 @@ async fn a_file_replaced_mid_backup_still_yields_one_consistent_snapshot() {
         store: Store::open(&policy.storage).unwrap(),
         catalog: Arc::new(Mutex::new(Catalog::open(&policy.daemon.state_dir).unwrap())),
         clock: backup::system_clock(),
+        tickets: None,
         policy,
     };
     let replacer = Arc::new(Replacer {

@@ -100,6 +100,7 @@ pub(super) async fn metrics(
     let facts = s.read(|c| c.metric_facts()).await?;
     let policy = s.reconciler.policy();
     let snapshot = s.reconciler.snapshot();
+    let cluster = s.reconciler.cluster().map(|n| n.view());
     let text = s.metrics.render(
         &Inputs {
             policy: &policy,
@@ -108,6 +109,7 @@ pub(super) async fn metrics(
             now: (s.clock)(),
             started_at: s.started_at,
             auth_failures: s.guard.failures_total(),
+            cluster: cluster.as_ref(),
         },
         format,
     );
@@ -281,6 +283,7 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "durationMs": j.job.duration_ms,
         })
     });
+    let cluster = s.reconciler.cluster().map(|n| n.view());
     let mut schedules = database_schedules(&policy, &d.last_success, &snapshot.running, now);
     for entry in &mut schedules {
         let name = entry["database"].as_str().unwrap_or_default().to_string();
@@ -294,6 +297,9 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "restorePoint": v.key,
             "detail": v.detail,
         })));
+        if let Some(view) = &cluster {
+            entry["leaseHolder"] = json!(view.table.holders.get(&name));
+        }
     }
     let next_scheduled = policy
         .databases
@@ -347,6 +353,20 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "deletedObjects": r.deleted,
             "error": r.last_error,
         })).collect::<Vec<_>>(),
+        // Several daemons (DESIGN §16): this node, the live ones, and who holds what.
+        "cluster": cluster.as_ref().map(|v| json!({
+            "node": v.node,
+            "leaseTtlSeconds": v.lease_ttl.as_secs(),
+            "valid": s.reconciler.cluster().is_some_and(|n| n.valid()),
+            "liveNodes": v.live,
+            "heldDatabases": v.table.held.keys().collect::<Vec<_>>(),
+            "maintenanceHolder": v.table.maintenance_holder,
+            "leaseChanges": v.changes.iter().fold(BTreeMap::<&str, u64>::new(), |mut by, ((_, reason), n)| {
+                *by.entry(reason).or_default() += n;
+                by
+            }),
+            "error": v.error,
+        })),
     })))
 }
 
@@ -517,6 +537,29 @@ async fn start_manual_job(
             "declare a [[database]] in patina.toml",
         ));
     }
+    // Several daemons: a backup runs on the node holding the database's lease.
+    if let Some(node) = s.reconciler.cluster() {
+        let view = node.view();
+        let elsewhere: Vec<String> = databases
+            .iter()
+            .filter(|d| !node.holds(d))
+            .map(|d| match view.table.holders.get(d.as_str()) {
+                Some(h) => format!("{d} (held by node {h})"),
+                None => format!("{d} (not held by any node yet)"),
+            })
+            .collect();
+        if !elsewhere.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "this node ({}) does not hold the lease on: {}",
+                    view.node,
+                    elsewhere.join(", ")
+                ),
+                Some("trigger the backup on the node holding it (GET /status shows leaseHolder)"),
+            ));
+        }
+    }
     let running = s.reconciler.running();
     let busy: Vec<&String> = databases.iter().filter(|d| running.contains(*d)).collect();
     if !busy.is_empty() {
@@ -537,6 +580,7 @@ async fn start_manual_job(
                 initiated_by: Some(format!("api:{caller}")),
                 reason: request.reason,
             },
+            &Default::default(),
             Arc::clone(&policy),
             s.reconciler.store(),
         )
