@@ -65,6 +65,10 @@ pub struct CommittedArchive {
     pub manifest_key: String,
 }
 
+/// Where several daemons keep their heartbeats, leases and claims: Patina's own objects, but
+/// neither backups nor foreign.
+pub const COORDINATION: [&str; 3] = ["nodes/", "leases/", "claims/"];
+
 /// A classified listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
@@ -109,6 +113,8 @@ impl Inventory {
                 Some(ParsedKey::ArchiveManifest { week }) => {
                     archive_manifests.insert(week, object.key);
                 }
+                // Several daemons' coordination objects (DESIGN §16) are Patina's, not backups.
+                None if COORDINATION.iter().any(|p| object.key.starts_with(p)) => {}
                 None => inv.foreign.push(object.key),
             }
         }
@@ -221,6 +227,9 @@ mod tests {
             ), // no manifest: debris
             obj(&id("c", "2026-11-20T00:00:00Z").manifest_key(), 0), // no data: orphan
             obj("notes/readme.txt", 0),
+            obj("leases/db/a.json", 0), // several daemons' objects: neither backups nor foreign
+            obj("claims/a/20261122T030000Z.json", 0),
+            obj("nodes/host-1.json", 0),
             obj("weekly/2026-W46.tar", 0),
             obj("weekly/2026-W46.manifest.json", 0),
         ]);

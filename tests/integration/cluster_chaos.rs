@@ -173,9 +173,51 @@ fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
             }
         }
     }
-    // Calm: everyone up for a while, so the last fires are backed up.
+    // Calm: everyone up for a while, so the last fires are backed up and the leases settle.
     std::thread::sleep(Duration::from_secs(12));
     let ended = SystemTime::now();
+    // Spread: every database held by exactly one node, each node its share (ceil(20 / 3) at
+    // most), as each node's /status and /metrics say.
+    let mut held: BTreeMap<String, &str> = BTreeMap::new();
+    for n in &mut nodes {
+        let addr = n.daemon.as_mut().unwrap().addr();
+        let status: serde_json::Value = rt
+            .block_on(async {
+                reqwest::get(format!("http://{addr}/status"))
+                    .await?
+                    .json()
+                    .await
+            })
+            .unwrap();
+        let cluster = &status["cluster"];
+        assert_eq!(cluster["node"], n.name, "{status}");
+        assert_eq!(cluster["liveNodes"], serde_json::json!(NODES), "{status}");
+        let mine = cluster["heldDatabases"].as_array().unwrap();
+        assert!(
+            mine.len() <= DATABASES.div_ceil(3),
+            "node {}: {mine:?}",
+            n.name
+        );
+        for db in mine {
+            let db = db.as_str().unwrap().to_string();
+            if let Some(other) = held.insert(db.clone(), n.name) {
+                panic!("{db} held by {other} and {}", n.name);
+            }
+        }
+        let metrics = rt
+            .block_on(async {
+                reqwest::get(format!("http://{addr}/metrics"))
+                    .await?
+                    .text()
+                    .await
+            })
+            .unwrap();
+        for db in mine {
+            let line = format!("patina_lease_held{{database={db}}} 1");
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
+    }
+    assert_eq!(held.len(), DATABASES, "{held:?}");
     for n in &mut nodes {
         if let Some(d) = n.daemon.as_mut() {
             d.signal("-TERM");
@@ -220,6 +262,34 @@ fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    // `patina plan` names each lease's holder and where it would go.
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_patina"))
+        .arg("plan")
+        .current_dir(&nodes[0].dir)
+        .output()
+        .unwrap();
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{plan_text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        plan_text.contains(
+            "cluster — this node: a, lease_ttl 3s; nodes with a heartbeat: none (left: a, b, c)"
+        ),
+        "{plan_text}"
+    );
+    assert!(
+        plan_text
+            .lines()
+            .any(|l| l.trim_start().starts_with("db07 ") && l.ends_with("not held; no node")),
+        "{plan_text}"
+    );
+    assert!(
+        plan_text.contains(" 0 foreign") || !plan_text.contains("foreign"),
+        "{plan_text}"
+    );
     let journal = server.journal();
     let report = check(&journal, started, ended);
     let store = server.store("chaos/");
