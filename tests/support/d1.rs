@@ -262,7 +262,8 @@ impl D1Server {
     /// the dump the local D1 generated last time instead of running the exporter again, still
     /// through the whole flow (`active` polls, `complete`, the signed URL). For the benchmark:
     /// a 200 MB export takes the local exporter about a minute, which is the stand-in's cost,
-    /// not the client's.
+    /// not the client's. (Tests want every export made afresh, so only the benchmark calls it.)
+    #[allow(dead_code)]
     pub fn reuse_exports(&self, id: &str) {
         self.shared.dbs.lock().unwrap().get_mut(id).unwrap().reuse = true;
     }
