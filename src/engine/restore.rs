@@ -814,7 +814,9 @@ impl BufRead for DecodeAhead {
                     // Full when the decoder is ahead; the chunk is then simply freed.
                     let _ = self.empty.try_send(done);
                 }
-                // The decoding thread ended after its last chunk: the end of the text.
+                // The decoding thread ended after its last chunk: the end of the text. (Had it
+                // panicked instead, the scope it runs in re-raises that when it ends, so a
+                // panic never passes for the end.)
                 Err(std::sync::mpsc::RecvError) => return Ok(&[]),
             }
         }
