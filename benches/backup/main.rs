@@ -12,7 +12,9 @@
 //! restore with `[encryption]`: age over the same zstd stream, measured interleaved with the
 //! plain rows so the ratio is the cost of encryption), three daemon
 //! rows: `idle daemon` (12 databases, RSS and CPU over `--idle-secs`, 300 by default),
-//! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`.
+//! `reconcile 100k` (in-process, `Reconciler::plan` vs `store.list`) and `config reload`, and
+//! the D1 row: `patina backup` of a ~200 MB D1 database through the stand-in's export flow vs
+//! `curl` of the export file (`d1_export`; ~10 MB in `--quick`).
 //!
 //! `--quick` is the two small fixtures (narrow and documents) with two iterations, a 10 s
 //! idle window and the in-memory reconcile store only, about a minute (CI runs it so the
@@ -20,10 +22,17 @@
 //! `target/bench-fixtures/`. A reference program that is not installed is reported as such,
 //! not as a failure.
 
+// The D1 stand-in of the integration tests (it finds the local D1 as `super::wrangler`).
+#[path = "../../tests/support/d1.rs"]
+#[allow(dead_code)]
+mod d1;
+mod d1_export;
 mod fixture;
 mod rows;
 #[path = "../../tests/support/s3.rs"]
 mod s3;
+#[path = "../../tests/support/wrangler.rs"]
+mod wrangler;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -833,6 +842,18 @@ fn main() {
     for scale in opts.scales.clone() {
         report.push_str(&run_scale(scale, &opts));
         report.push('\n');
+    }
+    if opts.wants(d1_export::BACKUP) || opts.wants(d1_export::DOWNLOAD) {
+        let scale = if opts.quick {
+            d1_export::QUICK
+        } else {
+            d1_export::FULL
+        };
+        report.push_str(&d1_export::d1_row(
+            &target_dir().join("bench-d1"),
+            scale,
+            opts.iters,
+        ));
     }
     let work = target_dir().join("bench-daemon");
     if opts.wants(rows::RECONCILE) {

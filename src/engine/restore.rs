@@ -18,7 +18,7 @@
 //! `PRAGMA integrity_check`, per-table row counts and the schema hash.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
@@ -697,13 +697,31 @@ pub async fn download_checked(
 }
 
 /// Replay the SQL text of `verified` into a new SQLite file at `database`, and sync it.
+///
+/// The stored bytes are decoded (decrypted, decompressed) on a second thread, [`DecodeAhead`],
+/// while this one loads: SQLite's inserts and zstd then run side by side when a core is free.
+/// The bytes were checked against their sha256 before `verified` existed, so decoding ahead
+/// changes nothing about what is decoded, only where; the age header is still opened here,
+/// before the thread starts, so a wrong identity fails the same way.
 fn load_plain(
     verified: VerifiedFile,
     keys: Option<&IdentityFile>,
     database: &Path,
 ) -> Result<u64, RestoreError> {
-    let mut reader = BufReader::with_capacity(1 << 18, verified.into_plain(keys)?);
-    let summary = sqlite::load(&mut reader, database)?;
+    let plain = verified.into_plain(keys)?;
+    let summary = std::thread::scope(|scope| {
+        let (mut reader, decoder) = DecodeAhead::new(plain);
+        std::thread::Builder::new()
+            .name("patina-decode".into())
+            .spawn_scoped(scope, decoder)
+            .map_err(|source| RestoreError::Io {
+                action: "start the decoding thread for",
+                path: database.to_path_buf(),
+                source,
+            })?;
+        // Dropping the reader (here, on every path out) stops the decoding thread.
+        sqlite::load(&mut reader, database).map_err(RestoreError::from)
+    })?;
     File::open(database)
         .and_then(|f| f.sync_all())
         .map_err(|source| RestoreError::Io {
@@ -712,6 +730,102 @@ fn load_plain(
             source,
         })?;
     Ok(summary.statements)
+}
+
+/// Bytes read from a decoder on another thread, in owned chunks through a bounded channel (at
+/// most [`DecodeAhead::CHUNKS`] in flight, so memory stays bounded); emptied chunks go back to
+/// the decoding thread to be refilled. A read error of the decoder reaches the loader as the
+/// same `io::Error`, after the chunks before it, as if it had read the decoder itself.
+struct DecodeAhead {
+    full: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    empty: std::sync::mpsc::SyncSender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl DecodeAhead {
+    /// Bytes per chunk: large enough that the hand-over costs nothing next to the decoding.
+    const CHUNK: usize = 1 << 18;
+    /// Chunks decoded ahead of the loader, at most.
+    const CHUNKS: usize = 4;
+
+    /// The reading side, and the decoding side to run on its own thread.
+    fn new(mut decoder: Box<dyn Read + Send>) -> (DecodeAhead, impl FnOnce() + Send + 'static) {
+        let (full_tx, full) = std::sync::mpsc::sync_channel(Self::CHUNKS);
+        let (empty, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::CHUNKS + 2);
+        let decode = move || loop {
+            let mut chunk = empty_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
+            chunk.resize(Self::CHUNK, 0);
+            let mut filled = 0;
+            let read = loop {
+                match decoder.read(&mut chunk[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == chunk.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            chunk.truncate(filled);
+            let last = read.is_err() || filled < Self::CHUNK;
+            if filled > 0 && full_tx.send(Ok(chunk)).is_err() {
+                return; // the loader stopped
+            }
+            if let Err(e) = read {
+                let _ = full_tx.send(Err(e));
+            }
+            if last {
+                return;
+            }
+        };
+        let reader = DecodeAhead {
+            full,
+            empty,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        (reader, decode)
+    }
+}
+
+impl Read for DecodeAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for DecodeAhead {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.chunk.len() {
+            match self.full.recv() {
+                Ok(next) => {
+                    let done = std::mem::replace(&mut self.chunk, next?);
+                    self.pos = 0;
+                    // Full when the decoder is ahead; the chunk is then simply freed.
+                    let _ = self.empty.try_send(done);
+                }
+                // The decoding thread ended after its last chunk: the end of the text. (Had it
+                // panicked instead, the scope it runs in re-raises that when it ends, so a
+                // panic never passes for the end.)
+                Err(std::sync::mpsc::RecvError) => return Ok(&[]),
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
+    }
 }
 
 /// The result of verifying one restore point.
@@ -946,5 +1060,93 @@ impl Sources {
             }
         }
         Err(first_error.expect("at least one destination"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `decoder` through a [`DecodeAhead`] on a second thread, line by line as the
+    /// loader does: what it saw, and the error it ended with.
+    fn read_ahead(decoder: Box<dyn Read + Send>) -> (Vec<u8>, Option<std::io::Error>) {
+        std::thread::scope(|scope| {
+            let (mut reader, decode) = DecodeAhead::new(decoder);
+            scope.spawn(decode);
+            let mut seen = Vec::new();
+            loop {
+                match reader.read_until(b'\n', &mut seen) {
+                    Ok(0) => return (seen, None),
+                    Ok(_) => {}
+                    Err(e) => return (seen, Some(e)),
+                }
+            }
+        })
+    }
+
+    fn text(bytes: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes + 64);
+        let mut i = 0u64;
+        while out.len() < bytes {
+            out.extend_from_slice(format!("INSERT INTO \"t\" VALUES({i},'row {i}');\n").as_bytes());
+            i += 1;
+        }
+        out.truncate(bytes);
+        out
+    }
+
+    #[test]
+    fn decoding_ahead_hands_over_every_byte_in_order() {
+        // Several chunks and a partial last one, and the empty text.
+        for size in [0, 1, DecodeAhead::CHUNK, 3 * DecodeAhead::CHUNK + 12_345] {
+            let plain = text(size);
+            let compressed = zstd::encode_all(&plain[..], 3).unwrap();
+            let decoder = codec::decompress(Compression::Zstd, std::io::Cursor::new(compressed));
+            let (seen, error) = read_ahead(decoder.unwrap());
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(seen.len(), plain.len());
+            assert!(seen == plain, "the bytes differ at size {size}");
+        }
+    }
+
+    /// A decoder that gives `good` bytes, then fails.
+    struct FailsAfter {
+        good: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.good.read(buf)? {
+                0 => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "Unknown frame descriptor",
+                )),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_decoding_error_reaches_the_loader_after_the_bytes_before_it() {
+        let good = text(2 * DecodeAhead::CHUNK + 777);
+        let (seen, error) = read_ahead(Box::new(FailsAfter {
+            good: std::io::Cursor::new(good.clone()),
+        }));
+        assert!(seen == good, "{} of {} bytes", seen.len(), good.len());
+        let error = error.expect("the decoder's error");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(error.to_string(), "Unknown frame descriptor");
+    }
+
+    #[test]
+    fn a_loader_that_stops_early_stops_the_decoding_thread() {
+        // An endless decoder: the scope only ends if dropping the reader ends the thread.
+        std::thread::scope(|scope| {
+            let (mut reader, decode) = DecodeAhead::new(Box::new(std::io::repeat(b'x')));
+            scope.spawn(decode);
+            let mut first = vec![0; 10];
+            reader.read_exact(&mut first).unwrap();
+            assert_eq!(first, b"xxxxxxxxxx");
+        });
     }
 }

@@ -1,0 +1,217 @@
+//! The D1 row of issue 19: `patina backup` of a `kind = "d1"` database through the stand-in's
+//! export flow (`POST …/export` polled to `complete`, the signed URL downloaded, the dump
+//! loaded into a scratch SQLite file, checked against `/query`, dumped, compressed and stored)
+//! against a plain download of the same export file with `curl`, interleaved.
+//!
+//! The stand-in (`tests/support/d1.rs`) serves what Cloudflare's own local D1 (wrangler) exports.
+//! Generating that export is the server's work (about a minute for 200 MB on the local
+//! exporter), outside both the client and the reference, so it runs once before the timed runs
+//! and later exports of the unchanged file reuse it ([`D1Server::reuse_exports`]); each timed
+//! backup still goes through the whole flow with one `active` answer before `complete`. The
+//! stand-in runs in this process, so its CPU (serving the file, answering `/query`) is not in
+//! Patina's figures, as the S3 server's is not in the S3 row's.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::d1::D1Server;
+use crate::fixture::{self, Scale};
+use crate::{PATINA, Sample, cmd, file_size, find_file, have, loadavg, median, pipeline, reset};
+
+pub const BACKUP: &str = "d1 backup (export flow)";
+pub const DOWNLOAD: &str = "d1 export download (curl)";
+
+/// The D1 database id the stand-in serves.
+const ID: &str = "6c2f1c3e-1d7a-4c55-9d3e-0b5a9b8d1f00";
+
+/// The full run's D1 database: the narrow schema at about 190 MB.
+pub const FULL: Scale = Scale {
+    name: "d1-200mb",
+    factor: 0.2,
+    shape: fixture::Shape::Narrow,
+};
+/// The quick run's: about 10 MB, so CI keeps the row alive in a few seconds.
+pub const QUICK: Scale = Scale {
+    name: "d1-small",
+    factor: 0.01,
+    shape: fixture::Shape::Narrow,
+};
+
+fn wrangler_installed() -> bool {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/d1/node_modules/.bin/wrangler")
+        .exists()
+}
+
+fn config(dir: &Path, server: &D1Server) -> PathBuf {
+    let cfg = dir.join("patina.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nstate_dir = \"{state}\"\n\n[storage]\nurl = \"file://{store}\"\n\n\
+             [priorities.normal]\nschedule = \"0 4 * * SUN\"\n\n\
+             [cloudflare]\naccount_id = \"{account}\"\napi_token = \"${{BENCH_CF_TOKEN}}\"\n\
+             api_url = \"{api}\"\n\n\
+             [[database]]\nname = \"bench-d1\"\nkind = \"d1\"\nid = \"{ID}\"\npriority = \"normal\"\n",
+            state = dir.join("state").display(),
+            store = dir.join("store").display(),
+            account = server.account,
+            api = server.api_url,
+        ),
+    )
+    .expect("write patina.toml");
+    cfg
+}
+
+/// One `patina backup` of the D1 database into a fresh `file://` store.
+fn backup(dir: &Path, server: &D1Server) -> Sample {
+    reset(dir);
+    let cfg = config(dir, server);
+    let mut c = cmd(PATINA, &["--config", &cfg.to_string_lossy(), "backup"]);
+    c.env("BENCH_CF_TOKEN", &server.token);
+    let mut s = pipeline(vec![c], None, None);
+    s.bytes = find_file(&dir.join("store"), ".zst").map_or(0, |f| file_size(&f));
+    s
+}
+
+/// The signed URL of the last export the client downloaded.
+fn last_signed_url(server: &D1Server) -> String {
+    let base = server
+        .api_url
+        .strip_suffix("/client/v4")
+        .expect("api_url ends with /client/v4");
+    let seen = server.seen();
+    let path = seen
+        .iter()
+        .rev()
+        .find(|r| r.method == "GET" && r.path.starts_with("/signed/"))
+        .map(|r| r.path.clone())
+        .expect("the backup downloaded the export");
+    format!("{base}{path}?X-Amz-Signature=deadbeef")
+}
+
+/// The D1 row: `iters` interleaved pairs after one untimed backup that makes the export.
+pub fn d1_row(work: &Path, scale: Scale, iters: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### D1 `{}` through the stand-in's export flow vs a plain download of the export file\n",
+        scale.name
+    );
+    if !wrangler_installed() {
+        let _ = writeln!(
+            out,
+            "Cloudflare's local D1 (wrangler) not installed: `(cd tests/d1 && npm ci)`\n"
+        );
+        return out;
+    }
+    let has_curl = have("curl");
+    reset(work);
+    let fixtures = crate::target_dir().join("bench-fixtures");
+    let cached = fixture::ensure(&fixtures, scale).expect("generate fixture");
+    // The stand-in opens the file to answer `/query`: give it a copy.
+    let db = work.join("d1.db");
+    std::fs::copy(&cached, &db).expect("copy fixture");
+    let db_bytes = file_size(&db);
+
+    let server = D1Server::start();
+    server.add_database(ID, &db);
+    server.set_active_polls(ID, 1);
+    server.reuse_exports(ID);
+
+    let t = std::time::Instant::now();
+    let warm = backup(&work.join("warm-up"), &server);
+    eprintln!(
+        "[{}] export generated by the local D1 and first backup: {:.1}s (backup {:.2}s)",
+        scale.name,
+        t.elapsed().as_secs_f64(),
+        warm.wall.as_secs_f64()
+    );
+
+    let load_before = loadavg();
+    let started = std::time::Instant::now();
+    let (mut patina, mut reference) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        let s = backup(&work.join("patina"), &server);
+        eprintln!(
+            "[{} {}/{iters}] {BACKUP:<28} {:>8.2}s {:>7.2}s CPU {:>7.1} MiB {:>12} B",
+            scale.name,
+            i + 1,
+            s.wall.as_secs_f64(),
+            s.cpu,
+            s.rss_kib as f64 / 1024.0,
+            s.bytes
+        );
+        patina.push(s);
+        if has_curl {
+            let file = work.join("export.sql");
+            let _ = std::fs::remove_file(&file);
+            let s = pipeline(
+                vec![cmd("curl", &["-sSf", &last_signed_url(&server)])],
+                None,
+                Some(&file),
+            );
+            eprintln!(
+                "[{} {}/{iters}] {DOWNLOAD:<28} {:>8.2}s {:>7.2}s CPU {:>7.1} MiB {:>12} B",
+                scale.name,
+                i + 1,
+                s.wall.as_secs_f64(),
+                s.cpu,
+                s.rss_kib as f64 / 1024.0,
+                s.bytes
+            );
+            reference.push(s);
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+    let load_after = loadavg();
+    drop(server);
+
+    let med = |xs: &[Sample]| {
+        let mut w: Vec<f64> = xs.iter().map(|s| s.wall.as_secs_f64()).collect();
+        let mut c: Vec<f64> = xs.iter().map(|s| s.cpu).collect();
+        let mut r: Vec<f64> = xs.iter().map(|s| s.rss_kib as f64 / 1024.0).collect();
+        let mut b: Vec<f64> = xs.iter().map(|s| s.bytes as f64).collect();
+        (
+            median(&mut w),
+            median(&mut c),
+            median(&mut r),
+            median(&mut b),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{:.1} MB database, {iters} iterations interleaved, {:.0}s; load average {load_before} \
+         before, {load_after} after\n",
+        db_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+    );
+    let _ = writeln!(
+        out,
+        "| command | median wall | × download time | CPU (user+sys) | peak RSS | output bytes |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let (pw, pc, pr, pb) = med(&patina);
+    let reference = (!reference.is_empty()).then(|| med(&reference));
+    let ratio = reference.map_or(String::new(), |(rw, ..)| format!("{:.2}×", pw / rw));
+    let _ = writeln!(
+        out,
+        "| `{BACKUP}` | {pw:.2} s | {ratio} | {pc:.2} s | {pr:.1} MiB | {} |",
+        pb as u64
+    );
+    match reference {
+        Some((rw, rc, rr, rb)) => {
+            let _ = writeln!(
+                out,
+                "| `{DOWNLOAD}` | {rw:.2} s | 1.00× | {rc:.2} s | {rr:.1} MiB | {} |",
+                rb as u64
+            );
+        }
+        None => {
+            let _ = writeln!(out, "| `{DOWNLOAD}` | curl not installed | | | | |");
+        }
+    }
+    out.push('\n');
+    let _ = std::fs::remove_dir_all(work);
+    out
+}
