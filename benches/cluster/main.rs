@@ -57,23 +57,30 @@ fn main() {
     );
     println!();
     println!(
-        "| databases | nodes | all backed up | peak RSS per node (max) | reconcile pass (max) | LIST / tick / node | PUT / s / node | GET / s / node | Class A per first backup | Class A / month (tick 60 s, ttl 30 s) | (ttl 60 s) |"
+        "| databases | nodes | all backed up | peak RSS per node (max) | reconcile pass (max) | objects | LIST / s / node | PUT / s / node | GET / s / node | Class A per first backup | Class A / month (tick 60 s, ttl 30 s) | (ttl 60 s) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &d in &dbs {
         for &n in &nodes {
             let r = rt.block_on(run(d, n, window));
             let month = |ttl: f64| {
-                let per_node = r.lists_per_tick * (MONTH_SECONDS / 60.0)
-                    + r.puts_per_second * TTL as f64 * (MONTH_SECONDS / ttl);
+                // Heartbeats (and lease changes) only with [cluster].
+                let heartbeats = if n > 1 {
+                    r.puts_per_second * TTL as f64 * (MONTH_SECONDS / ttl)
+                } else {
+                    0.0
+                };
+                let per_node =
+                    r.objects.div_ceil(1000).max(1) as f64 * (MONTH_SECONDS / 60.0) + heartbeats;
                 // Nightly backups of every database, once across the cluster.
                 per_node * n as f64 + r.class_a_per_backup * d as f64 * 30.0
             };
             println!(
-                "| {d} | {n} | {:.1} s | {:.1} MiB | {} ms | {:.2} | {:.3} | {:.3} | {:.1} | {:.2} M | {:.2} M |",
+                "| {d} | {n} | {:.1} s | {:.1} MiB | {} ms | {} | {:.2} | {:.3} | {:.3} | {:.1} | {:.2} M | {:.2} M |",
                 r.all_backed_up.as_secs_f64(),
                 r.peak_rss_kib as f64 / 1024.0,
                 r.pass_ms,
+                r.objects,
                 r.lists_per_tick,
                 r.puts_per_second,
                 r.gets_per_second,
@@ -85,8 +92,10 @@ fn main() {
     }
     println!();
     println!(
-        "Projection: per node, LIST/tick × 43,200 ticks + heartbeat PUTs (PUT/s × {TTL} s per ttl) × 2,592,000 s / ttl; \
-         times the nodes; plus (Class A per first backup) × databases × 30 nightly backups."
+        "Projection: per node, one listing per tick (ceil(objects / 1,000) LISTs) x 43,200 ticks, plus with [cluster] \
+         the PUTs of the quiet window (heartbeats, any lease change) scaled from ttl {TTL} s to the ttl; times the nodes; \
+         plus (Class A per first backup) x databases x 30 nightly backups. The listing grows with the bucket: \
+         BENCHMARKS.md has the aged figures."
     );
 }
 
@@ -98,6 +107,8 @@ struct Figures {
     puts_per_second: f64,
     gets_per_second: f64,
     class_a_per_backup: f64,
+    /// Objects in the bucket after the first backups (a listing is one LIST per 1,000).
+    objects: usize,
 }
 
 fn policy(server: &S3Server, node: &str, nodes: usize, dbs: &Path, n_dbs: usize) -> String {
@@ -157,7 +168,16 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         })
         .collect();
     let started = Instant::now();
-    let mut daemons: Vec<Daemon> = dirs.iter().map(|d| Daemon::start(d, "warn", &[])).collect();
+    let mut daemons: Vec<Daemon> = dirs
+        .iter()
+        .map(|d| {
+            Daemon::start(
+                d,
+                "warn,patina::daemon=info,patina::engine::cluster=info",
+                &[],
+            )
+        })
+        .collect();
     let store = server.store("bench/");
     // Every database backed up once.
     let all_backed_up = loop {
@@ -176,18 +196,23 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let addrs: Vec<_> = daemons.iter_mut().map(|d| d.addr()).collect();
+    let logs: Vec<PathBuf> = daemons.iter().map(|d| d.log.clone()).collect();
     let http = reqwest::Client::new();
     let requests = |addr| {
         let http = http.clone();
+        let logs = logs.clone();
         async move {
-            let text = http
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let response = match http.get(format!("http://{addr}/metrics")).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let text: Vec<String> = logs
+                        .iter()
+                        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                        .collect();
+                    panic!("scrape {addr}: {e}\n{}", text.join("\n----\n"));
+                }
+            };
+            let text = response.text().await.unwrap();
             let mut by_op = BTreeMap::new();
             for line in text.lines() {
                 if let Some(rest) = line.strip_prefix("patina_storage_requests_total{op=\"")
@@ -212,7 +237,18 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         before.push(requests(addr).await);
     }
     let t0 = Instant::now();
+    let journal_from = server.journal().len();
     tokio::time::sleep(Duration::from_secs(window)).await;
+    if std::env::var("PATINA_BENCH_JOURNAL").is_ok() {
+        let mut by: BTreeMap<String, usize> = BTreeMap::new();
+        for e in &server.journal()[journal_from..] {
+            let key = e.key().strip_prefix("bench/").unwrap_or(e.key());
+            let prefix: String = key.split('/').take(2).collect::<Vec<_>>().join("/");
+            *by.entry(format!("{} {} {} {}", e.method, prefix, e.query, e.status))
+                .or_default() += 1;
+        }
+        eprintln!("journal of the window ({n_dbs} databases, {n_nodes} nodes): {by:#?}");
+    }
     let mut after = Vec::new();
     for &addr in &addrs {
         after.push(requests(addr).await);
@@ -226,7 +262,7 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
             .sum::<f64>()
             / n_nodes as f64
     };
-    let lists_per_tick = delta("list") / (elapsed / TICK as f64);
+    let lists_per_tick = delta("list") / elapsed;
     let puts_per_second = delta("put") / elapsed;
     let gets_per_second = delta("get") / elapsed;
     let mut pass_ms = 0;
@@ -246,9 +282,15 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         .filter_map(|d| hwm_kib(d.pid()))
         .max()
         .unwrap_or(0);
+    let objects = store.list("").await.unwrap().len();
     for d in &mut daemons {
         d.signal("-TERM");
         d.wait_exit(Duration::from_secs(60));
+    }
+    if let Ok(keep) = std::env::var("PATINA_BENCH_KEEP_LOGS") {
+        for (i, d) in daemons.iter().enumerate() {
+            let _ = std::fs::copy(&d.log, format!("{keep}/cluster-{n_dbs}-{n_nodes}-{i}.log"));
+        }
     }
     // What the first backups cost beyond the listing and heartbeats of the same time.
     let background = (lists_per_tick / TICK as f64 + puts_per_second)
@@ -262,6 +304,7 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         puts_per_second,
         gets_per_second,
         class_a_per_backup: ((first - background) / n_dbs as f64).max(0.0),
+        objects,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Membership {
     timing: Timing,
     own: Tracker,
     others: BTreeMap<String, Tracker>,
+    /// Each other node's heartbeat as the last listing showed it ([`stamp`]).
+    stamps: BTreeMap<String, String>,
     /// Grows by one each time this node's heartbeat is written after a lapse (or first): the
     /// leases of an older term are not trusted any more ([`Leases::settle`] re-takes them).
     epoch: u64,
@@ -61,6 +63,7 @@ impl Membership {
             timing,
             own: Tracker::default(),
             others: BTreeMap::new(),
+            stamps: BTreeMap::new(),
             epoch: 0,
         }
     }
@@ -145,14 +148,15 @@ impl Membership {
     }
 
     /// [`Membership::watch`] from a listing of the bucket (the reconcile pass's): no LIST of
-    /// its own, and a GET only for a heartbeat whose etag changed since the last read (to
-    /// learn whether it was released) — liveness is the etag moving.
+    /// its own, and a GET only for a heartbeat that changed since the last listing (its etag,
+    /// or its size and time where the listing has no etags) — liveness is it moving.
     pub async fn watch_listed(
         &mut self,
         listed: &[ObjectInfo],
         now: Mono,
     ) -> Result<(), BeatError> {
         let mut seen = BTreeMap::new();
+        let mut stamps = BTreeMap::new();
         for object in listed {
             let Some(node) = object
                 .key
@@ -165,8 +169,9 @@ impl Membership {
                 continue;
             }
             let mut tracker = self.others.remove(node).unwrap_or_default();
-            let known = match (&object.etag, tracker.seen()) {
-                (Some(listed), Some((etag, body))) if listed == etag => {
+            let listed_stamp = stamp(object);
+            let known = match (self.stamps.get(node), tracker.seen()) {
+                (Some(known), Some((etag, body))) if *known == listed_stamp => {
                     Some((etag.clone(), body.clone()))
                 }
                 _ => None,
@@ -176,9 +181,11 @@ impl Membership {
                 None => read_body(&self.store, &object.key).await?,
             };
             tracker.observe(read, now);
+            stamps.insert(node.to_string(), listed_stamp);
             seen.insert(node.to_string(), tracker);
         }
         self.others = seen;
+        self.stamps = stamps;
         Ok(())
     }
 
@@ -316,9 +323,30 @@ pub struct Leases {
     written: BTreeMap<String, Held>,
     /// The heartbeat term the entries of `written` belong to.
     epoch: u64,
-    /// Lease bodies by key, as last read with their etag: a listing that shows the same etag
-    /// needs no GET.
-    bodies: BTreeMap<String, (ETag, LeaseBody)>,
+    /// Lease bodies by key, as last read: a listing that shows the lease unchanged needs no
+    /// GET ([`Leases::read`]).
+    bodies: BTreeMap<String, Cached>,
+}
+
+/// A lease body as read, with the listing's stamp of it then.
+#[derive(Debug, Clone)]
+struct Cached {
+    stamp: String,
+    etag: ETag,
+    body: LeaseBody,
+    read_at: Mono,
+}
+
+/// How long a lease is taken as unchanged on the word of a listing without etags (its size
+/// and time only).
+pub const STAMP_TRUST: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a listing says about an object's version: its etag, or else its size and time.
+fn stamp(o: &ObjectInfo) -> String {
+    match &o.etag {
+        Some(e) => format!("etag {e}"),
+        None => format!("{} bytes at {}", o.size, o.last_modified.timestamp_millis()),
+    }
 }
 
 impl Leases {
@@ -365,8 +393,10 @@ impl Leases {
             valid && maintainer.values().any(|n| *n == me),
             maintenance_busy,
         ));
+        let index: Option<std::collections::HashMap<&str, &ObjectInfo>> =
+            listed.map(|l| l.iter().map(|o| (o.key.as_str(), o)).collect());
         for (name, key, want, busy) in work {
-            let read = self.read(store, &key, listed).await?;
+            let read = self.read(store, &key, index.as_ref(), now).await?;
             // Busy with a job: keep it (released between jobs), but only while valid.
             let want = want || (busy && valid && self.written.contains_key(&key));
             let holder_alive = read
@@ -409,6 +439,8 @@ impl Leases {
                         Condition::Unchanged(etag) => PutMode::Replace(etag),
                     };
                     let bytes = serde_json::to_vec(&body).expect("a lease serializes");
+                    // Whatever the outcome, the lease changed or was changed: read it next time.
+                    self.bodies.remove(&key);
                     match store.put(&key, bytes.into(), mode).await {
                         Ok(Some(etag)) if !body.released => {
                             let change = match &read {
@@ -455,36 +487,51 @@ impl Leases {
         Ok(table)
     }
 
-    /// A lease as it stands: from `listed` (a listing of the bucket) when it shows the lease
-    /// absent or with the etag last read here, else one GET.
+    /// A lease as it stands: from the listing (`listed`, by key) when it shows the lease
+    /// absent or unchanged since the last read here, else one GET. "Unchanged" is the same
+    /// etag; where the listing has no etags (some S3 servers), the same size and time, trusted
+    /// for [`STAMP_TRUST`] only (a rewrite within the same second would look the same).
     async fn read(
         &mut self,
         store: &Store,
         key: &str,
-        listed: Option<&[ObjectInfo]>,
+        listed: Option<&std::collections::HashMap<&str, &ObjectInfo>>,
+        now: Mono,
     ) -> Result<Option<(ETag, LeaseBody)>, StoreError> {
+        let mut listed_stamp = None;
         if let Some(listed) = listed {
-            match listed.iter().find(|o| o.key == key) {
+            match listed.get(key) {
                 None => {
                     self.bodies.remove(key);
                     return Ok(None);
                 }
                 Some(o) => {
-                    if let (Some(etag), Some((known, body))) = (&o.etag, self.bodies.get(key))
-                        && etag == known
+                    let stamp = stamp(o);
+                    if let Some(cached) = self.bodies.get(key)
+                        && cached.stamp == stamp
+                        && (o.etag.is_some()
+                            || now.0.saturating_sub(cached.read_at.0) < STAMP_TRUST)
                     {
-                        return Ok(Some((known.clone(), body.clone())));
+                        return Ok(Some((cached.etag.clone(), cached.body.clone())));
                     }
+                    listed_stamp = Some(stamp);
                 }
             }
         }
         let read = read_body(store, key).await?;
-        match &read {
-            Some((etag, body)) => {
-                self.bodies
-                    .insert(key.to_string(), (etag.clone(), body.clone()));
+        match (&read, listed_stamp) {
+            (Some((etag, body)), Some(stamp)) => {
+                self.bodies.insert(
+                    key.to_string(),
+                    Cached {
+                        stamp,
+                        etag: etag.clone(),
+                        body: body.clone(),
+                        read_at: now,
+                    },
+                );
             }
-            None => {
+            _ => {
                 self.bodies.remove(key);
             }
         }
