@@ -1,8 +1,8 @@
 //! Leases for several daemons on one bucket (DESIGN §16), pure: what one node concludes from what
 //! it read and its own monotonic clock, and which databases each live node should hold.
 //!
-//! This is the decision half of issue 18; the daemon does not use it yet (no `[cluster]`
-//! section is accepted until leases are enforced end to end). Nothing here does I/O: the caller
+//! This is the decision half of issue 18; `crate::cluster` does the I/O and the daemon uses it
+//! with `[cluster]`. Nothing here does I/O: the caller
 //! reads the lease object (its body and etag), hands it to [`Tracker::observe`], performs the
 //! write [`Tracker::step`] asks for with the conditional mode it names, and reports the outcome
 //! ([`Tracker::written`], [`Tracker::conflict`]).

@@ -1,26 +1,33 @@
-//! Membership of several daemons on one bucket (DESIGN §16, issue 18): each node renews its
-//! heartbeat `nodes/{node}.json` and watches the others'. The decisions are
-//! [`crate::lease`]'s; this is their I/O. Not wired into the daemon yet: it is the piece the
-//! lease table and the per-fire claims will stand on.
+//! Several daemons on one bucket (DESIGN §16, issue 18): the I/O of [`crate::lease`]'s
+//! decisions, and the daemon's side of them ([`Node`]).
 //!
-//! A beat: read this node's heartbeat with its etag, renew it when a third of the ttl has passed
-//! since the last write (`If-Match` the etag it holds; `If-None-Match: *` when absent), then list
-//! `nodes/` and read each other node's heartbeat with its etag. Every request is one of the
-//! store's; none is repeated within a beat.
+//! - **Membership.** Each node renews its heartbeat `nodes/{node}.json` on a timer of its own
+//!   ([`Node::heartbeat`]: a GET every sixth of the ttl, a PUT every third) and watches the
+//!   others' from the reconcile pass's listing ([`Membership::watch_listed`]): a heartbeat is
+//!   alive while it keeps changing. A GET only when the listing shows a change.
+//! - **Leases.** Once per pass, [`Leases::settle`] moves each database lease
+//!   (`leases/db/{name}.json`) and the maintenance lease (`leases/maintenance.json`) toward the
+//!   node [`crate::lease::assign`] gives it among the live nodes, with conditional writes. Lease
+//!   objects are written only when their holder changes (see [`crate::lease`] for why, and why
+//!   that departs from DESIGN §16's "renewed every lease_ttl/3").
+//! - **Fencing.** A backup runs under a [`Ticket`] from [`Node::claim`]: the claim
+//!   `claims/{name}/{fire}.json` is created first (`If-None-Match: *`), every upload part checks
+//!   the lease without I/O ([`Ticket::check`]), and [`Ticket::commit`] re-reads the lease and
+//!   turns the claim `committed` with `If-Match` — the commit point — before the manifest is
+//!   created. The committed claim carries the manifest's bytes, so one lost to a crash between
+//!   the two writes is written by the next claimer ([`Node::claim`]); a claim left `running`
+//!   by an older lease term is taken over ([`crate::lease::claim_verdict`]). Archives are built
+//!   and deletions made only under the maintenance lease, re-read before each batch and checked
+//!   without I/O before each deletion.
 //!
-//! Cost (R2 Class A = PUT, LIST): renewals run every ttl/3 on their own timer (a 60 s tick is
-//! longer than a 30 s ttl), so three nodes at the default 30 s ttl write 3 × 6 × 43,200 ≈ 0.78 M
-//! heartbeats a month; listing `nodes/` at every renewal would double that, hence
-//! [`Membership::watch`] once per tick (3 × 43,200 ≈ 0.13 M at 60 s). With the reconcile
-//! listings on top, the 1 M free tier for the Grove setup on three nodes wants `lease_ttl =
-//! "60s"` (≈ 0.39 M heartbeats) or a tick listing only what it needs (DESIGN §16's
-//! `full_listing`). A write that fails for any reason leaves this node
-//! not holding its heartbeat until the next beat reads it again (and so not valid: no side
-//! effects under any lease).
+//! Cost (R2 Class A = PUT, LIST): the heartbeats are the only regular writes, 3 × 6 a minute ≈
+//! 0.78 M a month for three nodes at the default 30 s ttl (0.39 M at 60 s); the listing is the
+//! reconcile pass's own. BENCHMARKS.md has the measured figures.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 
 use crate::inventory::ObjectInfo;
 use crate::lease::{ClaimBody, ClaimState, Condition, LeaseBody, Mono, Step, Timing, Tracker};
@@ -395,6 +402,10 @@ impl Leases {
         ));
         let index: Option<std::collections::HashMap<&str, &ObjectInfo>> =
             listed.map(|l| l.iter().map(|o| (o.key.as_str(), o)).collect());
+        if let Some(index) = &index {
+            let keys: Vec<String> = work.iter().map(|(_, k, _, _)| k.clone()).collect();
+            self.prefetch(store, &keys, index, now).await?;
+        }
         for (name, key, want, busy) in work {
             let read = self.read(store, &key, index.as_ref(), now).await?;
             // Busy with a job: keep it (released between jobs), but only while valid.
@@ -487,6 +498,61 @@ impl Leases {
         Ok(table)
     }
 
+    /// The cached body of `key` if the listed object `o` shows it unchanged.
+    fn fresh(&self, key: &str, o: &ObjectInfo, now: Mono) -> Option<&Cached> {
+        self.bodies.get(key).filter(|cached| {
+            cached.stamp == stamp(o)
+                && (o.etag.is_some() || now.0.saturating_sub(cached.read_at.0) < STAMP_TRUST)
+        })
+    }
+
+    /// Read, 16 at a time, the leases of `keys` the listing shows changed since the last read
+    /// (at start, all of them), so that the settle's own reads find them cached.
+    async fn prefetch(
+        &mut self,
+        store: &Store,
+        keys: &[String],
+        listed: &std::collections::HashMap<&str, &ObjectInfo>,
+        now: Mono,
+    ) -> Result<(), StoreError> {
+        let stale: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| {
+                let o = listed.get(k.as_str())?;
+                self.fresh(k, o, now)
+                    .is_none()
+                    .then(|| (k.clone(), stamp(o)))
+            })
+            .collect();
+        let reads = stale.into_iter().map(|(key, stamp)| {
+            let store = store.clone();
+            async move {
+                let read = read_body(&store, &key).await;
+                (key, stamp, read)
+            }
+        });
+        let mut reads = futures::stream::iter(reads).buffer_unordered(16);
+        while let Some((key, stamp, read)) = reads.next().await {
+            match read? {
+                Some((etag, body)) => {
+                    self.bodies.insert(
+                        key,
+                        Cached {
+                            stamp,
+                            etag,
+                            body,
+                            read_at: now,
+                        },
+                    );
+                }
+                None => {
+                    self.bodies.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A lease as it stands: from the listing (`listed`, by key) when it shows the lease
     /// absent or unchanged since the last read here, else one GET. "Unchanged" is the same
     /// etag; where the listing has no etags (some S3 servers), the same size and time, trusted
@@ -506,15 +572,10 @@ impl Leases {
                     return Ok(None);
                 }
                 Some(o) => {
-                    let stamp = stamp(o);
-                    if let Some(cached) = self.bodies.get(key)
-                        && cached.stamp == stamp
-                        && (o.etag.is_some()
-                            || now.0.saturating_sub(cached.read_at.0) < STAMP_TRUST)
-                    {
+                    if let Some(cached) = self.fresh(key, o, now) {
                         return Ok(Some((cached.etag.clone(), cached.body.clone())));
                     }
-                    listed_stamp = Some(stamp);
+                    listed_stamp = Some(stamp(o));
                 }
             }
         }

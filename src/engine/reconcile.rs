@@ -550,7 +550,20 @@ impl Reconciler {
                 }
             }
         }
+        // Several daemons: each deletion first checks, without I/O, that the maintenance lease
+        // confirmed above is still this node's (a stall past the ttl ends the batch).
+        let still_maintains = || {
+            self.cluster
+                .as_ref()
+                .is_none_or(|n| n.maintains().is_some())
+        };
         for d in &plan.debris {
+            if !still_maintains() {
+                report
+                    .errors
+                    .push("the maintenance lease lapsed: the rest of the deletions wait".into());
+                break;
+            }
             report.storage_requests += 1;
             match store.delete(&d.key).await {
                 Ok(()) => {
@@ -561,6 +574,12 @@ impl Reconciler {
             }
         }
         for d in &plan.deletions {
+            if !still_maintains() {
+                report
+                    .errors
+                    .push("the maintenance lease lapsed: the rest of the deletions wait".into());
+                break;
+            }
             report.storage_requests += 2;
             match bucket::delete_committed(&store, &d.manifest_key, &d.data_key).await {
                 Ok(()) => {

@@ -119,6 +119,18 @@ impl S3Server {
         .await
     }
 
+    /// [`S3Server::start`] accepting `extra_keys` too, requests handled concurrently (conditional
+    /// writes are not atomic here: for benchmarks, not for lease tests).
+    pub async fn start_with_node_keys(extra_keys: &[(&str, &str)]) -> S3Server {
+        S3Server::start_inner(
+            "test-access-key",
+            "test-secret-key-d0nt-l3ak",
+            extra_keys,
+            false,
+        )
+        .await
+    }
+
     /// The journal of a [`S3Server::start_journaled`] server, in the order requests were
     /// handled.
     pub fn journal(&self) -> Vec<Entry> {

@@ -230,6 +230,8 @@ pub(super) struct DbPanel {
     /// Stored sizes of the newest [`TREND_POINTS`] dumps, oldest first.
     pub(super) sizes: Vec<u64>,
     pub(super) last_drill: Option<VerificationRow>,
+    /// With `[cluster]`: the node holding the database's lease (DESIGN §16).
+    pub(super) holder: Option<String>,
 }
 
 /// How many dumps the size trend spans.
@@ -253,6 +255,7 @@ async fn db_panels(s: &AppState, policy: &Policy) -> Result<BTreeMap<String, DbP
                     oldest: (restore_points > 0).then_some(oldest),
                     sizes,
                     last_drill: drills.get(&name).cloned(),
+                    holder: None,
                 },
             );
         }
@@ -317,7 +320,19 @@ pub(super) async fn ui(State(s): State<Arc<AppState>>) -> Result<Response, ApiEr
     let now = (s.clock)();
     let status = BackupStatus::load(&s, &policy, now).await?;
     let data = status_data(&s).await?;
-    let panels = db_panels(&s, &policy).await?;
+    let mut panels = db_panels(&s, &policy).await?;
+    if let Some(node) = s.reconciler.cluster() {
+        let view = node.view();
+        for (db, panel) in panels.iter_mut() {
+            panel.holder = view.table.holders.get(db).map(|h| {
+                if *h == view.node {
+                    format!("{h} (this node)")
+                } else {
+                    h.clone()
+                }
+            });
+        }
+    }
     let places = destinations(&s, &policy, &snapshot);
     let html = render(
         &status,
@@ -500,6 +515,10 @@ fn render(
                 d.schedule
                     .next_after(now)
                     .map_or("—".into(), |t| local_time(t, tz))
+            };
+            let next = match panels.get(&d.name).and_then(|p| p.holder.as_deref()) {
+                Some(holder) => format!("{next} · on node {holder}"),
+                None => next,
             };
             let last = data
                 .last_success
@@ -813,6 +832,7 @@ mod tests {
                     status: "failed".into(),
                     detail: Some("row count of users differs".into()),
                 }),
+                holder: Some("backup-2".into()),
             },
         )]);
         let html = render(
@@ -851,6 +871,7 @@ mod tests {
             r#"aria-label="Size of the last 3 backups: from 1000 B to 900 B""#,
             r#"title="row count of users differs">✗ failed</span>"#,
             "no dumps yet",
+            " · on node backup-2</td>",
             r#"<tr><td>offsite</td><td>file:///mnt/offsite/</td><td class="st-failed">✗ list the replica: access denied</td></tr>"#,
             r#"<td>Restore</td><td>alpha</td><td title="weekly/2026-W46.tar:2026-11-15/alpha/20261115T030000Z.sql.zst">Nov 15, 03:00 UTC</td><td>cli:ops</td><td class="st-completed">✓ 2s</td>"#,
         ] {
