@@ -20,9 +20,9 @@
 //!   and deletions made only under the maintenance lease, re-read before each batch and checked
 //!   without I/O before each deletion.
 //!
-//! Cost (R2 Class A = PUT, LIST): the heartbeats are the only regular writes, 3 × 6 a minute ≈
-//! 0.78 M a month for three nodes at the default 30 s ttl (0.39 M at 60 s); the listing is the
-//! reconcile pass's own. BENCHMARKS.md has the measured figures.
+//! Cost (R2 Class A = PUT, LIST): the heartbeats are the only regular writes, at most 6 a
+//! minute per node at the default 30 s ttl (measured: 2.4 per ttl, ≈ 0.62 M a month for three
+//! nodes); the listing is the reconcile pass's own. BENCHMARKS.md has the measured figures.
 
 use std::collections::BTreeMap;
 

@@ -484,6 +484,18 @@ impl Reconciler {
                 report.errors.push(format!("settle the leases: {e}"));
             }
             self.keep_to_leases(node, &mut plan);
+            // Another node's retention deleted these: recorded as deleted, not alerted as drift.
+            let (elsewhere, drift): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.drift)
+                .into_iter()
+                .partition(|d| deleted_by_retention(&policy, &inventory, &d.data_key, now));
+            plan.drift = drift;
+            for d in elsewhere {
+                self.catalog.lock().expect("catalog lock").mark_deleted(
+                    &d.data_key,
+                    "retention",
+                    now,
+                )?;
+            }
             if node.maintains().is_some() {
                 // Claims are kept as long as the dumps they fenced, and a day more.
                 let stale = listed.iter().filter(|o| {
@@ -1074,6 +1086,29 @@ impl Reconciler {
             }
         }
         drained
+    }
+}
+
+/// Several daemons: whether `key`, gone from storage, is one retention would have deleted by
+/// `now` — an expired dump that is not its database's newest left, or an expired archive — so
+/// the node holding the maintenance lease deleted it, and it is not drift.
+fn deleted_by_retention(
+    policy: &Policy,
+    inventory: &Inventory,
+    key: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    match crate::manifest::parse_key(key) {
+        Some(crate::manifest::ParsedKey::DumpData { id, .. }) => {
+            policy.retention.daily.after(id.taken_at) <= now
+                && inventory
+                    .latest(&id.database)
+                    .is_some_and(|newest| newest.id.taken_at > id.taken_at)
+        }
+        Some(crate::manifest::ParsedKey::ArchiveData { week, .. }) => {
+            archive_expiry(policy, week, now) <= now
+        }
+        _ => false,
     }
 }
 
