@@ -1565,12 +1565,7 @@ async fn plan_cmd(policy: Policy, now: DateTime<Utc>, json: bool) -> Result<Exit
     let cluster = match &policy.cluster {
         None => None,
         Some(c) => {
-            let databases: Vec<String> = policy
-                .databases
-                .iter()
-                .filter(|d| d.enabled)
-                .map(|d| d.name.clone())
-                .collect();
+            let databases = policy.enabled_names();
             let outlook = crate::cluster::outlook(&reconciler.store(), &databases)
                 .await
                 .map_err(|e| Failure::from(anyhow::Error::new(e)))?;

@@ -89,6 +89,15 @@ pub struct Drills {
 }
 
 impl Policy {
+    /// The names of the enabled databases, in file order.
+    pub fn enabled_names(&self) -> Vec<String> {
+        self.databases
+            .iter()
+            .filter(|d| d.enabled)
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
     /// The database with this name, if declared.
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.iter().find(|d| d.name == name)

@@ -128,30 +128,12 @@ impl Membership {
         Ok(())
     }
 
-    /// Read the other nodes' heartbeats: one LIST of `nodes/` and a GET each. A LIST is an R2
-    /// Class A operation like a PUT: once per tick is enough (liveness is judged over the
-    /// ttl), not once per renewal.
+    /// Read the other nodes' heartbeats: one LIST of `nodes/`, and a GET of each that changed.
+    /// A LIST is an R2 Class A operation like a PUT: the daemon uses the pass's own listing
+    /// instead ([`Membership::watch_listed`]).
     pub async fn watch(&mut self, now: Mono) -> Result<(), BeatError> {
         let listed = self.store.list(NODES).await?;
-        let mut seen = BTreeMap::new();
-        for object in listed {
-            let Some(node) = object
-                .key
-                .strip_prefix(NODES)
-                .and_then(|k| k.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            if node == self.me {
-                continue;
-            }
-            let mut tracker = self.others.remove(node).unwrap_or_default();
-            let read = read_body(&self.store, &object.key).await?;
-            tracker.observe(read, now);
-            seen.insert(node.to_string(), tracker);
-        }
-        self.others = seen;
-        Ok(())
+        self.watch_listed(&listed, now).await
     }
 
     /// [`Membership::watch`] from a listing of the bucket (the reconcile pass's): no LIST of

@@ -467,12 +467,7 @@ impl Reconciler {
             ..PassReport::default()
         };
         if let Some(node) = &self.cluster {
-            let databases: Vec<String> = policy
-                .databases
-                .iter()
-                .filter(|d| d.enabled)
-                .map(|d| d.name.clone())
-                .collect();
+            let databases = policy.enabled_names();
             let busy = self.running();
             let maintenance_busy = self.archiving.load(Ordering::SeqCst) || self.drilling();
             // The pass's own listing has the heartbeats, leases and claims: no LIST of its own.
