@@ -202,8 +202,30 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let addrs: Vec<_> = daemons.iter_mut().map(|d| d.addr()).collect();
+    // Scrape only once each daemon answers /healthz.
+    for &addr in &addrs {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match reqwest::get(format!("http://{addr}/healthz")).await {
+                Ok(r) if r.status().is_success() => break,
+                outcome => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{addr} never answered /healthz: {outcome:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
     let logs: Vec<PathBuf> = daemons.iter().map(|d| d.log.clone()).collect();
-    let http = reqwest::Client::new();
+    // A new connection per scrape: the daemon closes a connection idle for its 10 s header
+    // timeout, and a pooled one reused at that instant fails with IncompleteMessage (the quick
+    // window is 10 s).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let requests = |addr| {
         let http = http.clone();
         let logs = logs.clone();
@@ -215,7 +237,7 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
                         .iter()
                         .map(|l| std::fs::read_to_string(l).unwrap_or_default())
                         .collect();
-                    panic!("scrape {addr}: {e}\n{}", text.join("\n----\n"));
+                    panic!("scrape {addr}: {e:?}\n{}", text.join("\n----\n"));
                 }
             };
             let text = response.text().await.unwrap();
