@@ -99,6 +99,30 @@ impl Membership {
         let key = heartbeat_key(&self.me);
         let read = read_body(&self.store, &key).await?;
         self.own.observe(read, now);
+        if leaving
+            && !self.own.holds()
+            && let Some((etag, body)) = self.own.seen()
+            && body.node == self.me
+            && !body.released
+        {
+            // Leaving with a heartbeat this run wrote but did not record (the timer was
+            // stopped mid-write): give it up all the same, so the others need not wait.
+            let body = LeaseBody {
+                released: true,
+                beat: body.beat + 1,
+                expires_at: wall,
+                ..body.clone()
+            };
+            let bytes = serde_json::to_vec(&body).expect("a heartbeat serializes");
+            if let Err(e) = self
+                .store
+                .put(&key, bytes.into(), PutMode::Replace(etag.clone()))
+                .await
+            {
+                tracing::warn!(key, error = %e, "heartbeat not released");
+            }
+            return Ok(());
+        }
         let was_valid = self.own.valid(now, self.timing).is_some();
         if let Step::Write { condition, body } =
             self.own.step(&self.me, !leaving, now, wall, self.timing)
