@@ -263,6 +263,23 @@ impl KeepRules {
         verdicts
     }
 
+    /// Several daemons: whether a dump that vanished from storage is one this node's own
+    /// retention would have deleted by `now` — the same rule as [`KeepRules::deletions`]:
+    /// expired, not its database's newest (`newer_exists`), and with a weekly tier covered by
+    /// that week's archive (`archived_week`) — so another node holding the maintenance lease
+    /// deleted it, and it is not drift.
+    pub fn would_have_deleted(
+        &self,
+        taken_at: DateTime<Utc>,
+        newer_exists: bool,
+        archived_week: bool,
+        now: DateTime<Utc>,
+    ) -> bool {
+        newer_exists
+            && expired(taken_at, self.daily, now)
+            && (self.weekly.is_none() || archived_week)
+    }
+
     /// [`KeepRules::dump_verdict`]'s `delete`, without its reasons.
     fn dump_deleted(
         &self,
@@ -1339,5 +1356,40 @@ mod tests {
                 prop_assert!(early.is_subset(&late), "un-deleted later: {:?}", early.difference(&late).collect::<Vec<_>>());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod vanished_tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_dump_counts_as_retention_only_where_retention_would_delete_it() {
+        let day = |d: i64| chrono::Duration::days(d);
+        let now: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+        let rules = KeepRules {
+            daily: Span::Seconds(7 * 86_400),
+            weekly: Some(Span::Seconds(84 * 86_400)),
+            monthly: None,
+        };
+        let old = now - day(10);
+        assert!(rules.would_have_deleted(old, true, true, now));
+        assert!(
+            !rules.would_have_deleted(old, false, true, now),
+            "the newest stays"
+        );
+        assert!(
+            !rules.would_have_deleted(old, true, false, now),
+            "not yet archived"
+        );
+        assert!(
+            !rules.would_have_deleted(now - day(2), true, true, now),
+            "not expired"
+        );
+        let no_weekly = KeepRules {
+            weekly: None,
+            ..rules
+        };
+        assert!(no_weekly.would_have_deleted(old, true, false, now));
     }
 }

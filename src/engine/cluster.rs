@@ -41,6 +41,11 @@ pub fn heartbeat_key(node: &str) -> String {
     format!("{NODES}{node}.json")
 }
 
+/// The node a heartbeat key names ([`heartbeat_key`]'s inverse); `None` for other keys.
+fn node_of(key: &str) -> Option<&str> {
+    key.strip_prefix(NODES)?.strip_suffix(".json")
+}
+
 /// This node's view of the nodes sharing the bucket.
 #[derive(Clone)]
 pub struct Membership {
@@ -171,11 +176,7 @@ impl Membership {
         let mut seen = BTreeMap::new();
         let mut stamps = BTreeMap::new();
         for object in listed {
-            let Some(node) = object
-                .key
-                .strip_prefix(NODES)
-                .and_then(|k| k.strip_suffix(".json"))
-            else {
+            let Some(node) = node_of(&object.key) else {
                 continue;
             };
             if node == self.me {
@@ -1217,11 +1218,7 @@ pub async fn outlook(store: &Store, databases: &[String]) -> Result<Outlook, Sto
     let mut nodes = Vec::new();
     let mut left = Vec::new();
     for object in store.list(NODES).await? {
-        let Some(node) = object
-            .key
-            .strip_prefix(NODES)
-            .and_then(|k| k.strip_suffix(".json"))
-        else {
+        let Some(node) = node_of(&object.key) else {
             continue;
         };
         match read_body(store, &object.key).await? {

@@ -1085,8 +1085,8 @@ impl Reconciler {
 }
 
 /// Several daemons: whether `key`, gone from storage, is one retention would have deleted by
-/// `now` — an expired dump that is not its database's newest left, or an expired archive — so
-/// the node holding the maintenance lease deleted it, and it is not drift.
+/// `now` ([`crate::retention::KeepRules::would_have_deleted`] for a dump, an expired archive)
+/// — so the node holding the maintenance lease deleted it, and it is not drift.
 fn deleted_by_retention(
     policy: &Policy,
     inventory: &Inventory,
@@ -1095,10 +1095,17 @@ fn deleted_by_retention(
 ) -> bool {
     match crate::manifest::parse_key(key) {
         Some(crate::manifest::ParsedKey::DumpData { id, .. }) => {
-            policy.retention.daily.after(id.taken_at) <= now
-                && inventory
-                    .latest(&id.database)
-                    .is_some_and(|newest| newest.id.taken_at > id.taken_at)
+            let newer_exists = inventory
+                .latest(&id.database)
+                .is_some_and(|newest| newest.id.taken_at > id.taken_at);
+            let week = IsoWeek::of(id.taken_at);
+            let archived_week = inventory.archives.iter().any(|a| a.week == week);
+            crate::retention::KeepRules::from(&policy.retention).would_have_deleted(
+                id.taken_at,
+                newer_exists,
+                archived_week,
+                now,
+            )
         }
         Some(crate::manifest::ParsedKey::ArchiveData { week, .. }) => {
             archive_expiry(policy, week, now) <= now
