@@ -16,8 +16,8 @@ pub mod engine;
 
 pub use adapters::{alert, catalog, source, store, systemd};
 pub use core::{
-    clock, codec, dump, human, inventory, keys, lease, manifest, plan, points, policy, replication,
-    retention, schedule,
+    clock, codec, dump, human, inventory, keys, lease, listing, manifest, plan, points, policy,
+    replication, retention, schedule,
 };
 pub use daemon::{http, metrics};
 pub use engine::{archive, backup, bucket, cluster, drill, reconcile, replica, restore};

@@ -3,7 +3,7 @@
 //! in-process S3 server (requests one at a time, as the chaos test runs it).
 //!
 //! ```text
-//! cargo bench --bench cluster -- [--quick] [--dbs 12,1000] [--nodes 1,3] [--window SECS]
+//! cargo bench --bench cluster -- [--quick] [--dbs 12,1000] [--nodes 1,3] [--window SECS] [--aged N]
 //! ```
 //!
 //! For each number of databases and of nodes: tiny SQLite databases on a nightly schedule, the
@@ -13,10 +13,14 @@
 //! - **cost**: each node's storage requests by operation (`patina_storage_requests_total`)
 //!   over a quiet window after the first backups. Class A operations (LIST, PUT — multipart
 //!   parts and completions count as PUTs) come from two sources: the reconcile listing, once
-//!   per tick (pages of 1,000 keys), and heartbeats, once per third of the ttl. Both are
-//!   measured here and projected to a month at the production settings (tick 60 s,
-//!   `lease_ttl` 30 s, and 60 s), plus the backups of a nightly schedule at the Class A
-//!   operations each first backup cost.
+//!   per tick (pages of 1,000 keys: between full listings only the newest keys, DESIGN §16),
+//!   and heartbeats, once per third of the ttl. Both are measured here and projected to a
+//!   month at the production settings (tick 60 s, one full listing an hour, `lease_ttl` 30 s,
+//!   and 60 s), plus the backups of a nightly schedule at the Class A operations each first
+//!   backup cost.
+//! - **aged** (`--aged N`): the bucket starts with N more keys under old days, as a bucket
+//!   looks after weeks of backups (Grove at 1,000 databases: about 22,000). They are foreign
+//!   (names Patina does not write), so retention leaves them and the cost is the listing's.
 //!
 //! `--quick` is 12 and 100 databases, a 10 s window (CI runs it so the harness never rots; it
 //! reports, it never asserts).
@@ -50,19 +54,20 @@ fn main() {
     let dbs = list("--dbs", if quick { &[12, 100] } else { &[12, 1000] });
     let nodes = list("--nodes", &[1, 3]);
     let window = list("--window", if quick { &[10] } else { &[60] })[0] as u64;
+    let aged = list("--aged", &[0])[0];
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "# several daemons: tick {TICK} s, lease_ttl {TTL} s, quiet window {window} s; load average {}",
+        "# several daemons: tick {TICK} s, lease_ttl {TTL} s, quiet window {window} s, {aged} aged keys; load average {}",
         load_average()
     );
     println!();
     println!(
-        "| databases | nodes | all backed up | peak RSS per node (max) | reconcile pass (max) | objects | LIST / s / node | PUT / s / node | GET / s / node | Class A per first backup | Class A / month (tick 60 s, ttl 30 s) | (ttl 60 s) |"
+        "| databases | nodes | all backed up | peak RSS per node (max) | reconcile pass (max) | objects | LIST / pass (server) | PUT / s / node | GET / s / node | Class A per first backup | Class A / month (tick 60 s, ttl 30 s) | (ttl 60 s) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &d in &dbs {
         for &n in &nodes {
-            let r = rt.block_on(run(d, n, window));
+            let r = rt.block_on(run(d, n, window, aged));
             let month = |ttl: f64| {
                 // Heartbeats (and lease changes) only with [cluster].
                 let heartbeats = if n > 1 {
@@ -70,18 +75,22 @@ fn main() {
                 } else {
                     0.0
                 };
-                let per_node =
-                    r.objects.div_ceil(1000).max(1) as f64 * (MONTH_SECONDS / 60.0) + heartbeats;
+                // The partial listings measured (pages per tick are the same at any tick), and
+                // one full listing of the whole bucket an hour.
+                let per_node = r.lists_per_pass * (MONTH_SECONDS / 60.0)
+                    + r.objects.div_ceil(1000).max(1) as f64 * (MONTH_SECONDS / 3600.0)
+                    + heartbeats;
                 // Nightly backups of every database, once across the cluster.
                 per_node * n as f64 + r.class_a_per_backup * d as f64 * 30.0
             };
             println!(
-                "| {d} | {n} | {:.1} s | {:.1} MiB | {} ms | {} | {:.2} | {:.3} | {:.3} | {:.1} | {:.2} M | {:.2} M |",
+                "| {d} | {n} | {:.1} s | {:.1} MiB | {} ms | {} | {:.2} ({:.0} full) | {:.3} | {:.3} | {:.1} | {:.2} M | {:.2} M |",
                 r.all_backed_up.as_secs_f64(),
                 r.peak_rss_kib as f64 / 1024.0,
                 r.pass_ms,
                 r.objects,
-                r.lists_per_tick,
+                r.lists_per_pass,
+                r.full_in_window,
                 r.puts_per_second,
                 r.gets_per_second,
                 r.class_a_per_backup,
@@ -92,10 +101,10 @@ fn main() {
     }
     println!();
     println!(
-        "Projection: per node, one listing per tick (ceil(objects / 1,000) LISTs) x 43,200 ticks, plus with [cluster] \
-         the PUTs of the quiet window (heartbeats, any lease change) scaled from ttl {TTL} s to the ttl; times the nodes; \
-         plus (Class A per first backup) x databases x 30 nightly backups. The listing grows with the bucket: \
-         BENCHMARKS.md has the aged figures."
+        "Projection: per node, the LIST requests per pass in the quiet window (partial listings, counted by the server) x 43,200 passes, plus one full \
+         listing an hour (ceil(objects / 1,000) LISTs x 720), plus with [cluster] the PUTs of the quiet window (heartbeats, \
+         any lease change) scaled from ttl {TTL} s to the ttl; times the nodes; plus (Class A per first backup) x databases \
+         x 30 nightly backups. --aged N starts the bucket with N old keys."
     );
 }
 
@@ -103,7 +112,10 @@ struct Figures {
     all_backed_up: Duration,
     peak_rss_kib: u64,
     pass_ms: u64,
-    lists_per_tick: f64,
+    /// LIST requests the server answered per reconcile pass in the window.
+    lists_per_pass: f64,
+    /// Full listings among those passes.
+    full_in_window: f64,
     puts_per_second: f64,
     gets_per_second: f64,
     class_a_per_backup: f64,
@@ -134,7 +146,7 @@ fn policy(server: &S3Server, node: &str, nodes: usize, dbs: &Path, n_dbs: usize)
     s
 }
 
-async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
+async fn run(n_dbs: usize, n_nodes: usize, window: u64, aged: usize) -> Figures {
     let names: Vec<String> = (0..n_nodes).map(|i| format!("n{i}")).collect();
     let keys: Vec<(String, String)> = names
         .iter()
@@ -148,6 +160,17 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
     } else {
         S3Server::start_with_node_keys(&key_refs).await
     };
+    // The aged keys, written straight into the served folder (s3s-fs lists the files).
+    for i in 0..aged {
+        let dir = server.bucket_dir().join(format!(
+            "bench/daily/2025-{:02}-{:02}/db{:04}",
+            1 + i / 28 % 12,
+            1 + i % 28,
+            i / 336
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("aged-{i}.txt")), b"x").unwrap();
+    }
     let root = tempfile::tempdir().unwrap();
     let dbs = root.path().join("dbs");
     std::fs::create_dir(&dbs).unwrap();
@@ -204,7 +227,9 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
     let addrs: Vec<_> = daemons.iter_mut().map(|d| d.addr()).collect();
     // Scrape only once each daemon answers /healthz.
     for &addr in &addrs {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: an aged bucket's first full listing is slow on s3s-fs (every page walks
+        // the whole folder).
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             match reqwest::get(format!("http://{addr}/healthz")).await {
                 Ok(r) if r.status().is_success() => break,
@@ -248,6 +273,13 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
                 {
                     by_op.insert(op.to_string(), value.trim().parse::<f64>().unwrap_or(0.0));
                 }
+                if let Some(rest) = line.strip_prefix("patina_reconcile_passes_total{listing=\"")
+                    && let Some((listing, value)) = rest.split_once("\"} ")
+                {
+                    let n = value.trim().parse::<f64>().unwrap_or(0.0);
+                    *by_op.entry("passes".to_string()).or_default() += n;
+                    by_op.insert(format!("passes:{listing}"), n);
+                }
             }
             by_op
         }
@@ -266,6 +298,7 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
     }
     let t0 = Instant::now();
     let journal_from = server.journal().len();
+    let server_lists_from = server.list_requests();
     tokio::time::sleep(Duration::from_secs(window)).await;
     if std::env::var("PATINA_BENCH_JOURNAL").is_ok() {
         let mut by: BTreeMap<String, usize> = BTreeMap::new();
@@ -282,6 +315,9 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
         after.push(requests(addr).await);
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    // The list requests the server answered in the window (pages, as R2 bills them), per pass
+    // of any node (all of them partial listings unless a full one fell in the window).
+    let server_lists = (server.list_requests() - server_lists_from) as f64;
     let delta = |op: &str| {
         before
             .iter()
@@ -290,7 +326,10 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
             .sum::<f64>()
             / n_nodes as f64
     };
-    let lists_per_tick = delta("list") / elapsed;
+    let lists_per_second = delta("list") / elapsed;
+    let passes = delta("passes") * n_nodes as f64;
+    let lists_per_pass = server_lists / passes.max(1.0);
+    let full_in_window = delta("passes:full") * n_nodes as f64;
     let puts_per_second = delta("put") / elapsed;
     let gets_per_second = delta("get") / elapsed;
     let mut pass_ms = 0;
@@ -322,12 +361,13 @@ async fn run(n_dbs: usize, n_nodes: usize, window: u64) -> Figures {
     }
     // What the first backups cost beyond the listing and heartbeats of the same time.
     let background =
-        (lists_per_tick + puts_per_second) * all_backed_up.as_secs_f64() * n_nodes as f64;
+        (lists_per_second + puts_per_second) * all_backed_up.as_secs_f64() * n_nodes as f64;
     Figures {
         all_backed_up,
         peak_rss_kib,
         pass_ms,
-        lists_per_tick,
+        lists_per_pass,
+        full_in_window,
         puts_per_second,
         gets_per_second,
         class_a_per_backup: ((first - background) / n_dbs as f64).max(0.0),

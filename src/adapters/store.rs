@@ -428,14 +428,39 @@ impl Store {
     /// `prefix` is a plain string prefix, as in S3: `daily/2026-11` matches
     /// `daily/2026-11-22/…`. Keys come back relative to the store's prefix, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.list_from(prefix, None).await
+    }
+
+    /// As [`list`](Store::list), only the keys (relative) that sort after `after`: the server
+    /// starts the listing there, so the keys before it cost no requests.
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.list_from(prefix, Some(after)).await
+    }
+
+    async fn list_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
         const OP: &str = "list objects in";
-        self.requests.count(&self.requests.list, 1);
         let full = format!("{}{prefix}", self.prefix);
-        let objects = self
-            .backend
-            .list(&full)
-            .await
-            .map_err(|e| self.error(OP, prefix, e))?;
+        let listed = match after {
+            None => self.backend.list(&full).await,
+            Some(after) => {
+                let after = format!("{}{after}", self.prefix);
+                self.backend.list_after(&full, &after).await
+            }
+        };
+        // One request per page of 1,000 keys, as S3 and R2 answer (and bill) a listing.
+        let pages = listed
+            .as_ref()
+            .map_or(1, |o| crate::listing::pages(o.len()));
+        self.requests.count(&self.requests.list, pages);
+        let objects = listed.map_err(|e| self.error(OP, prefix, e))?;
         Ok(objects
             .into_iter()
             .filter_map(|info| {

@@ -129,6 +129,12 @@ pub(super) struct RawDaemon {
     /// How often the policy is reconciled against storage, e.g. "60s" or "5m".
     #[schemars(extend("default" = "60s"), regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
     pub(super) tick: Option<String>,
+    /// How often a reconcile pass lists the whole bucket, e.g. "1h". Passes between list only
+    /// the keys that change (today's dumps, leases, heartbeats, archives), so storage requests
+    /// stay flat as backups age; retention, debris and drift wait for the full listings. Set to
+    /// the tick to list everything every pass.
+    #[schemars(extend("default" = "1h"), regex(pattern = r"^[0-9]+(s|m|h|d|w)$"))]
+    pub(super) full_listing: Option<String>,
     /// How many backups may run at once (at least 1).
     #[schemars(extend("default" = 3), range(min = 1))]
     pub(super) concurrency: Option<u32>,

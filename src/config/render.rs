@@ -121,6 +121,11 @@ pub fn describe(policy: &Policy, now: chrono::DateTime<chrono::Utc>) -> String {
     }
     let _ = writeln!(out, "timezone:     {}", d.timezone);
     let _ = writeln!(out, "tick:         {}", Span::Seconds(d.tick.as_secs()));
+    let _ = writeln!(
+        out,
+        "full listing: every {}",
+        Span::Seconds(d.full_listing.as_secs())
+    );
     let _ = writeln!(out, "concurrency:  {}", d.concurrency);
     let _ = writeln!(
         out,

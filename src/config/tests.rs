@@ -521,6 +521,7 @@ api tokens:   1
   default (secret ***): trigger, download, read
 timezone:     Europe/Berlin
 tick:         1m
+full listing: every 1h
 concurrency:  3
 history:      400d (longest retention tier + 4w)
 retention:    daily 1w, weekly off, monthly 12mo

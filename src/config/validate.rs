@@ -361,6 +361,10 @@ impl Cx<'_> {
             );
         }
         let tick = self.duration("daemon.tick", raw.tick.as_deref().unwrap_or("60s"));
+        let full_listing = self.duration(
+            "daemon.full_listing",
+            raw.full_listing.as_deref().unwrap_or("1h"),
+        );
         let concurrency = raw.concurrency.unwrap_or(3) as usize;
         let timezone = self.timezone(raw.timezone.as_deref().unwrap_or("UTC"));
         let history_retention = match raw.history_retention.as_deref() {
@@ -425,6 +429,7 @@ impl Cx<'_> {
             listen: listen?,
             state_dir: resolve(base_dir, state_dir),
             tick: tick?,
+            full_listing: full_listing?,
             concurrency,
             timezone: timezone?,
             history_retention,

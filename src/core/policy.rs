@@ -155,6 +155,9 @@ pub struct Daemon {
     /// Resolved against the policy file's directory.
     pub state_dir: PathBuf,
     pub tick: Duration,
+    /// How often a pass lists the whole bucket; passes between list only the newest keys
+    /// (DESIGN §16, `listing`). Set to `tick` or less, every pass lists everything.
+    pub full_listing: Duration,
     pub concurrency: usize,
     pub timezone: chrono_tz::Tz,
     /// Bearer tokens (`[[token]]`, and `api_token` as the token `default` with every scope).

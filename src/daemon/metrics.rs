@@ -91,6 +91,8 @@ pub const NAMES: &[&str] = &[
     "retention_deleted_objects_total",
     "reconcile_duration_seconds",
     "reconcile_last_success_timestamp_seconds",
+    "reconcile_last_full_listing_timestamp_seconds",
+    "reconcile_passes_total",
     "verify_last_success_timestamp_seconds",
     "verify_runs_total",
     "restore_points",
@@ -149,11 +151,13 @@ struct Handles {
     retention_deleted_objects: Family<Labels, Counter>,
     reconcile_duration_seconds: GaugeF,
     reconcile_last_success_timestamp_seconds: GaugeF,
+    reconcile_last_full_listing_timestamp_seconds: GaugeF,
     verify_last_success_timestamp_seconds: Family<Labels, GaugeF>,
     verify_runs: Family<Labels, Counter>,
     restore_points: Family<Labels, Gauge>,
     alerts_sent: Family<Labels, Counter>,
     storage_requests: Family<Labels, Counter>,
+    reconcile_passes: Family<Labels, Counter>,
     jobs_running: Gauge,
     d1_export_fallbacks: Family<Labels, Counter>,
     d1_repaired_values: Family<Labels, Counter>,
@@ -250,11 +254,13 @@ impl Metrics {
             d1_repaired_values: Family::default(),
             reconcile_duration_seconds: GaugeF::default(),
             reconcile_last_success_timestamp_seconds: GaugeF::default(),
+            reconcile_last_full_listing_timestamp_seconds: GaugeF::default(),
             verify_last_success_timestamp_seconds: Family::default(),
             verify_runs: Family::default(),
             restore_points: Family::default(),
             alerts_sent: Family::default(),
             storage_requests: Family::default(),
+            reconcile_passes: Family::default(),
             jobs_running: Gauge::default(),
             http_auth_failures: Counter::default(),
             replica_missing_objects: Family::default(),
@@ -356,6 +362,12 @@ impl Metrics {
             h.reconcile_last_success_timestamp_seconds.clone(),
         );
         r.register(
+            "reconcile_last_full_listing_timestamp_seconds",
+            "When the last full listing of the bucket started (unix seconds; 0 = none yet); \
+             retention, debris and drift run on those",
+            h.reconcile_last_full_listing_timestamp_seconds.clone(),
+        );
+        r.register(
             "replica_missing_objects",
             "Committed dumps and archives of the primary that each replica lacked after its last sync (absent until a sync listed both)",
             h.replica_missing_objects.clone(),
@@ -419,6 +431,12 @@ impl Metrics {
             "storage_requests",
             "Storage requests made by this process, by operation",
             h.storage_requests.clone(),
+        );
+        r.register(
+            "reconcile_passes",
+            "Reconcile passes by listing: full (the whole bucket), partial (only the newest keys), \
+             failed",
+            h.reconcile_passes.clone(),
         );
         r.register(
             "jobs_running",
@@ -493,6 +511,7 @@ impl Metrics {
             &h.alerts_sent,
             &h.verify_runs,
             &h.storage_requests,
+            &h.reconcile_passes,
             &h.d1_export_fallbacks,
             &h.d1_repaired_values,
         ] {
@@ -677,6 +696,11 @@ impl Metrics {
                 .last_success
                 .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
         );
+        h.reconcile_last_full_listing_timestamp_seconds.set(
+            snapshot
+                .last_full_listing
+                .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0),
+        );
 
         // Every declared sink × event × result starts at 0, so `rate()` sees the first one.
         for sink in &policy.sinks {
@@ -707,6 +731,13 @@ impl Metrics {
         }
         for (op, n) in snapshot.requests {
             set_counter(&h.storage_requests, vec![("op", op.to_owned())], n);
+        }
+        for (listing, n) in snapshot.passes {
+            set_counter(
+                &h.reconcile_passes,
+                vec![("listing", listing.to_owned())],
+                n,
+            );
         }
         for (name, status) in &snapshot.replicas {
             let labels = vec![("replica", name.clone())];

@@ -1,14 +1,15 @@
 //! Reconcile: one pass of "make storage look like the policy says", and the executor that
 //! carries out a [`Plan`].
 //!
-//! A pass lists the prefix once, reads the manifests of archives it has not seen (they are
-//! immutable, so they are cached), asks the pure planner what to do, and does it: adopts and
-//! marks drift in the catalog, removes debris, deletes what retention released (manifest first,
-//! so a crash in between leaves debris, never a manifest without its data), and starts due
-//! backups, archives, drills and replica syncs as background tasks so the loop keeps ticking
-//! while they run (at most one sync per replica at a time, holding no backup permit). At most
-//! one job per database runs at a time and at most `daemon.concurrency` backups at once
-//! (critical first). Nothing is deleted when the listing failed.
+//! A pass lists the prefix — the whole of it once per `[daemon] full_listing`, only the newest
+//! keys in between ([`listing`]: such a pass deletes nothing) — reads the manifests of archives
+//! it has not seen (they are immutable, so they are cached), asks the pure planner what to do,
+//! and does it: adopts and marks drift in the catalog, removes debris, deletes what retention
+//! released (manifest first, so a crash in between leaves debris, never a manifest without its
+//! data), and starts due backups, archives, drills and replica syncs as background tasks so the
+//! loop keeps ticking while they run (at most one sync per replica at a time, holding no backup
+//! permit). At most one job per database runs at a time and at most `daemon.concurrency`
+//! backups at once (critical first). Nothing is deleted when the listing failed or was partial.
 //!
 //! The daemon calls [`Reconciler::run_once`] every tick; tests call it directly with an
 //! injected clock and [`Reconciler::wait_idle`] for the background work.
@@ -31,6 +32,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::{CLAIMS, LEASES_ROOT, NODES, Node, Refused, Ticket};
 use crate::drill;
 use crate::inventory::{Inventory, ObjectInfo};
+use crate::listing;
 use crate::manifest::{IsoWeek, Manifest, Trigger};
 use crate::plan::{self, CatalogView, FailureStreak, Plan};
 use crate::policy::Policy;
@@ -62,8 +64,64 @@ pub struct PassReport {
     /// Storage requests this pass made itself (list pages are counted as one request each by
     /// the store; background jobs are not included).
     pub storage_requests: u64,
+    /// Whether the pass listed the whole bucket (else only the newest keys, and it deleted
+    /// nothing: [`listing`]).
+    pub full_listing: bool,
     /// Errors of single actions; the pass went on.
     pub errors: Vec<String>,
+}
+
+/// Which listing a pass made ([`Reconciler::list`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The whole bucket.
+    Full,
+    /// Only the newest keys; the rest carried from the full listing before `next_full`.
+    Partial { next_full: DateTime<Utc> },
+}
+
+/// The listing partial passes build on (DESIGN §16 "Listing cost", [`listing`]).
+#[derive(Debug, Default)]
+struct Carried {
+    /// The last pass's objects: the last full listing, with the newest keys listed since and
+    /// this node's own commits and deletions applied.
+    objects: Vec<ObjectInfo>,
+    /// When the last full listing started (injected clock); `None`: none yet.
+    full_at: Option<DateTime<Utc>>,
+    /// The next pass lists everything (this node just took the maintenance lease).
+    full_wanted: bool,
+    /// This node's commits (data object and manifest) and when they were recorded: kept until
+    /// a full listing that started after them, so one that committed under an older day while
+    /// a full listing ran is never missing from the view (it would look due again).
+    own: Vec<(ObjectInfo, DateTime<Utc>)>,
+    /// The maintenance lease generation held when the last full listing was planned: a node
+    /// that took the lease since does maintenance only after a full listing of its own.
+    maintained: Option<u64>,
+}
+
+impl Carried {
+    /// Record committed backups (from their manifests) as listed objects.
+    fn committed(&mut self, manifests: &[&Manifest], now: DateTime<Utc>) {
+        let mut objects = Vec::new();
+        for m in manifests {
+            objects.push(ObjectInfo {
+                key: m.key.clone(),
+                size: m.size,
+                last_modified: m.completed_at,
+                etag: None,
+            });
+            if let Some(manifest_key) = crate::manifest::manifest_key_for(&m.key) {
+                objects.push(ObjectInfo {
+                    key: manifest_key,
+                    size: 0,
+                    last_modified: m.completed_at,
+                    etag: None,
+                });
+            }
+        }
+        listing::insert(&mut self.objects, objects.iter().cloned());
+        self.own.extend(objects.into_iter().map(|o| (o, now)));
+    }
 }
 
 struct State {
@@ -73,6 +131,8 @@ struct State {
     replicas: Vec<replica::Destination>,
     last_pass: Option<PassSummary>,
     last_success: Option<DateTime<Utc>>,
+    /// Passes since start: full listings, partial ones, failed.
+    passes: [u64; 3],
 }
 
 /// The outcome of the last pass, for health checks, metrics and the status page.
@@ -119,6 +179,10 @@ pub struct Snapshot {
     pub last_success: Option<DateTime<Utc>>,
     /// When this daemon last committed a backup.
     pub last_backup: Option<DateTime<Utc>>,
+    /// When the last full listing started (retention, debris and drift run on those).
+    pub last_full_listing: Option<DateTime<Utc>>,
+    /// Passes since start by listing: `full`, `partial`, `failed`.
+    pub passes: [(&'static str, u64); 3],
     pub requests: crate::store::RequestCounts,
     /// Per declared replica (by name): what its syncs found.
     pub replicas: BTreeMap<String, ReplicaStatus>,
@@ -162,6 +226,9 @@ pub struct Reconciler {
     archive_facts: replica::ArchiveFactsCache,
     /// The last listing and its classification ([`Reconciler::classify`]).
     last_listing: Mutex<Option<(Vec<ObjectInfo>, Arc<Inventory>)>>,
+    /// What a partial pass builds on ([`listing`]): shared with the backup jobs, which add
+    /// their commits.
+    carried: Arc<Mutex<Carried>>,
     observer: Arc<dyn Observer>,
     alerts: Option<Alerts>,
     /// Replica syncs: aborted, not waited for, at shutdown (a copy cut short leaves debris at
@@ -196,6 +263,7 @@ impl Reconciler {
                 store,
                 last_pass: None,
                 last_success: None,
+                passes: [0; 3],
             }),
             catalog,
             clock,
@@ -210,6 +278,7 @@ impl Reconciler {
             last_drill: Arc::new(Mutex::new(last_drill)),
             archive_facts: Arc::default(),
             last_listing: Mutex::new(None),
+            carried: Arc::default(),
             observer,
             alerts: None,
             syncs: tokio::sync::Mutex::new(JoinSet::new()),
@@ -264,6 +333,10 @@ impl Reconciler {
         }
         let replicas = replica::open_all(&policy);
         let mut state = self.state.lock().expect("state lock");
+        if state.store.location("") != store.location("") {
+            // Another bucket: nothing carried over describes it.
+            *self.carried.lock().expect("carried listing") = Carried::default();
+        }
         state.policy = policy;
         state.store = store;
         state.replicas = replicas;
@@ -292,6 +365,12 @@ impl Reconciler {
             last_pass: state.last_pass.clone(),
             last_success: state.last_success,
             last_backup: *self.last_backup.lock().expect("last backup lock"),
+            last_full_listing: self.carried.lock().expect("carried listing").full_at,
+            passes: [
+                ("full", state.passes[0]),
+                ("partial", state.passes[1]),
+                ("failed", state.passes[2]),
+            ],
             requests: state.store.requests(),
             replicas: self.replica_status(&state.policy),
         }
@@ -319,22 +398,84 @@ impl Reconciler {
 
     /// List storage and compute the plan, without doing anything.
     pub async fn plan(&self) -> Result<(Plan, Arc<Inventory>, u64), ReconcileError> {
+        let (plan, inventory, requests, _) = self.plan_listed().await?;
+        Ok((plan, inventory, requests))
+    }
+
+    /// The plan, from a full or a partial listing ([`Reconciler::list`]); a partial one holds
+    /// deletions, debris and drift for the next full listing.
+    async fn plan_listed(&self) -> Result<(Plan, Arc<Inventory>, u64, Scope), ReconcileError> {
         let policy = self.policy();
         let store = self.store();
         // Read the catalog before listing: a key the catalog knew before the listing started
         // and that the listing lacks is really gone (no race with a backup committing now).
+        // Jobs add their commits to the carried listing before they stop running, so one that
+        // finished before this view is in the listing below.
         let view = self.catalog_view()?;
-        let objects = store.list("").await.map_err(ReconcileError::Listing)?;
-        let mut requests = 1 + objects.len() as u64 / 1000;
+        let (objects, scope, mut requests) = self
+            .list(&store, &policy)
+            .await
+            .map_err(ReconcileError::Listing)?;
         let inventory = self.classify(objects);
         let (facts, reads) = self.archive_facts(&store, &inventory).await;
         requests += reads;
         let now = (self.clock)();
-        Ok((
-            plan::plan(&policy, &inventory, &facts, &view, now),
-            inventory,
-            requests,
-        ))
+        let mut plan = plan::plan(&policy, &inventory, &facts, &view, now);
+        if let Scope::Partial { next_full } = scope {
+            listing::hold_for_full_listing(&mut plan, next_full);
+        }
+        Ok((plan, inventory, requests, scope))
+    }
+
+    /// This pass's listing (DESIGN §16 "Listing cost"): the whole bucket when a full listing is
+    /// due — none yet, `[daemon] full_listing` has passed, or one was asked for — and otherwise
+    /// the keys after [`listing::fresh_from`], merged with the carried rest. Returns the
+    /// objects, which it was, and the requests it took (one per 1,000 keys).
+    async fn list(
+        &self,
+        store: &Store,
+        policy: &Policy,
+    ) -> Result<(Vec<ObjectInfo>, Scope, u64), StoreError> {
+        let now = (self.clock)();
+        let partial_from = {
+            let carried = self.carried.lock().expect("carried listing");
+            carried
+                .full_at
+                .filter(|at| {
+                    !carried.full_wanted
+                        && *at <= now
+                        && (now - *at).to_std().unwrap_or_default() < policy.daemon.full_listing
+                })
+                .map(|at| (listing::fresh_from(at, now), at))
+        };
+        match partial_from {
+            None => {
+                let objects = store.list("").await?;
+                let requests = listing::pages(objects.len());
+                let mut carried = self.carried.lock().expect("carried listing");
+                // This node's commits since the listing started may be missing from it.
+                carried.own.retain(|(_, recorded)| *recorded >= now);
+                let mut objects = objects;
+                listing::insert(&mut objects, carried.own.iter().map(|(o, _)| o.clone()));
+                carried.objects = objects.clone();
+                carried.full_at = Some(now);
+                carried.full_wanted = false;
+                Ok((objects, Scope::Full, requests))
+            }
+            Some((from, full_at)) => {
+                let fresh = store.list_after("", &from).await?;
+                let requests = listing::pages(fresh.len());
+                let mut carried = self.carried.lock().expect("carried listing");
+                let mut objects = listing::merge(&carried.objects, &from, fresh);
+                let own = carried.own.iter().map(|(o, _)| o);
+                listing::insert(&mut objects, own.filter(|o| o.key <= from).cloned());
+                carried.objects = objects.clone();
+                let next_full = full_at
+                    + chrono::Duration::from_std(policy.daemon.full_listing)
+                        .unwrap_or(chrono::Duration::MAX);
+                Ok((objects, Scope::Partial { next_full }, requests))
+            }
+        }
     }
 
     /// The listing classified, reused from the previous pass when the listing is the same
@@ -442,6 +583,12 @@ impl Reconciler {
         if result.is_ok() {
             state.last_success = Some(at);
         }
+        let counted = match &result {
+            Ok((r, _)) if r.full_listing => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        };
+        state.passes[counted] += 1;
         let location = state.store.location("");
         drop(state);
         if let Some(alerts) = &self.alerts {
@@ -457,15 +604,18 @@ impl Reconciler {
     }
 
     async fn pass(&self) -> Result<(PassReport, InventoryStats), ReconcileError> {
-        let (mut plan, inventory, requests) = self.plan().await?;
+        let (mut plan, inventory, requests, scope) = self.plan_listed().await?;
         let stats = InventoryStats::of(&inventory);
         let policy = self.policy();
         let store = self.store();
         let now = (self.clock)();
+        let full = scope == Scope::Full;
         let mut report = PassReport {
             storage_requests: requests,
+            full_listing: full,
             ..PassReport::default()
         };
+        let mut maintenance_ready = true;
         if let Some(node) = &self.cluster {
             let databases = policy.enabled_names();
             let busy = self.running();
@@ -491,7 +641,22 @@ impl Reconciler {
                     now,
                 )?;
             }
-            if node.maintains().is_some() {
+            let maintains = node.maintains();
+            {
+                // Maintenance works from a listing taken while this node held the lease: one
+                // that took it since the last full listing waits for a full listing of its own
+                // (the carried keys may hold what the previous holder deleted meanwhile).
+                let mut carried = self.carried.lock().expect("carried listing");
+                if full {
+                    carried.maintained = maintains;
+                } else if maintains.is_some() && carried.maintained != maintains {
+                    carried.full_wanted = true;
+                    maintenance_ready = false;
+                    plan.archives.clear();
+                    plan.drill = None;
+                }
+            }
+            if maintains.is_some() && full {
                 // Claims are kept as long as the dumps they fenced, and a day more.
                 let stale = listed.iter().filter(|o| {
                     o.key.starts_with(CLAIMS)
@@ -575,6 +740,7 @@ impl Reconciler {
             match store.delete(&d.key).await {
                 Ok(()) => {
                     tracing::info!(key = %d.key, reason = %d.reason, "removed debris");
+                    self.forget(&[&d.key]);
                     report.debris_removed += 1;
                 }
                 Err(e) => report.errors.push(e.to_string()),
@@ -591,6 +757,7 @@ impl Reconciler {
             match bucket::delete_committed(&store, &d.manifest_key, &d.data_key).await {
                 Ok(()) => {
                     tracing::info!(key = %d.data_key, tier = d.tier, reason = %d.reason, "deleted by retention");
+                    self.forget(&[&d.manifest_key, &d.data_key]);
                     self.catalog.lock().expect("catalog lock").mark_deleted(
                         &d.data_key,
                         "retention",
@@ -656,7 +823,7 @@ impl Reconciler {
             .cluster
             .as_ref()
             .is_none_or(|n| n.maintains().is_some());
-        if !policy.replicas.is_empty() && maintains {
+        if !policy.replicas.is_empty() && maintains && maintenance_ready {
             let source = primary_after(&plan, &inventory);
             self.start_syncs(&policy, &store, source).await;
         }
@@ -724,6 +891,8 @@ impl Reconciler {
         let last_backup = Arc::clone(&self.last_backup);
         let names = started.clone();
         let alerts = self.alerts.clone();
+        let carried = Arc::clone(&self.carried);
+        let clock = Arc::clone(&self.clock);
         self.tasks.lock().await.spawn(async move {
             let guard = RunningGuard {
                 running,
@@ -737,6 +906,13 @@ impl Reconciler {
                 Ok(r) => {
                     let failed = r.failed();
                     tracing::info!(job = %r.job_id, databases = names.len(), failed, "job finished");
+                    // Before the databases leave `running`: the next plan sees these backups.
+                    let committed: Vec<&Manifest> =
+                        r.results.iter().filter_map(|(_, o)| o.as_ref().ok()).collect();
+                    carried
+                        .lock()
+                        .expect("carried listing")
+                        .committed(&committed, clock());
                     let newest = r
                         .results
                         .iter()
@@ -755,6 +931,12 @@ impl Reconciler {
             drop(guard);
         });
         (job_id, started)
+    }
+
+    /// Take what this node deleted out of the carried listing: a partial pass must not see it.
+    fn forget(&self, keys: &[&str]) {
+        let mut carried = self.carried.lock().expect("carried listing");
+        listing::remove(&mut carried.objects, keys.iter().copied());
     }
 
     /// The objects of the last listing under any of `prefixes`.

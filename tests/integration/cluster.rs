@@ -346,3 +346,95 @@ fn a_holder_paused_mid_upload_writes_nothing_after_its_lease_is_taken() {
     );
     drop(_enter);
 }
+
+/// Claims are kept as long as the dumps they fenced, and a day more (DESIGN §16): the
+/// maintenance holder removes older ones on its full listings, at most 1,000 a pass, and never
+/// on a pass that listed only the newest keys.
+#[tokio::test]
+async fn claims_past_the_daily_retention_and_a_day_are_cleaned_a_thousand_a_pass() {
+    let server = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/demo-app.db"),
+        dir.path().join("app.db"),
+    )
+    .unwrap();
+    let text = "[daemon]\nlisten = \"127.0.0.1:0\"\n\n\
+                [storage]\nurl = \"s3://patina\"\n\n\
+                [cluster]\nlease_ttl = \"30s\"\nnode = \"a\"\n\n\
+                [retention]\ndaily = \"7d\"\nweekly = \"off\"\n\n[priorities.normal]\nschedule = \"0 3 * * *\"\n\n\
+                [[database]]\nname = \"app\"\nkind = \"sqlite\"\npath = \"app.db\"\npriority = \"normal\"\nschedule = \"0 3 * * *\"\n";
+    let mut policy = patina::config::from_str(text, "patina.toml", dir.path(), &|_| None).unwrap();
+    policy.storage = server.storage("patina/");
+    let store = Store::open(&policy.storage).unwrap();
+
+    // 1,005 claims of fires nine days ago (past 7 d + 1 d), and 3 of yesterday, written into
+    // the served folder with those times.
+    let now = Utc::now();
+    let claims = server.bucket_dir().join("patina/claims");
+    let seed = |db: &str, n: usize, age: chrono::Duration| {
+        let folder = claims.join(db);
+        std::fs::create_dir_all(&folder).unwrap();
+        let at = std::time::SystemTime::from(now - age);
+        for i in 0..n {
+            let path = folder.join(format!("2026{i:04}T030000Z.json"));
+            std::fs::write(&path, br#"{"state":"committed"}"#).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+    };
+    seed("old", 1005, chrono::Duration::days(9));
+    seed("recent", 3, chrono::Duration::days(1));
+
+    let catalog = Arc::new(std::sync::Mutex::new(
+        patina::catalog::Catalog::open(&policy.daemon.state_dir).unwrap(),
+    ));
+    let clock = patina::reconcile::ManualClock::new(now);
+    let node = Node::new(store.clone(), "a", Duration::from_secs(30));
+    node.renew(false).await;
+    let reconciler = patina::reconcile::Reconciler::new(
+        Arc::new(policy),
+        store.clone(),
+        catalog,
+        clock.clock(),
+        Arc::new(patina::backup::Quiet),
+    )
+    .with_cluster(Arc::clone(&node));
+    let claims_of = |db: &'static str| {
+        let store = store.clone();
+        async move { store.list(&format!("claims/{db}/")).await.unwrap().len() }
+    };
+
+    // The first pass lists everything, takes the maintenance lease and cleans 1,000.
+    let r = reconciler.run_once().await.unwrap();
+    reconciler.wait_idle().await;
+    assert!(r.full_listing);
+    assert!(node.maintains().is_some());
+    assert_eq!(r.debris_removed, 1000, "{:?}", r.errors);
+    assert_eq!(claims_of("old").await, 5);
+    // The backup it started claimed its fire: that claim is new, and stays.
+    assert_eq!(claims_of("app").await, 1);
+
+    // A pass between full listings cleans nothing.
+    clock.advance(chrono::Duration::minutes(1));
+    node.renew(false).await;
+    let r = reconciler.run_once().await.unwrap();
+    assert!(!r.full_listing);
+    assert_eq!(r.debris_removed, 0);
+    assert_eq!(claims_of("old").await, 5);
+
+    // The next full listing cleans the rest; yesterday's claims and the new one stay.
+    clock.advance(chrono::Duration::minutes(61));
+    node.renew(false).await;
+    let r = reconciler.run_once().await.unwrap();
+    reconciler.wait_idle().await;
+    assert!(r.full_listing);
+    assert_eq!(r.debris_removed, 5, "{:?}", r.errors);
+    assert_eq!(claims_of("old").await, 0);
+    assert_eq!(claims_of("recent").await, 3);
+    assert!(claims_of("app").await >= 1);
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use patina::backup::Quiet;
 use patina::catalog::Catalog;
 use patina::manifest::{ParsedKey, parse_key};
@@ -447,7 +448,11 @@ async fn adoption_drift_and_debris() {
         )
         .await
         .unwrap();
+    // Debris is removed on a full listing ([daemon] full_listing, an hour by default).
+    let hour = chrono::Duration::minutes(61);
+    w.clock.advance(hour);
     let r = w.pass().await;
+    assert!(r.full_listing);
     assert_eq!(r.debris_removed, 1, "{:?}", r.plan.debris);
     assert!(w.keys().await.contains(&"notes/README.txt".to_string()));
 
@@ -479,14 +484,131 @@ async fn adoption_drift_and_debris() {
     let data = manifest.replace(".manifest.json", ".sql.zst");
     w.store.delete(&data).await.unwrap();
     w.store.delete(manifest).await.unwrap();
+    w.clock.advance(hour);
     let r = w.reconciler.run_once().await.unwrap();
+    assert!(r.full_listing);
     assert_eq!(r.drift, 1);
     w.reconciler.wait_idle().await;
-    // Reported once, not every tick.
-    w.clock.advance(chrono::Duration::seconds(5));
+    // Reported once, not every full listing.
+    w.clock.advance(hour);
     let r = w.reconciler.run_once().await.unwrap();
+    assert!(r.full_listing);
     assert_eq!(r.drift, 0);
     w.reconciler.wait_idle().await;
+}
+
+/// DESIGN §16 "Listing cost": between full listings (`[daemon] full_listing`, 1 h by default)
+/// a pass lists only the keys after `daily/{day}` from the real S3 server (`start-after`), so an
+/// aged bucket costs one request, not one per 1,000 keys; such a pass deletes nothing and raises
+/// no drift, and a backup this node committed under an older day is still in its view.
+#[tokio::test]
+async fn between_full_listings_a_pass_lists_only_the_newest_keys() {
+    let w = World::s3(
+        &[("app", "critical", "0 3 * * *")],
+        "",
+        t("2026-11-20T10:00:00Z"),
+    )
+    .await;
+    let server = w._server.as_ref().unwrap();
+    // An aged bucket: 1,500 keys under an old day (foreign to Patina, so never touched).
+    let old: Vec<String> = (0..1500)
+        .map(|i| format!("daily/2026-11-01/notes/{i:04}.txt"))
+        .collect();
+    futures::stream::iter(old.iter())
+        .for_each_concurrent(16, |k| async {
+            w.store
+                .put(k, bytes::Bytes::from_static(b"x"), PutMode::Overwrite)
+                .await
+                .unwrap();
+        })
+        .await;
+
+    let lists = || server.list_requests();
+    let before = lists();
+    let r = w.pass().await;
+    assert!(r.full_listing);
+    assert!(
+        lists() - before >= 2,
+        "a full listing of 1,500+ keys takes two pages"
+    );
+    assert_eq!(r.backups_started, 1);
+    let stats = |w: &World| w.reconciler.snapshot().last_pass.unwrap().inventory;
+    assert_eq!(stats(&w).foreign_objects, 1500);
+
+    w.clock.set(t("2026-11-20T10:01:00Z"));
+    let before = lists();
+    let r = w.pass().await;
+    assert!(!r.full_listing);
+    assert_eq!(lists() - before, 1, "one page: today's keys only");
+    assert!(r.plan.backups.is_empty(), "{:?}", r.plan.backups);
+    // The carried part still describes the old day.
+    assert_eq!(stats(&w).foreign_objects, 1500);
+    assert_eq!(stats(&w).daily_objects, 1);
+
+    // The backup vanishes behind Patina's back: a partial pass raises no drift (it cannot tell
+    // gone from not yet listed for older days) and says the check waits.
+    let committed = w.dumps("app").await;
+    for key in [
+        committed[0].clone(),
+        committed[0].replace(".manifest.json", ".sql.zst"),
+    ] {
+        w.store.delete(&key).await.unwrap();
+    }
+    w.clock.set(t("2026-11-20T10:02:00Z"));
+    let r = w.pass().await;
+    assert!(!r.full_listing);
+    assert_eq!(r.drift, 0);
+    assert!(
+        r.plan
+            .deferred
+            .iter()
+            .any(|d| d.what.starts_with("retention, debris and drift")
+                && d.until == Some(t("2026-11-20T11:00:00Z"))),
+        "{:?}",
+        r.plan.deferred
+    );
+    // Its newest backup is gone from today's keys: due again at once.
+    assert_eq!(r.backups_started, 1);
+
+    // An hour after the last full listing: everything is listed, and the drift is raised.
+    w.clock.set(t("2026-11-20T11:05:00Z"));
+    let r = w.pass().await;
+    assert!(r.full_listing);
+    assert_eq!(r.drift, 1);
+
+    // Near midnight: a backup this node started before midnight and committed after a full
+    // listing of the next day is in its view at once (not only after the next full listing).
+    w.clock.set(t("2026-11-21T02:00:00Z"));
+    assert!(w.pass().await.full_listing);
+    let dumps_before = stats(&w).daily_objects;
+    w.clock.set(t("2026-11-20T23:30:00Z"));
+    let (_, started) = w
+        .reconciler
+        .start_job(
+            patina::backup::JobRequest {
+                job_id: None,
+                databases: vec!["app".into()],
+                trigger: patina::manifest::Trigger::Manual,
+                initiated_by: Some("test".into()),
+                reason: None,
+            },
+            &Default::default(),
+            w.reconciler.policy(),
+            w.store.clone(),
+        )
+        .await;
+    assert_eq!(started, ["app"]);
+    w.reconciler.wait_idle().await;
+    assert!(
+        w.keys()
+            .await
+            .iter()
+            .any(|k| k.starts_with("daily/2026-11-20/app/20261120T233000Z"))
+    );
+    w.clock.set(t("2026-11-21T02:05:00Z"));
+    let r = w.pass().await;
+    assert!(!r.full_listing);
+    assert_eq!(stats(&w).daily_objects, dumps_before + 1);
 }
 
 // ---- the `patina run` process -------------------------------------------------------------

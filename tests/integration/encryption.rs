@@ -637,7 +637,8 @@ async fn rotation_and_mixed_histories_restore_archive_and_prune_normally() {
     // Week 47 is archived as it was stored (one plaintext, two sealed members), then its
     // dailies are pruned by retention like any others.
     pass("2026-11-29T04:00:05Z").await;
-    pass("2026-11-29T05:00:00Z").await;
+    // Retention runs on a full listing: the next one is an hour after that pass's.
+    pass("2026-11-29T05:00:10Z").await;
     let keys: Vec<String> = store
         .list("")
         .await

@@ -38,6 +38,8 @@ pub struct S3Server {
     root: TempDir,
     accept_loop: JoinHandle<()>,
     journal: Arc<Mutex<Vec<Entry>>>,
+    /// List requests served (each page of a listing is one; Class A on R2).
+    lists: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One request that changed (or tried to change) the bucket, as a journaled server saw it.
@@ -137,6 +139,11 @@ impl S3Server {
         self.journal.lock().unwrap().clone()
     }
 
+    /// How many list requests (pages of up to 1,000 keys) the server has answered.
+    pub fn list_requests(&self) -> u64 {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// [`S3Server::start`] with chosen credentials (the secrets suite uses recognisable ones).
     pub async fn start_with_keys(access_key: &str, secret_key: &str) -> S3Server {
         S3Server::start_inner(access_key, secret_key, &[], false).await
@@ -163,13 +170,20 @@ impl S3Server {
         service.set_auth(auth);
         let service = service.build();
         let journal: Arc<Mutex<Vec<Entry>>> = Arc::default();
+        let lists: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
         let handler = {
             let journal = Arc::clone(&journal);
+            let lists = Arc::clone(&lists);
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
                 let journal = Arc::clone(&journal);
                 let lock = Arc::clone(&one_at_a_time);
+                if req.method() == hyper::Method::GET
+                    && req.uri().query().is_some_and(|q| q.contains("list-type="))
+                {
+                    lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 async move {
                     if !serialized {
                         return service.call(req.map(s3s::Body::from)).await;
@@ -237,6 +251,7 @@ impl S3Server {
             root,
             accept_loop,
             journal,
+            lists,
         }
     }
 

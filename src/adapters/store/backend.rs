@@ -140,6 +140,15 @@ pub trait Backend: Send + Sync {
     /// never a partial listing.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
 
+    /// As [`list`](Backend::list), only the keys that sort after `after` (S3's `start-after`:
+    /// the server skips the rest, so they cost no requests). This default lists everything and
+    /// filters.
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut objects = self.list(prefix).await?;
+        objects.retain(|o| o.key.as_str() > after);
+        Ok(objects)
+    }
+
     /// Delete; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), BackendError>;
 }

@@ -39,6 +39,39 @@ pub struct ObjectStoreBackend {
 }
 
 impl ObjectStoreBackend {
+    /// Every object under `prefix`, or only those after `after` (S3 `start-after`), sorted.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>, BackendError> {
+        // object_store lists whole path segments: list the folder, then filter by the rest.
+        let folder = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+        let folder = if folder.is_empty() {
+            None
+        } else {
+            Some(Path::parse(folder).map_err(|e| error(prefix, e.into()))?)
+        };
+        let listing = match after {
+            None => self.inner.list(folder.as_ref()),
+            Some(after) => {
+                let offset = Path::parse(after).map_err(|e| error(after, e.into()))?;
+                self.inner.list_with_offset(folder.as_ref(), &offset)
+            }
+        };
+        let metas: Vec<ObjectMeta> = listing.try_collect().await.map_err(|e| error(prefix, e))?;
+        let mut objects: Vec<ObjectInfo> = metas
+            .into_iter()
+            .filter(|m| {
+                let key = m.location.as_ref();
+                key.starts_with(prefix) && after.is_none_or(|a| key > a)
+            })
+            .map(info)
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
     /// Wrap any `object_store` client (tests that inject failures, tools). `root` is the
     /// display location of its root, e.g. `s3://bucket/`.
     pub fn new(inner: Arc<dyn ObjectStore>, root: impl Into<String>) -> ObjectStoreBackend {
@@ -336,26 +369,11 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
-        // object_store lists whole path segments: list the folder, then filter by the rest.
-        let folder = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
-        let folder = if folder.is_empty() {
-            None
-        } else {
-            Some(Path::parse(folder).map_err(|e| error(prefix, e.into()))?)
-        };
-        let metas: Vec<ObjectMeta> = self
-            .inner
-            .list(folder.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| error(prefix, e))?;
-        let mut objects: Vec<ObjectInfo> = metas
-            .into_iter()
-            .filter(|m| m.location.as_ref().starts_with(prefix))
-            .map(info)
-            .collect();
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.list_from(prefix, Some(after)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {

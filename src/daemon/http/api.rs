@@ -342,6 +342,8 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> Result<axum::Json<
             "at": p.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "durationMs": p.duration.as_millis() as u64,
             "error": p.error,
+            // Passes between full listings list only the newest keys (DESIGN §16).
+            "lastFullListing": snapshot.last_full_listing.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         })),
         // Each [[replica]] (DESIGN §15): how far behind it is, as its syncs found.
         "replicas": snapshot.replicas.iter().map(|(name, r)| json!({
