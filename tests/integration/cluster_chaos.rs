@@ -1,5 +1,6 @@
 //! Several daemons, one bucket, under failure (DESIGN §16, issue 18): three `patina run`
-//! processes share a policy of 20 databases (`PATINA_CHAOS_DATABASES`) with minute schedules,
+//! processes share a policy of 20 databases (`PATINA_CHAOS_DATABASES`; `PATINA_CHAOS_LARGE_MB`
+//! makes the first one large, so a pause can land mid-upload) with minute schedules,
 //! a 1 s tick and a full listing every 15 s (retention runs on those) on the journaled in-process
 //! S3 server (one request at a time, so conditional writes are atomic as on R2; every change
 //! journaled with the node that signed it). Random nodes are SIGKILLed and restarted,
@@ -55,6 +56,14 @@ fn policy(server: &S3Server, node: &str, dbs: &Path) -> String {
         ));
     }
     s
+}
+
+/// `PATINA_CHAOS_LARGE_MB`: db00 gets this many MiB of random blobs (0 in `cargo test`).
+fn large_mb() -> usize {
+    std::env::var("PATINA_CHAOS_LARGE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).
@@ -131,6 +140,16 @@ fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
             100 + i * 50
         ))
         .unwrap();
+        if i == 0 && large_mb() > 0 {
+            // Incompressible: its upload spans several parts, so a SIGSTOP can land mid-upload.
+            conn.execute_batch(&format!(
+                "CREATE TABLE big (b BLOB);
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {})
+                 INSERT INTO big (b) SELECT randomblob(1048576) FROM c;",
+                large_mb()
+            ))
+            .unwrap();
+        }
     }
     let mut nodes: Vec<Node> = NODES
         .iter()
