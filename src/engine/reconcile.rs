@@ -753,23 +753,42 @@ impl Reconciler {
                     .push("the maintenance lease lapsed: the rest of the deletions wait".into());
                 break;
             }
-            report.storage_requests += 2;
-            match bucket::delete_committed(&store, &d.manifest_key, &d.data_key).await {
+            // Manifest first (a deletion cut short leaves debris, never a manifest without its
+            // data); the lease is checked again before the second request, so a node paused
+            // between the two sends nothing once it resumes without the lease.
+            report.storage_requests += 1;
+            if let Err(e) = store.delete(&d.manifest_key).await {
+                report.errors.push(e.to_string());
+                continue;
+            }
+            self.forget(&[&d.manifest_key]);
+            self.catalog.lock().expect("catalog lock").mark_deleted(
+                &d.data_key,
+                "retention",
+                now,
+            )?;
+            self.archive_facts
+                .lock()
+                .expect("archive cache")
+                .remove(&d.manifest_key);
+            report.deleted += 1;
+            if !still_maintains() {
+                report.errors.push(format!(
+                    "the maintenance lease lapsed after deleting {}: its data object {} is left \
+                     as debris for the next holder, and the rest of the deletions wait",
+                    d.manifest_key, d.data_key
+                ));
+                break;
+            }
+            report.storage_requests += 1;
+            match store.delete(&d.data_key).await {
                 Ok(()) => {
                     tracing::info!(key = %d.data_key, tier = d.tier, reason = %d.reason, "deleted by retention");
-                    self.forget(&[&d.manifest_key, &d.data_key]);
-                    self.catalog.lock().expect("catalog lock").mark_deleted(
-                        &d.data_key,
-                        "retention",
-                        now,
-                    )?;
-                    self.archive_facts
-                        .lock()
-                        .expect("archive cache")
-                        .remove(&d.manifest_key);
-                    report.deleted += 1;
+                    self.forget(&[&d.data_key]);
                 }
-                Err(e) => report.errors.push(e.to_string()),
+                Err(e) => report.errors.push(format!(
+                    "{e} (its manifest is deleted: the data object is debris, removed later)"
+                )),
             }
         }
 
