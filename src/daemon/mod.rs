@@ -298,6 +298,10 @@ impl Observer for LogObserver {
                 key = %m.key,
                 "backup committed"
             ),
+            // Another node holds the database now and backs the fire up: nothing was lost.
+            Err(e @ backup::BackupError::Fenced { .. }) => {
+                tracing::warn!(database, error = %e, "backup handed over")
+            }
             Err(e) => tracing::error!(database, error = %e, "backup failed"),
         }
     }

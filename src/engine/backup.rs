@@ -128,6 +128,9 @@ impl JobReport {
     }
 
     /// The job as plain data for alerting (which knows nothing of manifests or errors' types).
+    /// A backup fenced off because this node lost the database's lease is left out: the new
+    /// holder backs the fire up, so it is no failure to alert on (`PatinaLeaseFlapping` watches
+    /// the lease changes themselves).
     pub fn summary(&self) -> crate::alert::JobSummary {
         crate::alert::JobSummary {
             job_id: self.job_id.clone(),
@@ -136,6 +139,7 @@ impl JobReport {
             results: self
                 .results
                 .iter()
+                .filter(|(_, r)| !matches!(r, Err(BackupError::Fenced { .. })))
                 .map(|(name, r)| crate::alert::DbOutcome {
                     database: name.clone(),
                     result: r.as_ref().map(|m| m.size).map_err(|e| e.to_string()),
@@ -555,4 +559,43 @@ fn compress(
         let _ = spare.send(chunk);
     }
     encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_handed_over_to_another_node_is_no_failure_to_alert_on() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let report = JobReport {
+            job_id: "j".into(),
+            started_at: at,
+            completed_at: at,
+            results: vec![
+                (
+                    "moved".into(),
+                    Err(BackupError::Fenced {
+                        database: "moved".into(),
+                        reason: "this node lost the lease".into(),
+                    }),
+                ),
+                (
+                    "broken".into(),
+                    Err(BackupError::Task {
+                        database: "broken".into(),
+                        reason: "panicked".into(),
+                    }),
+                ),
+            ],
+        };
+        assert_eq!(report.failed(), 2);
+        let summary = report.summary();
+        let named: Vec<&str> = summary
+            .results
+            .iter()
+            .map(|r| r.database.as_str())
+            .collect();
+        assert_eq!(named, ["broken"]);
+    }
 }

@@ -263,7 +263,7 @@ fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
         let all = n.logs.join("\n");
         let count = |what: &str| all.matches(what).count();
         eprintln!(
-            "node {}: {} backups committed, {} deleted by retention, {} leases taken, {} taken over, {} released, {} lost, {} backups left to another node, {} ERROR lines",
+            "node {}: {} backups committed, {} deleted by retention, {} leases taken, {} taken over, {} released, {} lost, {} backups left to another node, {} handed over mid-backup, {} ERROR lines",
             n.name,
             count("backup committed"),
             count("deleted by retention"),
@@ -272,11 +272,16 @@ fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
             count("lease released"),
             count("lease lost"),
             count("backup left to another node"),
+            count("backup handed over"),
             count(" ERROR ")
         );
         for line in all
             .lines()
-            .filter(|l| l.contains("left to another node") || l.contains(" ERROR "))
+            .filter(|l| {
+                l.contains("left to another node")
+                    || l.contains("handed over")
+                    || l.contains(" ERROR ")
+            })
             .take(3)
         {
             eprintln!("  {line}");

@@ -282,6 +282,10 @@ impl Alerts {
         {
             let mut w = self.watch();
             w.running.remove(&job.job_id);
+            if job.results.is_empty() {
+                // Every database of it was handed over to another node: nothing to say.
+                return;
+            }
             // Failing databases are conditions: a job alert only when one starts failing.
             let mut newly_failing = false;
             let mut recovered = false;
