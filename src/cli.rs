@@ -365,6 +365,50 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Check => {
             let policy = load_policy(&cli.config)?;
             print!("{}", config::describe(&policy, Utc::now()));
+            // The files the policy names but does not hold are read now, so a wrong path or a
+            // bad PEM fails here, not when the daemon starts or at the first restore.
+            // A file this user may not read (mode 0600, owned by the service user) is noted,
+            // not failed: the daemon's user is the one that must read it.
+            let unreadable = |path: &Path| {
+                let denied = std::fs::File::open(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+                if denied {
+                    println!(
+                        "note: {} is not readable by this user; not checked (the daemon's user \
+                         must be able to read it)",
+                        path.display()
+                    );
+                }
+                denied
+            };
+            let mut problems = Vec::new();
+            if let Some(files) = &policy.daemon.tls
+                && !unreadable(&files.cert)
+                && !unreadable(&files.key)
+                && let Err(e) = crate::http::Tls::load(files)
+            {
+                problems.push(e.to_string());
+            }
+            let keys = restore::Keys::from_policy(&policy);
+            if !keys.identity_file().is_some_and(unreadable)
+                && let Err(e) = keys.load()
+            {
+                problems.push(e.to_string());
+            }
+            if !problems.is_empty() {
+                return Err(Failure::usage(
+                    anyhow!(
+                        "{} is valid, but the files it names are not usable:\n  {}",
+                        cli.config.display(),
+                        problems.join("\n  ")
+                    ),
+                    Some(
+                        "fix the files (paths are relative to the policy file), then run \
+                         `patina check` again"
+                            .into(),
+                    ),
+                ));
+            }
             println!("\n{}: ok", cli.config.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -679,3 +679,51 @@ fn plan_shows_what_would_happen_and_why_without_doing_it() {
     assert_code(&o, 2);
     assert!(text(&o).contains("--at \"someday\""), "{}", text(&o));
 }
+
+/// `patina check` reads the files the policy only names (the TLS certificate and key, the age
+/// identity), so a wrong path or a bad file is found before the daemon starts or a restore
+/// needs it; the identity's text is never printed.
+#[test]
+fn check_reads_the_tls_files_and_the_identity_file_it_names() {
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let base = policy("file://backups", &[("demo-app", "demo.db")]);
+    let s = Setup::with_policy(&format!(
+        "[daemon]\ntls_cert = \"tls/fullchain.pem\"\ntls_key = \"tls/privkey.pem\"\n\n\
+         [encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"identity.txt\"\n\n{base}"
+    ));
+    std::fs::write(
+        s.path("identity.txt"),
+        "# created: today\nAGE-SECRET-KEY-NOT-REALLY-0123456789\n",
+    )
+    .unwrap();
+    let o = s.patina(&["check"]);
+    assert_code(&o, 2);
+    let t = text(&o);
+    assert!(t.contains("fullchain.pem"), "{t}");
+    assert!(t.contains("identity.txt"), "{t}");
+    assert!(
+        !t.contains("NOT-REALLY"),
+        "the identity's text was printed: {t}"
+    );
+    assert!(t.contains("patina check"), "{t}");
+
+    // With both in order, it is ok.
+    use age::secrecy::ExposeSecret;
+    std::fs::write(
+        s.path("identity.txt"),
+        format!(
+            "{}\n",
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(s.path("tls")).unwrap();
+    let files = crate::support::certs::Pki::new("localhost", crate::support::certs::Key::Ecdsa)
+        .write(&s.path("tls"), "site");
+    std::fs::rename(&files.cert, s.path("tls/fullchain.pem")).unwrap();
+    std::fs::rename(&files.key, s.path("tls/privkey.pem")).unwrap();
+    let o = s.patina(&["check"]);
+    assert_code(&o, 0);
+}
