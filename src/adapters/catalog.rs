@@ -273,6 +273,10 @@ pub struct ResultRow<'a> {
     pub started_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
     pub outcome: Result<&'a Manifest, &'a str>,
+    /// The error is a handover, not a failure: several daemons, and this node lost the
+    /// database's lease mid-backup. Recorded as `handed_over`, so it starts no failure streak
+    /// (no backoff) and counts in no job's failures.
+    pub handed_over: bool,
 }
 
 /// A restore point as `patina list` shows it.
@@ -554,14 +558,19 @@ impl Catalog {
                 tx.execute(
                     "INSERT INTO backup_results (job_id, database_name, status, started_at,
                        completed_at, duration_ms, error_message)
-                     VALUES (?1, ?2, 'failed', ?3, ?4, ?5, ?6)",
+                     VALUES (?1, ?2, ?7, ?3, ?4, ?5, ?6)",
                     params![
                         row.job_id,
                         row.database,
                         row.started_at.timestamp(),
                         row.completed_at.timestamp(),
                         duration_ms,
-                        message
+                        message,
+                        if row.handed_over {
+                            "handed_over"
+                        } else {
+                            "failed"
+                        }
                     ],
                 )
                 .map_err(err)?;
@@ -2132,6 +2141,7 @@ mod tests {
             started_at: start,
             completed_at: start + chrono::Duration::seconds(2),
             outcome: if ok { Ok(&m) } else { Err("boom") },
+            handed_over: false,
         };
         c.record_result(&row, start + chrono::Duration::days(7))
             .unwrap();
@@ -2274,6 +2284,7 @@ mod tests {
                 started_at: start,
                 completed_at: start + chrono::Duration::seconds(1),
                 outcome: Ok(&m),
+                handed_over: false,
             },
             start + chrono::Duration::days(7),
         )
@@ -2285,6 +2296,7 @@ mod tests {
                 started_at: start,
                 completed_at: start,
                 outcome: Err("file not found"),
+                handed_over: false,
             },
             start,
         )
@@ -2326,7 +2338,7 @@ mod tests {
         })
         .unwrap();
         let m = manifest("a", "2026-11-22T03:00:00Z", 1, "j");
-        let mut record = |db: &str, minute: i64, ok: bool| {
+        let mut record = |db: &str, minute: i64, ok: bool, handed_over: bool| {
             let at = t0 + chrono::Duration::minutes(minute);
             c.record_result(
                 &ResultRow {
@@ -2335,20 +2347,27 @@ mod tests {
                     started_at: at,
                     completed_at: at,
                     outcome: if ok { Ok(&m) } else { Err("boom") },
+                    handed_over,
                 },
                 at,
             )
             .unwrap();
         };
-        record("a", 0, false);
-        record("a", 1, true);
-        record("a", 2, false);
-        record("a", 5, false);
-        record("b", 3, false);
+        record("a", 0, false, false);
+        record("a", 1, true, false);
+        record("a", 2, false, false);
+        record("a", 5, false, false);
+        record("b", 3, false, false);
+        // A backup handed over to another node (its lease moved) is no failure: no backoff.
+        record("a", 6, false, true);
+        record("c", 4, false, true);
         let streaks = c.failure_streaks().unwrap();
         assert_eq!(streaks["a"], (2, t0 + chrono::Duration::minutes(5)));
         assert_eq!(streaks["b"], (1, t0 + chrono::Duration::minutes(3)));
         assert_eq!(streaks.len(), 2);
+        c.finish_job("j", t0 + chrono::Duration::minutes(7))
+            .unwrap();
+        assert_eq!(c.recent_jobs(1).unwrap()[0].failed_count, 4);
         assert_eq!(c.known_keys().unwrap().len(), 1);
         c.mark_deleted(&m.key, "retention", t0).unwrap();
         assert!(c.known_keys().unwrap().is_empty());

@@ -236,6 +236,7 @@ pub async fn run_job_limited(
                     (Err(_), Some(msg)) => Err(msg.as_str()),
                     (Err(_), None) => unreachable!("an error has a message"),
                 },
+                handed_over: matches!(outcome, Err(BackupError::Fenced { .. })),
             },
             expires_at,
         )?;

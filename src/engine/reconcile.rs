@@ -4,11 +4,11 @@
 //! A pass lists the prefix — the whole of it once per `[daemon] full_listing`, only the newest
 //! keys in between ([`listing`]: such a pass deletes nothing) — reads the manifests of archives
 //! it has not seen (they are immutable, so they are cached), asks the pure planner what to do,
-//! and does it: adopts and marks drift in the catalog, removes debris, deletes what retention
-//! released (manifest first, so a crash in between leaves debris, never a manifest without its
-//! data), and starts due backups, archives, drills and replica syncs as background tasks so the
-//! loop keeps ticking while they run (at most one sync per replica at a time, holding no backup
-//! permit). At most one job per database runs at a time and at most `daemon.concurrency`
+//! and does it: starts due backups first, then adopts and marks drift in the catalog, removes
+//! debris, deletes what retention released (manifest first, so a crash in between leaves
+//! debris, never a manifest without its data), and starts archives, drills and replica syncs —
+//! backups and those as background tasks so the loop keeps ticking while they run (at most one
+//! sync per replica at a time, holding no backup permit). At most one job per database runs at a time and at most `daemon.concurrency`
 //! backups at once (critical first). Nothing is deleted when the listing failed or was partial.
 //!
 //! The daemon calls [`Reconciler::run_once`] every tick; tests call it directly with an
@@ -70,6 +70,9 @@ pub struct PassReport {
     /// Errors of single actions; the pass went on.
     pub errors: Vec<String>,
 }
+
+/// Adopted manifests read at once.
+const ADOPTION_READS: usize = 16;
 
 /// Which listing a pass made ([`Reconciler::list`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -675,9 +678,52 @@ impl Reconciler {
             alerts.plan_observed(&plan);
         }
 
-        for a in &plan.adoptions {
+        // Backups first, so the bookkeeping and deletions below never delay them (a takeover's
+        // included): one job per trigger kind, in the plan's priority order.
+        let mut by_trigger: BTreeMap<&'static str, (Trigger, Vec<String>)> = BTreeMap::new();
+        let fires: BTreeMap<String, DateTime<Utc>> = plan
+            .backups
+            .iter()
+            .map(|b| (b.database.clone(), b.fire.unwrap_or(DateTime::UNIX_EPOCH)))
+            .collect();
+        for b in &plan.backups {
+            by_trigger
+                .entry(b.trigger.as_str())
+                .or_insert((b.trigger, Vec::new()))
+                .1
+                .push(b.database.clone());
+        }
+        for (_, (trigger, databases)) in by_trigger {
+            report.backups_started += databases.len();
+            self.start_job(
+                JobRequest {
+                    job_id: None,
+                    databases,
+                    trigger,
+                    initiated_by: Some("daemon".into()),
+                    reason: None,
+                },
+                &fires,
+                Arc::clone(&policy),
+                store.clone(),
+            )
+            .await;
+        }
+
+        // Manifests read 16 at a time: with several daemons each one adopts the others'
+        // backups (hundreds after a nightly run), and read one by one they held the pass — and
+        // the backups it starts, a takeover's included — for many seconds.
+        let read: Vec<_> = futures::stream::iter(&plan.adoptions)
+            .map(|a| {
+                let store = &store;
+                async move { (a, bucket::read_manifest(store, &a.manifest_key).await) }
+            })
+            .buffered(ADOPTION_READS)
+            .collect()
+            .await;
+        for (a, manifest) in read {
             report.storage_requests += 1;
-            match bucket::read_manifest(&store, &a.manifest_key).await {
+            match manifest {
                 Ok(m) => {
                     let expires = policy.retention.daily.after(m.completed_at);
                     self.catalog
@@ -790,37 +836,6 @@ impl Reconciler {
                     "{e} (its manifest is deleted: the data object is debris, removed later)"
                 )),
             }
-        }
-
-        // Backups: one job per trigger kind, in the plan's priority order.
-        let mut by_trigger: BTreeMap<&'static str, (Trigger, Vec<String>)> = BTreeMap::new();
-        let fires: BTreeMap<String, DateTime<Utc>> = plan
-            .backups
-            .iter()
-            .map(|b| (b.database.clone(), b.fire.unwrap_or(DateTime::UNIX_EPOCH)))
-            .collect();
-        for b in &plan.backups {
-            by_trigger
-                .entry(b.trigger.as_str())
-                .or_insert((b.trigger, Vec::new()))
-                .1
-                .push(b.database.clone());
-        }
-        for (_, (trigger, databases)) in by_trigger {
-            report.backups_started += databases.len();
-            self.start_job(
-                JobRequest {
-                    job_id: None,
-                    databases,
-                    trigger,
-                    initiated_by: Some("daemon".into()),
-                    reason: None,
-                },
-                &fires,
-                Arc::clone(&policy),
-                store.clone(),
-            )
-            .await;
         }
 
         if let Some(a) = plan.archives.first() {
