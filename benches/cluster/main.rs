@@ -78,7 +78,7 @@ fn main() {
                 // The partial listings measured (pages per tick are the same at any tick), and
                 // one full listing of the whole bucket an hour.
                 let per_node = r.lists_per_pass * (MONTH_SECONDS / 60.0)
-                    + r.objects.div_ceil(1000).max(1) as f64 * (MONTH_SECONDS / 3600.0)
+                    + patina::listing::pages(r.objects) as f64 * (MONTH_SECONDS / 3600.0)
                     + heartbeats;
                 // Nightly backups of every database, once across the cluster.
                 per_node * n as f64 + r.class_a_per_backup * d as f64 * 30.0

@@ -288,9 +288,7 @@ impl KeepRules {
         covering: &[&str],
         now: DateTime<Utc>,
     ) -> bool {
-        !is_newest
-            && expired(d.id.taken_at, self.daily, now)
-            && (self.weekly.is_none() || !covering.is_empty())
+        self.would_have_deleted(d.id.taken_at, !is_newest, !covering.is_empty(), now)
     }
 
     fn dump_verdict(

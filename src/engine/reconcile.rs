@@ -8,8 +8,9 @@
 //! debris, deletes what retention released (manifest first, so a crash in between leaves
 //! debris, never a manifest without its data), and starts archives, drills and replica syncs —
 //! backups and those as background tasks so the loop keeps ticking while they run (at most one
-//! sync per replica at a time, holding no backup permit). At most one job per database runs at a time and at most `daemon.concurrency`
-//! backups at once (critical first). Nothing is deleted when the listing failed or was partial.
+//! sync per replica at a time, holding no backup permit). At most one job per database runs at
+//! a time and at most `daemon.concurrency` backups at once (critical first). Nothing is deleted
+//! when the listing failed or was partial.
 //!
 //! The daemon calls [`Reconciler::run_once`] every tick; tests call it directly with an
 //! injected clock and [`Reconciler::wait_idle`] for the background work.
@@ -134,9 +135,12 @@ struct State {
     replicas: Vec<replica::Destination>,
     last_pass: Option<PassSummary>,
     last_success: Option<DateTime<Utc>>,
-    /// Passes since start: full listings, partial ones, failed.
+    /// Passes since start, by [`PASS_LISTINGS`].
     passes: [u64; 3],
 }
+
+/// How a pass listed, as `patina_reconcile_passes_total{listing}` names it.
+const PASS_LISTINGS: [&str; 3] = ["full", "partial", "failed"];
 
 /// The outcome of the last pass, for health checks, metrics and the status page.
 #[derive(Debug, Clone)]
@@ -369,11 +373,7 @@ impl Reconciler {
             last_success: state.last_success,
             last_backup: *self.last_backup.lock().expect("last backup lock"),
             last_full_listing: self.carried.lock().expect("carried listing").full_at,
-            passes: [
-                ("full", state.passes[0]),
-                ("partial", state.passes[1]),
-                ("failed", state.passes[2]),
-            ],
+            passes: std::array::from_fn(|i| (PASS_LISTINGS[i], state.passes[i])),
             requests: state.store.requests(),
             replicas: self.replica_status(&state.policy),
         }
@@ -453,12 +453,11 @@ impl Reconciler {
         };
         match partial_from {
             None => {
-                let objects = store.list("").await?;
+                let mut objects = store.list("").await?;
                 let requests = listing::pages(objects.len());
                 let mut carried = self.carried.lock().expect("carried listing");
                 // This node's commits since the listing started may be missing from it.
                 carried.own.retain(|(_, recorded)| *recorded >= now);
-                let mut objects = objects;
                 listing::insert(&mut objects, carried.own.iter().map(|(o, _)| o.clone()));
                 carried.objects = objects.clone();
                 carried.full_at = Some(now);

@@ -28,10 +28,7 @@ use crate::support::s3::{Entry, S3Server};
 const NODES: [&str; 3] = ["a", "b", "c"];
 /// 20 in `cargo test`; `PATINA_CHAOS_DATABASES` for a bigger soak.
 fn databases() -> usize {
-    std::env::var("PATINA_CHAOS_DATABASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    crate::support::knob("PATINA_CHAOS_DATABASES", 20)
 }
 const TTL_SECS: u64 = 3;
 const TICK_SECS: u64 = 1;
@@ -60,10 +57,7 @@ fn policy(server: &S3Server, node: &str, dbs: &Path) -> String {
 
 /// `PATINA_CHAOS_LARGE_MB`: db00 gets this many MiB of random blobs (0 in `cargo test`).
 fn large_mb() -> usize {
-    std::env::var("PATINA_CHAOS_LARGE_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    crate::support::knob("PATINA_CHAOS_LARGE_MB", 0)
 }
 
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).
@@ -104,10 +98,7 @@ fn minute_floor(t: SystemTime) -> DateTime<Utc> {
 
 #[test]
 fn three_daemons_under_sigkill_and_sigstop_back_up_every_fire_once() {
-    let seconds: u64 = std::env::var("PATINA_CHAOS_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+    let seconds: u64 = crate::support::knob("PATINA_CHAOS_SECONDS", 150);
     let seed = std::env::var("PATINA_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -43,10 +43,7 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backups_lose_nothing_and_lie_about_nothing() {
-    let kills: u32 = std::env::var("PATINA_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let kills: u32 = crate::support::knob("PATINA_CRASH_KILLS", 20);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     make_db(&p.join("big.db"), 40_000);

@@ -286,10 +286,7 @@ fn round_trip(tables: &[Table]) -> Result<(), TestCaseError> {
 
 #[test]
 fn random_schemas_and_values_round_trip_through_sqlite3() {
-    let cases = std::env::var("PATINA_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let cases = crate::support::knob("PATINA_PROPTEST_CASES", 1000);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

@@ -126,10 +126,7 @@ fn wait_healthy(d: &mut Daemon, addr: SocketAddr) {
 
 #[test]
 fn soak_reloads_triggers_signals_and_a_restart_without_growth_or_missed_schedules() {
-    let seconds: u64 = std::env::var("PATINA_SOAK_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let seconds: u64 = crate::support::knob("PATINA_SOAK_SECONDS", 20);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     for db in DBS {

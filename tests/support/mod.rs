@@ -9,6 +9,15 @@ pub mod s3;
 pub mod sqlite3;
 pub mod wrangler;
 
+/// A knob of the long runs (`PATINA_SOAK_SECONDS`, …): the variable parsed, or `default` when
+/// it is unset or not a number.
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A program the tests need, checked with `PROGRAM --version`; a missing one fails the test with
 /// how to install it (`.ci/run` installs them all) — never a silent skip.
 pub fn require(program: &'static str, install: &str) -> &'static str {
