@@ -139,9 +139,19 @@ impl Cx<'_> {
         match value {
             toml::Value::String(s) if allowed.contains(&s.as_str()) => true,
             toml::Value::String(s) => {
+                // A plain word is echoed; anything else may be a secret a broken line ran into
+                // (`kind = "webhook` followed by the url's text), so it is only described.
+                let plain = s.len() <= 40
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                let given = if plain {
+                    format!("{s:?}")
+                } else {
+                    format!("a value of {} characters (not shown)", s.chars().count())
+                };
                 self.bad(
                     path,
-                    format!("{} must be one of {listed}, not {s:?}", field(path)),
+                    format!("{} must be one of {listed}, not {given}", field(path)),
                     did_you_mean(s, &allowed),
                 );
                 false

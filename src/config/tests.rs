@@ -336,6 +336,13 @@ fn database_problems() {
         )),
         "\"kind\" in [[database]] #1 must be one of \"sqlite\", \"d1\", not \"postgres\" at patina.toml:5:8"
     );
+    // A value that is not a plain word may be a secret a broken line ran into: not echoed.
+    assert_eq!(
+        only(&db(
+            "name = \"a\"\nkind = \"sqliteps://h.example/s3cr3t\"\npath = \"a.db\"\npriority = \"critical\"\n"
+        )),
+        "\"kind\" in [[database]] #1 must be one of \"sqlite\", \"d1\", not a value of 27 characters (not shown) at patina.toml:5:8"
+    );
     assert_eq!(
         only(&db(
             "name = \"a\"\nkind = \"sqlite\"\npath = \"a.db\"\npriority = \"normal\"\n"
